@@ -1,0 +1,1 @@
+//! Pure decisions: (ServiceMap, flows) -> verdicts and delete plans.
