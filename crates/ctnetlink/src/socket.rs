@@ -378,7 +378,7 @@ impl Conntrack {
                 |m| decode(m, &mut summary),
             );
             let interrupted = match res {
-                Err(e) if kernel_tuples && filter.needs_tuple_filter() && e.is_not_supported() => {
+                Err(e) if kernel_tuples && e.is_not_supported() => {
                     self.dump_filter = Some(false);
                     summary.kernel_filtered = false;
                     self.dump_raw(
@@ -389,7 +389,7 @@ impl Conntrack {
                 }
                 other => other?,
             };
-            if !kernel_tuples && filter.needs_tuple_filter() {
+            if !kernel_tuples || !filter.kernel_exact() {
                 summary.kernel_filtered = false;
             }
             summary.interrupted |= interrupted;
@@ -641,6 +641,13 @@ impl Conntrack {
     /// CTA_FILTER (Linux >= 6.12; older kernels answer EOPNOTSUPP). Returns nothing: the kernel
     /// reports no count. This is the floor [`Conntrack::flush`] is measured against.
     pub fn kernel_flush(&mut self, family: u8, filter: &Filter) -> Result<(), Error> {
+        if !filter.kernel_exact() {
+            return Err(Error::Invalid(
+                "the kernel flush path cannot match IPv6 addresses (Linux compares them inverted \
+                 in CTA_FILTER); use the dump-delete path"
+                    .into(),
+            ));
+        }
         // nfgenmsg version 1 asks the kernel to honour the family.
         self.request(
             Op::Flush,
@@ -674,8 +681,10 @@ impl Conntrack {
                         FlushPath::DumpDelete
                     }
                 }
+                None if !filter.kernel_exact() => FlushPath::DumpDelete,
                 None => FlushPath::Kernel,
             };
+
             let r = match path {
                 FlushPath::Kernel => {
                     let before = self.stats()?.entries;

@@ -148,31 +148,53 @@ impl Filter {
         self.orig_flags() != 0 || self.reply_flags() != 0
     }
 
-    /// Writes the filter attributes of a dump or flush request. With `tuples == false` only the
-    /// attributes older kernels understand are written (mark, status, zone): the caller then
-    /// filters the tuples in userspace with [`Filter::matches`].
+    /// The part of the filter the kernel can be trusted with. IPv6 addresses are left out:
+    /// Linux (measured on 6.18) compares them inverted in ctnetlink_filter_match_tuple
+    /// (`!ipv6_addr_cmp(...)` rejects the *equal* address), so a dump filtered on an IPv6
+    /// address returns every other entry and a filtered flush deletes every other entry.
+    /// Protocol and ports still narrow such requests in the kernel; addresses are matched here.
+    pub fn kernel_part(&self) -> Filter {
+        let v4 = |a: Option<IpAddr>| a.filter(IpAddr::is_ipv4);
+        Filter {
+            orig_src: v4(self.orig_src),
+            orig_dst: v4(self.orig_dst),
+            reply_src: v4(self.reply_src),
+            reply_dst: v4(self.reply_dst),
+            ..*self
+        }
+    }
+
+    /// Whether the kernel can evaluate the whole filter by itself, so that a kernel flush
+    /// deletes exactly what [`Filter::matches`] selects.
+    pub fn kernel_exact(&self) -> bool {
+        self.kernel_part() == *self
+    }
+
+    /// Writes the filter attributes of a dump or flush request: the [`Filter::kernel_part`].
+    /// With `tuples == false` only the attributes kernels before 5.8 understand are written
+    /// (mark, status, zone). Either way the caller checks every entry with [`Filter::matches`],
+    /// except on the kernel flush path, which requires [`Filter::kernel_exact`].
+    ///
+    /// CTA_FILTER is always present with `tuples == true`, even with no tuple field: a kernel
+    /// before 6.12 then refuses a flush with EOPNOTSUPP instead of ignoring the attributes it
+    /// does not know (CTA_ZONE before 6.8, for one) and flushing more than asked.
     pub fn emit(&self, w: &mut NlaWriter<'_>, tuples: bool) {
-        if tuples && self.needs_tuple_filter() {
-            let (of, rf) = (self.orig_flags(), self.reply_flags());
+        let k = self.kernel_part();
+        if tuples {
+            let (of, rf) = (k.orig_flags(), k.reply_flags());
             if of != 0 {
                 w.nested(CTA_TUPLE_ORIG, |w| {
-                    self.emit_tuple(
-                        w,
-                        self.orig_src,
-                        self.orig_dst,
-                        self.orig_src_port,
-                        self.orig_dst_port,
-                    )
+                    k.emit_tuple(w, k.orig_src, k.orig_dst, k.orig_src_port, k.orig_dst_port)
                 });
             }
             if rf != 0 {
                 w.nested(CTA_TUPLE_REPLY, |w| {
-                    self.emit_tuple(
+                    k.emit_tuple(
                         w,
-                        self.reply_src,
-                        self.reply_dst,
-                        self.reply_src_port,
-                        self.reply_dst_port,
+                        k.reply_src,
+                        k.reply_dst,
+                        k.reply_src_port,
+                        k.reply_dst_port,
                     )
                 });
             }
