@@ -1,1 +1,25 @@
-//! Kubernetes watches -> ServiceMap.
+//! Kubernetes watches -> [`ServiceMap`]: every NAT frontend kube-proxy programs on this node
+//! (ClusterIPs, NodePorts on every node address, externalIPs, load-balancer IPs) and, per
+//! service port, the backends from the EndpointSlices with their conditions.
+//!
+//! - [`ServiceMap::build`]: pure, from plain `Service`/`EndpointSlice`/`Node` values
+//!   (what `kubectl get svc,endpointslices -A -o json` prints);
+//! - [`ClusterWatch`]: the live model, reflector stores fed by list/watch, snapshots on demand;
+//! - [`local_addresses`]: the node's interface addresses, which carry NodePorts too;
+//! - [`kube_client`], [`node_name`]: setup helpers for the binary.
+
+mod build;
+mod ifaddrs;
+mod model;
+mod watch;
+
+pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
+pub use ifaddrs::local_addresses;
+pub use model::{
+    Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef, MapStats,
+    PortId, PortRef, Proto, ServiceMap, ServiceName,
+};
+pub use watch::{
+    ClusterWatch, Error, Snapshot, WatchConfig, WatchState, WatchStatus, Watched, kube_client,
+    node_name,
+};

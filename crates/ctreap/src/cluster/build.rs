@@ -1,0 +1,915 @@
+//! Service, EndpointSlice and Node objects -> [`ServiceMap`], the way kube-proxy reads them.
+//!
+//! Pure: plain values in, a map and a list of warnings out. Nothing from the API server is
+//! trusted to be well formed: a bad field costs a warning and that one item, never the map.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::model::{
+    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, PortId, Proto,
+    ServiceMap, ServiceName,
+};
+
+/// The label that ties an EndpointSlice to its Service (`kubernetes.io/service-name`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Services with this label are programmed by another proxy, not kube-proxy, which ignores
+/// them (`service.kubernetes.io/service-proxy-name`, KEP-2447); so do we: their flows are
+/// left alone.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// What was wrong with an object the builder had to skip (in part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// A required field is absent (name, namespace, spec, slice port number).
+    MissingField,
+    /// An address that does not parse as an IP.
+    MalformedAddress,
+    /// A port outside 1..=65535.
+    InvalidPort,
+    /// A protocol other than TCP, UDP, SCTP.
+    UnsupportedProtocol,
+    /// An address of the other IP family than the slice or Service.
+    FamilyMismatch,
+    /// An EndpointSlice labelled with a Service that does not exist.
+    UnknownService,
+    /// The same address twice in one EndpointSlice (merged: serving if serving in any).
+    DuplicateEndpoint,
+    /// Two objects with the same namespace and name (the second is ignored).
+    DuplicateObject,
+    /// An EndpointSlice `addressType` other than IPv4, IPv6, FQDN.
+    UnsupportedAddressType,
+}
+
+impl WarningKind {
+    /// A stable snake_case name, for metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WarningKind::MissingField => "missing_field",
+            WarningKind::MalformedAddress => "malformed_address",
+            WarningKind::InvalidPort => "invalid_port",
+            WarningKind::UnsupportedProtocol => "unsupported_protocol",
+            WarningKind::FamilyMismatch => "family_mismatch",
+            WarningKind::UnknownService => "unknown_service",
+            WarningKind::DuplicateEndpoint => "duplicate_endpoint",
+            WarningKind::DuplicateObject => "duplicate_object",
+            WarningKind::UnsupportedAddressType => "unsupported_address_type",
+        }
+    }
+}
+
+/// A problem in one API object; the builder skipped the offending part and went on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub kind: WarningKind,
+    /// `Service`, `EndpointSlice` or `Node`.
+    pub object_kind: &'static str,
+    /// `namespace/name` (or `name` for a Node); `?` where the object had none.
+    pub object: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.object_kind, self.object, self.message)
+    }
+}
+
+struct Warnings {
+    list: Vec<Warning>,
+}
+
+impl Warnings {
+    fn push(
+        &mut self,
+        kind: WarningKind,
+        object_kind: &'static str,
+        object: &str,
+        message: String,
+    ) {
+        self.list.push(Warning {
+            kind,
+            object_kind,
+            object: object.to_owned(),
+            message,
+        });
+    }
+}
+
+fn family(ip: &IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 6,
+    }
+}
+
+fn port_u16(n: i32) -> Option<u16> {
+    u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// The node's NodePort addresses: `status.addresses` of types InternalIP and ExternalIP plus
+/// the local interface addresses, sorted and deduplicated. kube-proxy with
+/// `nodePortAddresses` unset accepts NodePorts on every local address (`--dst-type LOCAL`).
+fn node_addresses(node: Option<&Node>, local: &[IpAddr], w: &mut Warnings) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = local.to_vec();
+    if let Some(node) = node {
+        let name = node.metadata.name.as_deref().unwrap_or("?");
+        let addrs = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for a in addrs.into_iter().flatten() {
+            if a.type_ != "InternalIP" && a.type_ != "ExternalIP" {
+                continue;
+            }
+            match a.address.parse::<IpAddr>() {
+                Ok(ip) => out.push(ip),
+                Err(e) => w.push(
+                    WarningKind::MalformedAddress,
+                    "Node",
+                    name,
+                    format!("status.addresses {} {:?}: {e}", a.type_, a.address),
+                ),
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What the builder remembers of a Service while it reads the slices.
+struct SvcSlot {
+    /// Service ports with NAT frontends; empty for headless and ExternalName Services.
+    ports: Vec<PortId>,
+}
+
+/// Accumulates ports, frontends and backends; `finish` lays them out in the map's arenas.
+#[derive(Default)]
+struct Builder {
+    services: Vec<ServiceName>,
+    ports: Vec<PortEntry>,
+    port_frontends: Vec<Vec<Frontend>>,
+    backends: HashMap<BackendKey, Conditions>,
+}
+
+impl ServiceMap {
+    /// Builds the map from the cluster's objects, as kube-proxy on this node would program
+    /// its NAT rules (`kubectl get svc,endpointslices -A -o json` and `kubectl get node NODE`).
+    ///
+    /// `node` is this node's Node object (its InternalIP/ExternalIP addresses carry
+    /// NodePorts); `node_local_addrs` are the addresses of the node's interfaces (see
+    /// [`local_addresses`](crate::cluster::local_addresses)), which carry NodePorts too.
+    ///
+    /// Accepts `&[Service]` as well as the `&[Arc<Service>]` a reflector store returns.
+    pub fn build<S, E>(
+        services: &[S],
+        slices: &[E],
+        node: Option<&Node>,
+        node_local_addrs: &[IpAddr],
+    ) -> (ServiceMap, Vec<Warning>)
+    where
+        S: Borrow<Service>,
+        E: Borrow<EndpointSlice>,
+    {
+        let mut w = Warnings { list: Vec::new() };
+        let node_addrs = node_addresses(node, node_local_addrs, &mut w);
+        let mut b = Builder::default();
+        let mut by_name: HashMap<(String, String), SvcSlot> =
+            HashMap::with_capacity(services.len());
+        for svc in services {
+            b.add_service(svc.borrow(), &node_addrs, &mut by_name, &mut w);
+        }
+        for slice in slices {
+            b.add_slice(slice.borrow(), &by_name, &mut w);
+        }
+        (b.finish(node_addrs), w.list)
+    }
+}
+
+impl Builder {
+    fn add_service(
+        &mut self,
+        svc: &Service,
+        node_addrs: &[IpAddr],
+        by_name: &mut HashMap<(String, String), SvcSlot>,
+        w: &mut Warnings,
+    ) {
+        const KIND: &str = "Service";
+        let (Some(ns), Some(name)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        ) else {
+            let what = format!(
+                "{}/{}",
+                svc.metadata.namespace.as_deref().unwrap_or("?"),
+                svc.metadata.name.as_deref().unwrap_or("?")
+            );
+            w.push(
+                WarningKind::MissingField,
+                KIND,
+                &what,
+                "metadata.namespace or metadata.name missing".into(),
+            );
+            return;
+        };
+        let id = format!("{ns}/{name}");
+        let slot = match by_name.entry((ns.to_owned(), name.to_owned())) {
+            Entry::Occupied(_) => {
+                w.push(
+                    WarningKind::DuplicateObject,
+                    KIND,
+                    &id,
+                    "listed twice; the first one is used".into(),
+                );
+                return;
+            }
+            Entry::Vacant(v) => v.insert(SvcSlot { ports: Vec::new() }),
+        };
+        let other_proxy = svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+        if other_proxy {
+            return;
+        }
+        let Some(spec) = svc.spec.as_ref() else {
+            w.push(WarningKind::MissingField, KIND, &id, "spec missing".into());
+            return;
+        };
+        // kube-proxy's ShouldSkipService: ExternalName, headless (None) and not yet
+        // allocated ("") Services get no rules, whatever else they say.
+        if spec.type_.as_deref() == Some("ExternalName") {
+            return;
+        }
+        let raw_ips: Vec<&str> = match spec.cluster_ips.as_deref() {
+            Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+            _ => spec.cluster_ip.as_deref().into_iter().collect(),
+        };
+        if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
+            return;
+        }
+        let mut cluster_ips = Vec::with_capacity(raw_ips.len());
+        for raw in raw_ips {
+            match raw.parse::<IpAddr>() {
+                Ok(ip) => cluster_ips.push(ip),
+                Err(e) => w.push(
+                    WarningKind::MalformedAddress,
+                    KIND,
+                    &id,
+                    format!("spec.clusterIPs {raw:?}: {e}"),
+                ),
+            }
+        }
+        if cluster_ips.is_empty() {
+            return;
+        }
+        // A Service serves only the IP families of its ClusterIPs (kube-proxy runs one
+        // proxier per family and each skips Services without a ClusterIP of its family).
+        let has_family = |ip: &IpAddr| cluster_ips.iter().any(|c| family(c) == family(ip));
+
+        // externalIPs and load-balancer IPs: frontends on the service port, like ClusterIPs.
+        let mut extra: Vec<(IpAddr, FrontendKind)> = Vec::new();
+        let mut extra_ips = |raw: &str, kind: FrontendKind, field: &str, w: &mut Warnings| match raw
+            .parse::<IpAddr>()
+        {
+            Ok(ip) if has_family(&ip) => extra.push((ip, kind)),
+            Ok(_) => w.push(
+                WarningKind::FamilyMismatch,
+                KIND,
+                &id,
+                format!("{field} {raw:?} is of no IP family of the Service's clusterIPs; ignored"),
+            ),
+            Err(e) => w.push(
+                WarningKind::MalformedAddress,
+                KIND,
+                &id,
+                format!("{field} {raw:?}: {e}"),
+            ),
+        };
+        for raw in spec.external_ips.iter().flatten() {
+            extra_ips(raw, FrontendKind::ExternalIp, "spec.externalIPs", w);
+        }
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for ing in ingress.into_iter().flatten() {
+            // ipMode Proxy: the load balancer proxies to the NodePort; kube-proxy programs no
+            // rule for the LB IP itself. Hostname-only ingress has no IP to match.
+            if ing.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            if let Some(raw) = ing.ip.as_deref() {
+                extra_ips(
+                    raw,
+                    FrontendKind::LoadBalancer,
+                    "status.loadBalancer.ingress[].ip",
+                    w,
+                );
+            }
+        }
+
+        let svc_index = self.services.len() as u32;
+        let mut ports = Vec::new();
+        for (i, sp) in spec.ports.iter().flatten().enumerate() {
+            let Some(proto) = Proto::from_k8s(sp.protocol.as_deref()) else {
+                w.push(
+                    WarningKind::UnsupportedProtocol,
+                    KIND,
+                    &id,
+                    format!(
+                        "spec.ports[{i}].protocol {:?} unsupported; port skipped",
+                        sp.protocol.as_deref().unwrap_or("")
+                    ),
+                );
+                continue;
+            };
+            let Some(port) = port_u16(sp.port) else {
+                w.push(
+                    WarningKind::InvalidPort,
+                    KIND,
+                    &id,
+                    format!(
+                        "spec.ports[{i}].port {} out of range; port skipped",
+                        sp.port
+                    ),
+                );
+                continue;
+            };
+            let node_port = match sp.node_port {
+                None => None,
+                Some(n) => match port_u16(n) {
+                    Some(p) => Some(p),
+                    None => {
+                        w.push(
+                            WarningKind::InvalidPort,
+                            KIND,
+                            &id,
+                            format!("spec.ports[{i}].nodePort {n} out of range; ignored"),
+                        );
+                        None
+                    }
+                },
+            };
+            let mut fes: Vec<Frontend> = Vec::new();
+            let mut add = |ip: IpAddr, port: u16, kind: FrontendKind| {
+                fes.push(Frontend {
+                    key: FrontendKey { proto, ip, port },
+                    kind,
+                })
+            };
+            for ip in &cluster_ips {
+                add(*ip, port, FrontendKind::ClusterIp);
+            }
+            for &(ip, kind) in &extra {
+                add(ip, port, kind);
+            }
+            if let Some(np) = node_port {
+                for ip in node_addrs.iter().filter(|ip| has_family(ip)) {
+                    add(*ip, np, FrontendKind::NodePort);
+                }
+            }
+            // The same address can be both, e.g. an externalIP that is a node address and a
+            // port equal to the nodePort: keep the first kind.
+            let mut seen = std::collections::HashSet::with_capacity(fes.len());
+            fes.retain(|f| seen.insert(f.key));
+            let pid = self.ports.len() as PortId;
+            self.ports.push(PortEntry {
+                service: svc_index,
+                name: sp.name.clone().unwrap_or_default(),
+                proto,
+                port,
+                node_port,
+                frontends: 0..0,
+                backends: 0..0,
+            });
+            self.port_frontends.push(fes);
+            ports.push(pid);
+        }
+        if !ports.is_empty() {
+            self.services.push(ServiceName {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        slot.ports = ports;
+    }
+
+    fn add_slice(
+        &mut self,
+        slice: &EndpointSlice,
+        by_name: &HashMap<(String, String), SvcSlot>,
+        w: &mut Warnings,
+    ) {
+        const KIND: &str = "EndpointSlice";
+        let (Some(ns), Some(name)) = (
+            slice.metadata.namespace.as_deref(),
+            slice.metadata.name.as_deref(),
+        ) else {
+            let what = format!(
+                "{}/{}",
+                slice.metadata.namespace.as_deref().unwrap_or("?"),
+                slice.metadata.name.as_deref().unwrap_or("?")
+            );
+            w.push(
+                WarningKind::MissingField,
+                KIND,
+                &what,
+                "metadata.namespace or metadata.name missing".into(),
+            );
+            return;
+        };
+        // Slices without the label belong to no Service (kube-proxy ignores them too).
+        let Some(svc_name) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .filter(|s| !s.is_empty())
+        else {
+            return;
+        };
+        let id = format!("{ns}/{name}");
+        let Some(svc) = by_name.get(&(ns.to_owned(), svc_name.clone())) else {
+            w.push(
+                WarningKind::UnknownService,
+                KIND,
+                &id,
+                format!("labelled for Service {ns}/{svc_name}, which does not exist; ignored"),
+            );
+            return;
+        };
+        if svc.ports.is_empty() {
+            return; // headless, ExternalName, or no usable ports: no NAT
+        }
+        let fam = match slice.address_type.as_str() {
+            "IPv4" => 4,
+            "IPv6" => 6,
+            "FQDN" => return,
+            other => {
+                w.push(
+                    WarningKind::UnsupportedAddressType,
+                    KIND,
+                    &id,
+                    format!("addressType {other:?} unsupported; slice ignored"),
+                );
+                return;
+            }
+        };
+        let slice_ports = match slice.ports.as_deref() {
+            Some(p) if !p.is_empty() => p,
+            _ => return,
+        };
+
+        // Which port number each service port resolves to in this slice: the slice port
+        // whose name equals the service port's name, same protocol (kube-proxy matches by
+        // name; the slice port number is the resolved targetPort).
+        let mut resolved: Vec<(PortId, u16)> = Vec::with_capacity(svc.ports.len());
+        for &pid in &svc.ports {
+            let entry = &self.ports[pid as usize];
+            let found = slice_ports.iter().enumerate().find(|(_, p)| {
+                p.name.as_deref().unwrap_or("") == entry.name
+                    && Proto::from_k8s(p.protocol.as_deref()) == Some(entry.proto)
+            });
+            let Some((i, sp)) = found else { continue };
+            match sp.port {
+                Some(n) => match port_u16(n) {
+                    Some(p) => resolved.push((pid, p)),
+                    None => w.push(
+                        WarningKind::InvalidPort,
+                        KIND,
+                        &id,
+                        format!("ports[{i}].port {n} out of range; port skipped"),
+                    ),
+                },
+                None => w.push(
+                    WarningKind::MissingField,
+                    KIND,
+                    &id,
+                    format!(
+                        "ports[{i}] ({:?}) has no port number; port skipped",
+                        entry.name
+                    ),
+                ),
+            }
+        }
+        if resolved.is_empty() {
+            return;
+        }
+
+        let mut eps: Vec<(IpAddr, Conditions)> = Vec::with_capacity(slice.endpoints.len());
+        for (i, ep) in slice.endpoints.iter().enumerate() {
+            // Only the first address counts: "No semantics are defined for additional
+            // addresses beyond the first, and kube-proxy does not look at them."
+            let Some(raw) = ep.addresses.first() else {
+                w.push(
+                    WarningKind::MissingField,
+                    KIND,
+                    &id,
+                    format!("endpoints[{i}] has no address; skipped"),
+                );
+                continue;
+            };
+            let ip = match raw.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(e) => {
+                    w.push(
+                        WarningKind::MalformedAddress,
+                        KIND,
+                        &id,
+                        format!("endpoints[{i}] address {raw:?}: {e}; skipped"),
+                    );
+                    continue;
+                }
+            };
+            if family(&ip) != fam {
+                w.push(
+                    WarningKind::FamilyMismatch,
+                    KIND,
+                    &id,
+                    format!(
+                        "endpoints[{i}] address {raw:?} in a slice of addressType {}; skipped",
+                        slice.address_type
+                    ),
+                );
+                continue;
+            }
+            let c = ep.conditions.as_ref();
+            let cond = Conditions::from_api(
+                c.and_then(|c| c.ready),
+                c.and_then(|c| c.serving),
+                c.and_then(|c| c.terminating),
+            );
+            eps.push((ip, cond));
+        }
+        // Duplicates inside one slice are an error of whoever wrote it; across slices they
+        // are normal during updates (the docs ask consumers to tolerate them) and merged
+        // silently below.
+        eps.sort_by_key(|(ip, _)| *ip);
+        let mut merged: Vec<(IpAddr, Conditions)> = Vec::with_capacity(eps.len());
+        for (ip, cond) in eps {
+            match merged.last_mut() {
+                Some((last, c)) if *last == ip => {
+                    w.push(
+                        WarningKind::DuplicateEndpoint,
+                        KIND,
+                        &id,
+                        format!("address {ip} listed more than once; merged"),
+                    );
+                    *c = c.merge(cond);
+                }
+                _ => merged.push((ip, cond)),
+            }
+        }
+        for (pid, port) in resolved {
+            for &(ip, cond) in &merged {
+                let key = BackendKey {
+                    port_id: pid,
+                    ip,
+                    port,
+                };
+                self.backends
+                    .entry(key)
+                    .and_modify(|c| *c = c.merge(cond))
+                    .or_insert(cond);
+            }
+        }
+    }
+
+    fn finish(self, node_addrs: Vec<IpAddr>) -> ServiceMap {
+        let Builder {
+            services,
+            mut ports,
+            port_frontends,
+            backends: backend_index,
+        } = self;
+
+        let mut frontend_list = Vec::with_capacity(port_frontends.iter().map(Vec::len).sum());
+        let mut fe_ports: HashMap<FrontendKey, Vec<PortId>> =
+            HashMap::with_capacity(frontend_list.capacity());
+        for (pid, fes) in port_frontends.into_iter().enumerate() {
+            let start = frontend_list.len() as u32;
+            for fe in fes {
+                fe_ports.entry(fe.key).or_default().push(pid as PortId);
+                frontend_list.push(fe);
+            }
+            ports[pid].frontends = start..frontend_list.len() as u32;
+        }
+        let mut frontends = HashMap::with_capacity(fe_ports.len());
+        let mut frontend_ports = Vec::with_capacity(frontend_list.len());
+        for (key, pids) in fe_ports {
+            let start = frontend_ports.len() as u32;
+            frontend_ports.extend(pids);
+            frontends.insert(key, (start, frontend_ports.len() as u32));
+        }
+
+        let mut backends: Vec<(PortId, Backend)> = backend_index
+            .iter()
+            .map(|(k, c)| {
+                (
+                    k.port_id,
+                    Backend {
+                        ip: k.ip,
+                        port: k.port,
+                        conditions: *c,
+                    },
+                )
+            })
+            .collect();
+        backends.sort_unstable_by_key(|(pid, b)| (*pid, b.ip, b.port));
+        // Arena order is (port, ip, port number), so sorting indices by (ip, index) gives
+        // (ip, port) order.
+        let mut by_backend_ip: Vec<u32> = (0..backends.len() as u32).collect();
+        by_backend_ip.sort_unstable_by_key(|&i| (backends[i as usize].1.ip, i));
+        let mut i = 0;
+        for (pid, entry) in ports.iter_mut().enumerate() {
+            let start = i;
+            while i < backends.len() && backends[i].0 == pid as PortId {
+                i += 1;
+            }
+            entry.backends = start as u32..i as u32;
+        }
+        let backends: Vec<Backend> = backends.into_iter().map(|(_, b)| b).collect();
+
+        ServiceMap {
+            services,
+            ports,
+            frontend_list,
+            backends,
+            frontends,
+            frontend_ports,
+            backend_index,
+            by_backend_ip,
+            node_addrs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).expect("test Service JSON")
+    }
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).expect("test EndpointSlice JSON")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP")
+    }
+
+    fn web() -> Service {
+        svc(json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+        }))
+    }
+
+    fn web_slice(name: &str, ports: serde_json::Value, eps: serde_json::Value) -> EndpointSlice {
+        slice(json!({
+            "metadata": {"namespace": "default", "name": name,
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": eps
+        }))
+    }
+
+    #[test]
+    fn port_is_resolved_by_name_not_by_position() {
+        let s = web_slice(
+            "web-1",
+            json!([{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}]),
+            json!([{"addresses": ["10.244.1.5"]}]),
+        );
+        let (map, warnings) = ServiceMap::build(&[web()], &[s], None, &[]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let fe = map
+            .frontend(Proto::Tcp, ip("10.96.0.10"), 80)
+            .expect("ClusterIP frontend");
+        assert!(fe.backend(ip("10.244.1.5"), 8080).is_some(), "named port");
+        assert!(fe.backend(ip("10.244.1.5"), 9090).is_none(), "other port");
+    }
+
+    #[test]
+    fn protocol_must_match_too() {
+        let s = web_slice(
+            "web-1",
+            json!([{"name": "http", "port": 8080, "protocol": "UDP"}]),
+            json!([{"addresses": ["10.244.1.5"]}]),
+        );
+        let (map, _) = ServiceMap::build(&[web()], &[s], None, &[]);
+        let fe = map
+            .frontend(Proto::Tcp, ip("10.96.0.10"), 80)
+            .expect("frontend");
+        assert!(fe.backend(ip("10.244.1.5"), 8080).is_none());
+    }
+
+    #[test]
+    fn slice_port_without_number_warns() {
+        let s = web_slice(
+            "web-1",
+            json!([{"name": "http"}]),
+            json!([{"addresses": ["10.244.1.5"]}]),
+        );
+        let (map, warnings) = ServiceMap::build(&[web()], &[s], None, &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].kind, WarningKind::MissingField);
+        assert_eq!(map.stats().backends, 0);
+    }
+
+    #[test]
+    fn only_the_first_address_counts() {
+        let s = web_slice(
+            "web-1",
+            json!([{"name": "http", "port": 8080}]),
+            json!([{"addresses": ["10.244.1.5", "10.244.1.6"]}]),
+        );
+        let (map, _) = ServiceMap::build(&[web()], &[s], None, &[]);
+        let fe = map
+            .frontend(Proto::Tcp, ip("10.96.0.10"), 80)
+            .expect("frontend");
+        assert!(fe.backend(ip("10.244.1.5"), 8080).is_some());
+        assert!(fe.backend(ip("10.244.1.6"), 8080).is_none());
+    }
+
+    #[test]
+    fn nodeport_follows_service_families() {
+        let s = svc(json!({
+            "metadata": {"namespace": "default", "name": "np"},
+            "spec": {"type": "NodePort", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"port": 80, "nodePort": 30080, "protocol": "UDP"}]}
+        }));
+        let (map, warnings) = ServiceMap::build(
+            &[s],
+            &[] as &[EndpointSlice],
+            None,
+            &[ip("192.168.1.10"), ip("fd00::10")],
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(
+            map.frontend(Proto::Udp, ip("192.168.1.10"), 30080)
+                .is_some()
+        );
+        assert!(
+            map.frontend(Proto::Udp, ip("fd00::10"), 30080).is_none(),
+            "a single-stack IPv4 Service has no IPv6 NodePort"
+        );
+        assert!(
+            map.frontend(Proto::Tcp, ip("192.168.1.10"), 30080)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn node_status_addresses_carry_nodeports() {
+        let s = svc(json!({
+            "metadata": {"namespace": "default", "name": "np"},
+            "spec": {"type": "NodePort", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"port": 80, "nodePort": 30080}]}
+        }));
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node-a"},
+            "status": {"addresses": [
+                {"type": "InternalIP", "address": "192.168.1.10"},
+                {"type": "ExternalIP", "address": "203.0.113.10"},
+                {"type": "Hostname", "address": "node-a"},
+                {"type": "InternalIP", "address": "192.168.1.999"}
+            ]}
+        }))
+        .expect("node JSON");
+        let (map, warnings) = ServiceMap::build(&[s], &[] as &[EndpointSlice], Some(&node), &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].kind, WarningKind::MalformedAddress);
+        assert_eq!(
+            map.node_addresses(),
+            &[ip("192.168.1.10"), ip("203.0.113.10")]
+        );
+        assert!(
+            map.frontend(Proto::Tcp, ip("203.0.113.10"), 30080)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn external_name_and_unallocated_have_no_frontends() {
+        let ext = svc(json!({
+            "metadata": {"namespace": "default", "name": "ext"},
+            "spec": {"type": "ExternalName", "externalName": "example.com",
+                     "ports": [{"port": 80}]}
+        }));
+        let pending = svc(json!({
+            "metadata": {"namespace": "default", "name": "pending"},
+            "spec": {"ports": [{"port": 80}]}
+        }));
+        let (map, warnings) =
+            ServiceMap::build(&[ext, pending], &[] as &[EndpointSlice], None, &[]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(map.stats().frontends, 0);
+    }
+
+    #[test]
+    fn services_of_another_proxy_are_left_alone() {
+        let mut s = web();
+        s.metadata.labels = Some(
+            [(SERVICE_PROXY_NAME_LABEL.to_owned(), "cilium".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let sl = web_slice(
+            "web-1",
+            json!([{"name": "http", "port": 8080}]),
+            json!([{"addresses": ["10.244.1.5"]}]),
+        );
+        let (map, warnings) = ServiceMap::build(&[s], &[sl], None, &[]);
+        assert!(
+            warnings.is_empty(),
+            "its slices are no unknown Service's: {warnings:?}"
+        );
+        assert!(map.frontend(Proto::Tcp, ip("10.96.0.10"), 80).is_none());
+    }
+
+    #[test]
+    fn bad_service_fields_cost_only_themselves() {
+        let s = svc(json!({
+            "metadata": {"namespace": "default", "name": "odd"},
+            "spec": {"clusterIPs": ["10.96.0.30", "10.96.0.999"],
+                     "externalIPs": ["fd00::1", "not-an-ip", "198.51.100.7"],
+                     "ports": [{"name": "a", "port": 80, "protocol": "ICMP"},
+                               {"name": "b", "port": 70000},
+                               {"name": "c", "port": 53, "protocol": "UDP", "nodePort": -1}]}
+        }));
+        let (map, warnings) =
+            ServiceMap::build(&[s], &[] as &[EndpointSlice], None, &[ip("192.168.1.10")]);
+        let kinds: Vec<_> = warnings.iter().map(|w| w.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                WarningKind::MalformedAddress,
+                WarningKind::FamilyMismatch,
+                WarningKind::MalformedAddress,
+                WarningKind::UnsupportedProtocol,
+                WarningKind::InvalidPort,
+                WarningKind::InvalidPort,
+            ],
+            "{warnings:#?}"
+        );
+        assert!(map.frontend(Proto::Udp, ip("10.96.0.30"), 53).is_some());
+        assert!(map.frontend(Proto::Udp, ip("198.51.100.7"), 53).is_some());
+        assert_eq!(map.stats().frontends, 2);
+    }
+
+    #[test]
+    fn missing_metadata_warns() {
+        let s = svc(json!({"metadata": {"name": "nons"}, "spec": {"clusterIP": "10.96.0.1"}}));
+        let (_, warnings) = ServiceMap::build(&[s], &[] as &[EndpointSlice], None, &[]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warnings[0].to_string(),
+            "Service ?/nons: metadata.namespace or metadata.name missing"
+        );
+    }
+
+    #[test]
+    fn duplicate_service_warns_and_keeps_first() {
+        let (map, warnings) =
+            ServiceMap::build(&[web(), web()], &[] as &[EndpointSlice], None, &[]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].kind, WarningKind::DuplicateObject);
+        assert_eq!(map.stats().service_ports, 1);
+    }
+
+    #[test]
+    fn backend_ip_index() {
+        let s = web_slice(
+            "web-1",
+            json!([{"name": "http", "port": 8080}]),
+            json!([{"addresses": ["10.244.1.5"]}, {"addresses": ["10.244.1.6"]}]),
+        );
+        let (map, _) = ServiceMap::build(&[web()], &[s], None, &[]);
+        let ports: Vec<String> = map
+            .ports_of_backend_ip(ip("10.244.1.6"))
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(ports, ["default/web:http"]);
+        assert_eq!(map.ports_of_backend_ip(ip("10.244.1.7")).count(), 0);
+        let stats = map.stats();
+        assert_eq!(
+            (stats.services, stats.backends, stats.backend_ips),
+            (1, 2, 2)
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Delete plans: the kernel filters to flush, not the flows themselves.
+//!
+//! One [`FlushKey`] per (frontend, stale backend) pair becomes one filtered `CT_DELETE`
+//! (Linux 6.12+: one kernel walk deletes every match), the equivalent of
+//! `conntrack -D -p udp --orig-dst SVC --orig-port-dst 53 --reply-src POD --reply-port-src 53`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use super::verdict::{Decision, Flow, StaleReason, Verdict, classify, judge};
+use crate::cluster::{BackendState, Conditions, Proto, ServiceMap};
+
+/// A set of protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ProtoSet(u8);
+
+impl ProtoSet {
+    pub const NONE: ProtoSet = ProtoSet(0);
+    pub const ALL: ProtoSet = ProtoSet(0b111);
+    pub const TCP: ProtoSet = ProtoSet::NONE.with(Proto::Tcp);
+    pub const UDP: ProtoSet = ProtoSet::NONE.with(Proto::Udp);
+    pub const SCTP: ProtoSet = ProtoSet::NONE.with(Proto::Sctp);
+
+    const fn bit(p: Proto) -> u8 {
+        match p {
+            Proto::Tcp => 1,
+            Proto::Udp => 2,
+            Proto::Sctp => 4,
+        }
+    }
+
+    #[must_use]
+    pub const fn with(self, p: Proto) -> ProtoSet {
+        ProtoSet(self.0 | Self::bit(p))
+    }
+
+    pub const fn contains(self, p: Proto) -> bool {
+        self.0 & Self::bit(p) != 0
+    }
+}
+
+/// Which stale verdicts, for which protocols, a plan deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Backend absent from every slice of the frontend's Services.
+    pub gone: ProtoSet,
+    /// Backend in a slice with `serving: false`.
+    pub not_serving: ProtoSet,
+    /// Backend terminating but still serving.
+    pub draining: ProtoSet,
+}
+
+impl Default for Policy {
+    /// Gone: every protocol (nothing can answer; a fresh NAT decision is the only way out).
+    /// Not serving: UDP only, as kube-proxy does; a TCP or SCTP connection to a pod that is
+    /// merely not ready may still be working, and deleting its entry would reset it.
+    /// Draining: never.
+    fn default() -> Self {
+        Policy {
+            gone: ProtoSet::ALL,
+            not_serving: ProtoSet::UDP,
+            draining: ProtoSet::NONE,
+        }
+    }
+}
+
+impl Policy {
+    /// Does this policy delete flows with this verdict and IP protocol number?
+    pub fn deletes(&self, verdict: Verdict, proto: u8) -> bool {
+        let Some(p) = Proto::from_ip_proto(proto) else {
+            return false;
+        };
+        match verdict {
+            Verdict::Stale(StaleReason::Gone) => self.gone.contains(p),
+            Verdict::Stale(StaleReason::NotServing) => self.not_serving.contains(p),
+            Verdict::Draining => self.draining.contains(p),
+            Verdict::Live | Verdict::NotService(_) => false,
+        }
+    }
+
+    /// The same question for a backend's conditions on a frontend (`None`: not listed).
+    fn deletes_backend(&self, c: Option<Conditions>, p: Proto) -> bool {
+        match c.map(Conditions::state) {
+            None => self.gone.contains(p),
+            Some(BackendState::NotServing) => self.not_serving.contains(p),
+            Some(BackendState::Draining) => self.draining.contains(p),
+            Some(BackendState::Serving) => false,
+        }
+    }
+}
+
+/// One filtered flush: every entry of `proto` with original destination
+/// `orig_dst:orig_dport` (the frontend) and reply source `reply_src:reply_sport` (the
+/// backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlushKey {
+    /// IP protocol number.
+    pub proto: u8,
+    pub orig_dst: IpAddr,
+    pub orig_dport: u16,
+    pub reply_src: IpAddr,
+    pub reply_sport: u16,
+}
+
+impl fmt::Display for FlushKey {
+    /// The `conntrack -D` arguments that delete the same entries.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match Proto::from_ip_proto(self.proto) {
+            Some(Proto::Tcp) => "tcp".to_owned(),
+            Some(Proto::Udp) => "udp".to_owned(),
+            Some(Proto::Sctp) => "sctp".to_owned(),
+            None => self.proto.to_string(),
+        };
+        write!(
+            f,
+            "-p {proto} --orig-dst {} --orig-port-dst {} --reply-src {} --reply-port-src {}",
+            self.orig_dst, self.orig_dport, self.reply_src, self.reply_sport
+        )
+    }
+}
+
+/// Still deletable against `map`? The last check before a key goes into a plan, so a plan
+/// never names a backend that is serving in any Service's view of that frontend.
+fn confirmed(map: &ServiceMap, key: &FlushKey, policy: &Policy) -> bool {
+    let (v, _) = judge(
+        map,
+        key.proto,
+        key.orig_dst,
+        key.orig_dport,
+        key.reply_src,
+        key.reply_sport,
+    );
+    policy.deletes(v, key.proto)
+}
+
+fn finish(map: &ServiceMap, keys: HashSet<FlushKey>, policy: &Policy) -> Vec<FlushKey> {
+    let mut out: Vec<FlushKey> = keys
+        .into_iter()
+        .filter(|k| confirmed(map, k, policy))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The flushes that delete the stale flows among `decisions`, deduplicated and sorted.
+///
+/// Every key is checked again against `map`, so decisions made on an older map cannot
+/// delete a backend `map` says is serving.
+pub fn plan<'d, 'm: 'd>(
+    map: &ServiceMap,
+    decisions: impl IntoIterator<Item = &'d Decision<'m>>,
+    policy: &Policy,
+) -> Vec<FlushKey> {
+    let keys = decisions
+        .into_iter()
+        .filter(|d| policy.deletes(d.verdict, d.proto))
+        .map(|d| FlushKey {
+            proto: d.proto,
+            orig_dst: d.frontend.ip(),
+            orig_dport: d.frontend.port(),
+            reply_src: d.backend.ip(),
+            reply_sport: d.backend.port(),
+        })
+        .collect();
+    finish(map, keys, policy)
+}
+
+/// [`classify`] then [`plan`], for callers that hold flows.
+pub fn plan_flows<'f>(
+    map: &ServiceMap,
+    flows: impl IntoIterator<Item = &'f Flow>,
+    policy: &Policy,
+) -> Vec<FlushKey> {
+    let decisions: Vec<Decision<'_>> = flows.into_iter().map(|f| classify(map, f)).collect();
+    plan(map, &decisions, policy)
+}
+
+/// The flushes a change from `old` to `new` calls for, without looking at the table: for every
+/// frontend of `old`, each backend that was not deletable under `policy` in `old` and is in
+/// `new` (absent from the frontend's service ports, or its conditions got worse). A frontend
+/// missing from `new` (Service deleted, port removed, node address gone) loses all its
+/// backends.
+///
+/// For watch-driven triggers: flush what just left, before clients notice. Backends that were
+/// already deletable in `old` were the business of an earlier plan.
+pub fn plan_diff(old: &ServiceMap, new: &ServiceMap, policy: &Policy) -> Vec<FlushKey> {
+    let mut keys = HashSet::new();
+    for fe in old.frontends() {
+        let key = fe.key();
+        let new_fe = new.frontend(key.proto, key.ip, key.port);
+        let single = fe.ports().len() == 1;
+        for port in fe.ports() {
+            for b in port.backends() {
+                if b.ip.is_ipv4() != key.ip.is_ipv4() {
+                    continue; // a dual-stack port: no NAT crosses families
+                }
+                if b.ip == key.ip && b.port == key.port {
+                    continue; // would match untranslated traffic; see `classify`
+                }
+                let new_c = new_fe.and_then(|f| f.backend(b.ip, b.port)).map(|(_, c)| c);
+                if !policy.deletes_backend(new_c, key.proto) {
+                    continue;
+                }
+                let old_c = if single {
+                    Some(b.conditions)
+                } else {
+                    fe.backend(b.ip, b.port).map(|(_, c)| c)
+                };
+                if policy.deletes_backend(old_c, key.proto) {
+                    continue;
+                }
+                keys.insert(FlushKey {
+                    proto: key.proto.ip_proto(),
+                    orig_dst: key.ip,
+                    orig_dport: key.port,
+                    reply_src: b.ip,
+                    reply_sport: b.port,
+                });
+            }
+        }
+    }
+    let mut out: Vec<FlushKey> = keys.into_iter().collect();
+    out.sort_unstable();
+    out
+}

@@ -1,0 +1,280 @@
+//! Unit tests of verdicts and plans over small hand-built maps.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+
+use super::*;
+use crate::cluster::ServiceMap;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+/// `client:sport -> dst:dport` translated to `backend:bport`, masqueraded or not.
+fn flow(proto: u8, dst: &str, dport: u16, backend: &str, bport: u16) -> Flow {
+    Flow {
+        proto,
+        orig_src: ip("10.244.9.9"),
+        orig_dst: ip(dst),
+        orig_sport: 40000,
+        orig_dport: dport,
+        reply_src: ip(backend),
+        reply_dst: ip("10.244.9.9"),
+        reply_sport: bport,
+        reply_dport: 40000,
+        zone: 0,
+    }
+}
+
+/// `dns` (UDP 53 -> 5353 by name) with one ready, one draining, one not-serving endpoint.
+fn dns_map(extra_eps: serde_json::Value) -> ServiceMap {
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "kube-system", "name": "dns"},
+        "spec": {"clusterIPs": ["10.96.0.10"],
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": "dns-tcp"}]}
+    }))
+    .expect("Service JSON");
+    let mut eps = vec![
+        json!({"addresses": ["10.244.1.5"], "conditions": {"ready": true}}),
+        json!({"addresses": ["10.244.1.6"],
+               "conditions": {"ready": false, "serving": true, "terminating": true}}),
+        json!({"addresses": ["10.244.1.7"], "conditions": {"ready": false}}),
+    ];
+    if let serde_json::Value::Array(more) = extra_eps {
+        eps.extend(more);
+    }
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"namespace": "kube-system", "name": "dns-abc",
+                     "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"},
+                  {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}],
+        "endpoints": eps
+    }))
+    .expect("slice JSON");
+    let (map, warnings) = ServiceMap::build(&[svc], &[slice], None, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    map
+}
+
+#[test]
+fn verdicts_by_condition() {
+    let map = dns_map(json!([]));
+    let cases = [
+        (
+            "ready",
+            flow(UDP, "10.96.0.10", 53, "10.244.1.5", 5353),
+            Verdict::Live,
+        ),
+        (
+            "draining",
+            flow(UDP, "10.96.0.10", 53, "10.244.1.6", 5353),
+            Verdict::Draining,
+        ),
+        (
+            "not serving",
+            flow(UDP, "10.96.0.10", 53, "10.244.1.7", 5353),
+            Verdict::Stale(StaleReason::NotServing),
+        ),
+        (
+            "gone",
+            flow(UDP, "10.96.0.10", 53, "10.244.1.8", 5353),
+            Verdict::Stale(StaleReason::Gone),
+        ),
+        (
+            "right pod, wrong port",
+            flow(UDP, "10.96.0.10", 53, "10.244.1.5", 53),
+            Verdict::Stale(StaleReason::Gone),
+        ),
+        (
+            "tcp port by name",
+            flow(TCP, "10.96.0.10", 53, "10.244.1.5", 5353),
+            Verdict::Live,
+        ),
+        (
+            "not a frontend port",
+            flow(UDP, "10.96.0.10", 54, "10.244.1.5", 5353),
+            Verdict::NotService(NotServiceReason::NotFrontend),
+        ),
+        (
+            "not a frontend ip",
+            flow(UDP, "10.96.0.11", 53, "10.244.1.5", 5353),
+            Verdict::NotService(NotServiceReason::NotFrontend),
+        ),
+        (
+            "no dnat",
+            flow(UDP, "10.96.0.10", 53, "10.96.0.10", 53),
+            Verdict::NotService(NotServiceReason::NoDnat),
+        ),
+        (
+            "icmp",
+            flow(1, "10.96.0.10", 0, "10.244.1.5", 0),
+            Verdict::NotService(NotServiceReason::Protocol),
+        ),
+    ];
+    for (what, f, want) in cases {
+        let d = classify(&map, &f);
+        assert_eq!(d.verdict, want, "{what}: {f:?}");
+        if !matches!(
+            want,
+            Verdict::NotService(NotServiceReason::NotFrontend | NotServiceReason::Protocol)
+        ) {
+            let svc = d
+                .service()
+                .unwrap_or_else(|| panic!("{what}: no service in {d:?}"));
+            assert_eq!(svc.to_string(), "kube-system/dns", "{what}");
+        }
+    }
+}
+
+#[test]
+fn decision_names_the_port_that_decided() {
+    let map = dns_map(json!([]));
+    let d = classify(&map, &flow(TCP, "10.96.0.10", 53, "10.244.1.5", 5353));
+    let port = d.port.expect("port");
+    assert_eq!(port.to_string(), "kube-system/dns:dns-tcp");
+    assert_eq!(d.frontend.to_string(), "10.96.0.10:53");
+    assert_eq!(d.backend.to_string(), "10.244.1.5:5353");
+}
+
+#[test]
+fn default_policy_deletes_gone_everywhere_not_serving_for_udp_only() {
+    let map = dns_map(json!([]));
+    let flows = [
+        flow(UDP, "10.96.0.10", 53, "10.244.1.5", 5353), // live
+        flow(UDP, "10.96.0.10", 53, "10.244.1.6", 5353), // draining
+        flow(UDP, "10.96.0.10", 53, "10.244.1.7", 5353), // not serving, UDP
+        flow(TCP, "10.96.0.10", 53, "10.244.1.7", 5353), // not serving, TCP
+        flow(TCP, "10.96.0.10", 53, "10.244.1.8", 5353), // gone, TCP
+        flow(UDP, "10.96.0.10", 53, "10.244.1.8", 5353), // gone, UDP
+    ];
+    // Many flows of one pair make one key.
+    let mut many = flows.to_vec();
+    for sport in 1..100 {
+        let mut f = flows[5];
+        f.orig_sport = sport;
+        f.reply_dport = sport;
+        many.push(f);
+    }
+    let keys = plan_flows(&map, &many, &Policy::default());
+    let shown: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "-p tcp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
+            "-p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.7 --reply-port-src 5353",
+            "-p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
+        ]
+    );
+    let all = Policy {
+        gone: ProtoSet::ALL,
+        not_serving: ProtoSet::ALL,
+        draining: ProtoSet::ALL,
+    };
+    assert_eq!(
+        plan_flows(&map, &flows, &all).len(),
+        5,
+        "everything but live"
+    );
+    let none = Policy {
+        gone: ProtoSet::NONE,
+        not_serving: ProtoSet::NONE,
+        draining: ProtoSet::NONE,
+    };
+    assert!(plan_flows(&map, &flows, &none).is_empty());
+}
+
+#[test]
+fn plan_rechecks_decisions_against_the_newer_map() {
+    let old = dns_map(json!([]));
+    let f = flow(UDP, "10.96.0.10", 53, "10.244.1.8", 5353);
+    let decisions = [classify(&old, &f)];
+    assert_eq!(decisions[0].verdict, Verdict::Stale(StaleReason::Gone));
+    let new = dns_map(json!([{"addresses": ["10.244.1.8"]}]));
+    assert!(
+        plan(&new, &decisions, &Policy::default()).is_empty(),
+        "10.244.1.8 is back and serving in the newer map"
+    );
+    assert_eq!(plan(&old, &decisions, &Policy::default()).len(), 1);
+}
+
+#[test]
+fn diff_flushes_what_left_and_only_that() {
+    let old = dns_map(json!([{"addresses": ["10.244.1.8"]}]));
+    let new = dns_map(json!([]));
+    let keys = plan_diff(&old, &new, &Policy::default());
+    let shown: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    assert_eq!(
+        shown,
+        [
+            "-p tcp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
+            "-p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
+        ],
+        "10.244.1.7 was already not serving: an earlier plan's business"
+    );
+    assert!(
+        plan_diff(&new, &new, &Policy::default()).is_empty(),
+        "no change, no flush"
+    );
+    assert!(
+        plan_diff(&new, &old, &Policy::default()).is_empty(),
+        "an arrival flushes nothing"
+    );
+}
+
+#[test]
+fn diff_of_a_deleted_service_flushes_all_its_backends() {
+    let old = dns_map(json!([]));
+    let keys = plan_diff(&old, &ServiceMap::empty(), &Policy::default());
+    // Gone from every frontend: 3 backends x 2 protocols, except the UDP not-serving one,
+    // already deletable before.
+    assert_eq!(keys.len(), 5, "{keys:#?}");
+}
+
+#[test]
+fn counts_add_up() {
+    let map = dns_map(json!([]));
+    let mut counts = VerdictCounts::default();
+    for f in [
+        flow(UDP, "10.96.0.10", 53, "10.244.1.5", 5353),
+        flow(UDP, "10.96.0.10", 53, "10.244.1.6", 5353),
+        flow(UDP, "10.96.0.10", 53, "10.244.1.7", 5353),
+        flow(UDP, "10.96.0.10", 53, "10.244.1.8", 5353),
+        flow(UDP, "1.1.1.1", 53, "1.1.1.1", 53),
+    ] {
+        counts.add(classify(&map, &f).verdict);
+    }
+    assert_eq!(
+        counts,
+        VerdictCounts {
+            live: 1,
+            draining: 1,
+            stale_gone: 1,
+            stale_not_serving: 1,
+            not_service: 1
+        }
+    );
+    assert_eq!(counts.total(), 5);
+}
+
+#[test]
+fn proto_set() {
+    assert!(ProtoSet::ALL.contains(crate::cluster::Proto::Sctp));
+    assert!(!ProtoSet::UDP.contains(crate::cluster::Proto::Tcp));
+    assert!(
+        ProtoSet::TCP
+            .with(crate::cluster::Proto::Udp)
+            .contains(crate::cluster::Proto::Udp)
+    );
+    assert!(
+        !Policy::default().deletes(Verdict::Stale(StaleReason::Gone), 1),
+        "ICMP never"
+    );
+}

@@ -1,0 +1,228 @@
+//! The verdict table: every `conntrack -L` line of tests/data/verdict/flows.txt against the
+//! cluster of tests/data/cluster/, and the delete plan of tests/data/verdict/plan.txt.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ctreap::cluster::ServiceMap;
+use ctreap::reconcile::{Flow, Policy, Verdict, VerdictCounts, classify, plan, plan_flows};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::de::DeserializeOwned;
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+fn read(rel: &str) -> String {
+    let p = data(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn items<T: DeserializeOwned>(rel: &str) -> Vec<T> {
+    #[derive(serde::Deserialize)]
+    struct List<T> {
+        items: Vec<T>,
+    }
+    let list: List<T> = serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    list.items
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}
+
+/// The cluster of tests/data/cluster/ seen from node-a.
+fn cluster() -> ServiceMap {
+    let services: Vec<Service> = items("cluster/services.json");
+    let slices: Vec<EndpointSlice> = items("cluster/endpointslices.json");
+    let node: Node = serde_json::from_str(&read("cluster/node.json")).expect("node.json");
+    let local = [
+        ip("127.0.0.1"),
+        ip("::1"),
+        ip("192.168.10.11"),
+        ip("10.244.0.1"),
+        ip("fd00:10::11"),
+        ip("fe80::1"),
+    ];
+    let (map, warnings) = ServiceMap::build(&services, &slices, Some(&node), &local);
+    assert_eq!(warnings.len(), 5, "see cluster_fixtures.rs: {warnings:#?}");
+    map
+}
+
+/// Parses one `conntrack -L` line: the first src/dst/sport/dport are the original tuple,
+/// the second the reply tuple; `zone=` if present. ICMP lines have no ports (0).
+fn parse_conntrack(line: &str) -> Flow {
+    let mut words = line.split_whitespace();
+    let _name = words.next().expect("protocol name");
+    let proto: u8 = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("protocol number in {line:?}"));
+    let (mut src, mut dst, mut sport, mut dport) = (vec![], vec![], vec![], vec![]);
+    let mut zone = 0;
+    for w in words {
+        let Some((k, v)) = w.split_once('=') else {
+            continue;
+        };
+        match k {
+            "src" => src.push(ip(v)),
+            "dst" => dst.push(ip(v)),
+            "sport" => sport.push(v.parse::<u16>().expect("sport")),
+            "dport" => dport.push(v.parse::<u16>().expect("dport")),
+            "zone" => zone = v.parse().expect("zone"),
+            _ => {}
+        }
+    }
+    assert!(src.len() == 2 && dst.len() == 2, "two tuples in {line:?}");
+    let port = |v: &[u16], i: usize| v.get(i).copied().unwrap_or(0);
+    Flow {
+        proto,
+        orig_src: src[0],
+        orig_dst: dst[0],
+        orig_sport: port(&sport, 0),
+        orig_dport: port(&dport, 0),
+        reply_src: src[1],
+        reply_dst: dst[1],
+        reply_sport: port(&sport, 1),
+        reply_dport: port(&dport, 1),
+        zone,
+    }
+}
+
+struct Case {
+    line_no: usize,
+    about: String,
+    flow: Flow,
+    verdict: String,
+    port: String,
+}
+
+fn cases() -> Vec<Case> {
+    let text = read("verdict/flows.txt");
+    let mut about = String::new();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix('#') {
+            about = c.trim().to_owned();
+            continue;
+        }
+        let (ct, want) = line
+            .split_once(" => ")
+            .unwrap_or_else(|| panic!("flows.txt:{}: no ` => verdict port`", i + 1));
+        let (verdict, port) = want
+            .trim()
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("flows.txt:{}: want `verdict port`", i + 1));
+        out.push(Case {
+            line_no: i + 1,
+            about: about.clone(),
+            flow: parse_conntrack(ct),
+            verdict: verdict.to_owned(),
+            port: port.to_owned(),
+        });
+    }
+    out
+}
+
+#[test]
+fn every_flow_gets_its_verdict() {
+    let map = cluster();
+    let cases = cases();
+    assert!(cases.len() >= 40, "only {} cases parsed", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let d = classify(&map, &c.flow);
+        let port = d.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        if d.verdict.as_str() != c.verdict || port != c.port {
+            failures.push(format!(
+                "flows.txt:{} ({}): want {} {}, got {} {}",
+                c.line_no, c.about, c.verdict, c.port, d.verdict, port
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn default_plan_is_the_expected_flush_list() {
+    let map = cluster();
+    let flows: Vec<Flow> = cases().into_iter().map(|c| c.flow).collect();
+    let got: Vec<String> = plan_flows(&map, &flows, &Policy::default())
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let want: Vec<String> = read("verdict/plan.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(got, want, "plan differs from plan.txt");
+}
+
+#[test]
+fn plan_never_names_a_backend_serving_for_that_frontend() {
+    let map = cluster();
+    let flows: Vec<Flow> = cases().into_iter().map(|c| c.flow).collect();
+    let everything = Policy {
+        gone: ctreap::reconcile::ProtoSet::ALL,
+        not_serving: ctreap::reconcile::ProtoSet::ALL,
+        draining: ctreap::reconcile::ProtoSet::NONE,
+    };
+    for key in plan_flows(&map, &flows, &everything) {
+        let proto = ctreap::cluster::Proto::from_ip_proto(key.proto).expect("service protocol");
+        let fe = map
+            .frontend(proto, key.orig_dst, key.orig_dport)
+            .unwrap_or_else(|| panic!("{key}: not a frontend"));
+        for port in fe.ports() {
+            if let Some(c) = port.backend(key.reply_src, key.reply_sport) {
+                assert!(!c.serving, "{key}: serving in {port}");
+            }
+        }
+    }
+}
+
+#[test]
+fn counts_and_grouping_by_service() {
+    let map = cluster();
+    let cases = cases();
+    let decisions: Vec<_> = cases.iter().map(|c| classify(&map, &c.flow)).collect();
+    let mut counts = VerdictCounts::default();
+    let mut per_service = std::collections::BTreeMap::<String, u64>::new();
+    for d in &decisions {
+        counts.add(d.verdict);
+        if d.verdict.is_stale() {
+            let svc = d.service().expect("a stale verdict names its Service");
+            *per_service.entry(svc.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.total(), cases.len() as u64);
+    assert_eq!(
+        per_service.get("kube-system/kube-dns"),
+        Some(&4),
+        "{per_service:?}"
+    );
+    assert_eq!(
+        per_service.get("shop/api"),
+        None,
+        "api lost no backend: {per_service:?}"
+    );
+    // A plan from decisions equals a plan from flows.
+    let flows: Vec<Flow> = cases.iter().map(|c| c.flow).collect();
+    assert_eq!(
+        plan(&map, &decisions, &Policy::default()),
+        plan_flows(&map, &flows, &Policy::default())
+    );
+    assert!(decisions.iter().any(|d| d.verdict == Verdict::Draining));
+}
