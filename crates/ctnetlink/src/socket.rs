@@ -237,7 +237,6 @@ impl Conntrack {
         &mut self,
         op: Op,
         msg: u8,
-        flags: u16,
         family: u8,
         version: u8,
         attrs: impl FnOnce(&mut NlaWriter<'_>),
@@ -248,7 +247,7 @@ impl Conntrack {
         append_request(
             &mut self.req,
             msg,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NLM_F_REQUEST | NLM_F_ACK,
             seq,
             family,
             version,
@@ -415,7 +414,6 @@ impl Conntrack {
         let res = self.request(
             Op::Get,
             IPCTNL_MSG_CT_GET,
-            0,
             tuple.family(),
             NFNETLINK_V0,
             |w| {
@@ -575,7 +573,6 @@ impl Conntrack {
         self.request(
             Op::Stats,
             IPCTNL_MSG_CT_GET_STATS,
-            0,
             AF_UNSPEC,
             NFNETLINK_V0,
             |_| {},
@@ -652,7 +649,6 @@ impl Conntrack {
         self.request(
             Op::Flush,
             IPCTNL_MSG_CT_DELETE,
-            0,
             family,
             NFNETLINK_V1,
             |w| filter.emit(w, true),

@@ -22,12 +22,9 @@ fn ip(s: &str) -> IpAddr {
 /// A NAT entry: `src:sport -> dst:dport` DNATed to `to:to_port`, replies to `reply_dst`.
 fn nat(
     proto: u8,
-    src: &str,
-    sport: u16,
-    dst: &str,
-    dport: u16,
-    to: &str,
-    to_port: u16,
+    (src, sport): (&str, u16),
+    (dst, dport): (&str, u16),
+    (to, to_port): (&str, u16),
     reply_dst: &str,
 ) -> Entry {
     let orig = Tuple::new(ip(src), ip(dst), L4::ports(proto, sport, dport));
@@ -43,12 +40,9 @@ fn standard_entries() -> Vec<Entry> {
     let mut v = Vec::new();
     let mut e = nat(
         IPPROTO_UDP,
-        "192.0.2.1",
-        5000,
-        "198.18.0.10",
-        53,
-        "10.0.0.5",
-        5353,
+        ("192.0.2.1", 5000),
+        ("198.18.0.10", 53),
+        ("10.0.0.5", 5353),
         "192.0.2.1",
     );
     e.status = IPS_ASSURED | IPS_SEEN_REPLY;
@@ -56,24 +50,18 @@ fn standard_entries() -> Vec<Entry> {
     v.push(e);
     let mut e = nat(
         IPPROTO_UDP,
-        "192.0.2.2",
-        5001,
-        "198.18.0.10",
-        53,
-        "10.0.0.6",
-        5353,
+        ("192.0.2.2", 5001),
+        ("198.18.0.10", 53),
+        ("10.0.0.6", 5353),
         "192.0.2.2",
     );
     e.mark = Some(0x107);
     v.push(e);
     let mut e = nat(
         IPPROTO_TCP,
-        "192.0.2.1",
-        40000,
-        "198.18.0.11",
-        80,
-        "10.0.0.5",
-        8080,
+        ("192.0.2.1", 40000),
+        ("198.18.0.11", 80),
+        ("10.0.0.5", 8080),
         "192.0.2.254",
     );
     e.status = IPS_ASSURED | IPS_SEEN_REPLY;
@@ -84,12 +72,9 @@ fn standard_entries() -> Vec<Entry> {
     v.push(e);
     let mut e = nat(
         IPPROTO_TCP,
-        "192.0.2.3",
-        40001,
-        "198.18.0.11",
-        80,
-        "10.0.0.7",
-        8080,
+        ("192.0.2.3", 40001),
+        ("198.18.0.11", 80),
+        ("10.0.0.7", 8080),
         "192.0.2.3",
     );
     e.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
@@ -99,12 +84,9 @@ fn standard_entries() -> Vec<Entry> {
     v.push(e);
     let mut e = nat(
         IPPROTO_SCTP,
-        "192.0.2.1",
-        3868,
-        "198.18.0.12",
-        3868,
-        "10.0.0.5",
-        3868,
+        ("192.0.2.1", 3868),
+        ("198.18.0.12", 3868),
+        ("10.0.0.5", 3868),
         "192.0.2.1",
     );
     e.protoinfo = Some(ProtoInfo::Sctp(SctpInfo {
@@ -123,36 +105,27 @@ fn standard_entries() -> Vec<Entry> {
     v.push(e);
     let mut e = nat(
         IPPROTO_UDP,
-        "192.0.2.9",
-        1,
-        "198.18.0.10",
-        53,
-        "10.0.0.5",
-        5353,
+        ("192.0.2.9", 1),
+        ("198.18.0.10", 53),
+        ("10.0.0.5", 5353),
         "192.0.2.9",
     );
     e.zone = Some(5);
     v.push(e);
     let mut e = nat(
         IPPROTO_UDP,
-        "2001:db8::1",
-        5000,
-        "2001:db8:ffff::10",
-        53,
-        "2001:db8:a::5",
-        5353,
+        ("2001:db8::1", 5000),
+        ("2001:db8:ffff::10", 53),
+        ("2001:db8:a::5", 5353),
         "2001:db8::1",
     );
     e.status = IPS_ASSURED | IPS_SEEN_REPLY;
     v.push(e);
     let mut e = nat(
         IPPROTO_TCP,
-        "2001:db8::2",
-        40000,
-        "2001:db8:ffff::11",
-        80,
-        "2001:db8:a::6",
-        8080,
+        ("2001:db8::2", 40000),
+        ("2001:db8:ffff::11", 80),
+        ("2001:db8:a::6", 8080),
         "2001:db8::2",
     );
     e.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
@@ -170,12 +143,9 @@ fn standard_entries() -> Vec<Entry> {
     v.push(e);
     let mut e = nat(
         IPPROTO_SCTP,
-        "2001:db8::3",
-        1000,
-        "2001:db8:ffff::12",
-        2000,
-        "2001:db8:a::5",
-        2001,
+        ("2001:db8::3", 1000),
+        ("2001:db8:ffff::12", 2000),
+        ("2001:db8:a::5", 2001),
         "2001:db8::3",
     );
     e.protoinfo = Some(ProtoInfo::Sctp(SctpInfo {
@@ -723,12 +693,9 @@ fn event_overrun_is_reported_as_resync_needed() {
         .map(|i| {
             nat(
                 IPPROTO_UDP,
-                "192.0.2.1",
-                10000 + i,
-                "198.18.0.10",
-                53,
-                "10.0.0.5",
-                5353,
+                ("192.0.2.1", 10000 + i),
+                ("198.18.0.10", 53),
+                ("10.0.0.5", 5353),
                 "192.0.2.1",
             )
         })
@@ -773,12 +740,9 @@ fn dump_streams_a_large_table_and_stops_early_on_request() {
             let client = format!("192.0.{}.{}", 2 + i / 250 / 250, (i / 250) % 250);
             nat(
                 IPPROTO_TCP,
-                &client,
-                1024 + (i % 250) as u16,
-                "198.18.0.10",
-                80,
-                "10.0.0.5",
-                8080,
+                (&client, 1024 + (i % 250) as u16),
+                ("198.18.0.10", 80),
+                ("10.0.0.5", 8080),
                 &client,
             )
         })

@@ -2,7 +2,10 @@
 //! `doctor`, `run` and `lab`.
 
 pub mod conntrack;
+pub mod doctor;
 pub mod filter;
+pub mod kube_args;
+pub mod stale;
 
 use clap::{Parser, Subcommand};
 
@@ -22,4 +25,11 @@ pub struct Cli {
 pub enum Command {
     /// Read and change the node's conntrack table over ctnetlink (like conntrack-tools).
     Conntrack(conntrack::ConntrackCmd),
+    /// Stale flows on this node: conntrack entries whose backend is gone, by Service.
+    Stale(stale::StaleCmd),
+    /// During a rollout: one line per interval with endpoint changes and live/draining/stale
+    /// flows per Service, naming the dead backends that still receive flows.
+    Watch(stale::WatchCmd),
+    /// Check the node for the outage's conditions and for what ctreap needs.
+    Doctor(doctor::DoctorCmd),
 }

@@ -1,0 +1,485 @@
+//! End-to-end: the real `ctreap stale` binary against the local API server and a private
+//! network namespace's conntrack table, asserting the exact verdicts.
+
+#[path = "../../ctnetlink/tests/common/mod.rs"]
+mod common;
+
+use std::net::IpAddr;
+use std::process::{Command, Output};
+
+use common::TestNs;
+use ctnetlink::consts::*;
+use ctnetlink::{Entry, L4, Tuple};
+use kube_testserver::TestServer;
+use serde_json::{Value, json};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+fn nat(
+    proto: u8,
+    (client, sport): (&str, u16),
+    (fe, fport): (&str, u16),
+    (be, bport): (&str, u16),
+    reply_dst: &str,
+) -> Entry {
+    let orig = Tuple::new(ip(client), ip(fe), L4::ports(proto, sport, fport));
+    let reply = Tuple::new(ip(be), ip(reply_dst), L4::ports(proto, bport, sport));
+    let mut e = Entry::new(orig, reply);
+    e.timeout = Some(600);
+    e
+}
+
+fn slice(
+    name: &str,
+    svc: &str,
+    family: &str,
+    port_name: &str,
+    proto: &str,
+    port: u16,
+    endpoints: Value,
+) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": family,
+        "ports": [{"name": port_name, "port": port, "protocol": proto}],
+        "endpoints": endpoints,
+    })
+}
+
+/// The cluster: `dns` (ClusterIP, UDP, named target port) with a ready, a terminating-serving
+/// and a not-serving endpoint; `web` (dual-stack NodePort) backed by a pod that also backs
+/// `dns`.
+fn serve(server: &TestServer) {
+    let objs = [
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.10"}, {"type": "Hostname", "address": "node-1"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns", "namespace": "default"},
+               "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                        "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"}]}}),
+        slice(
+            "dns-a",
+            "dns",
+            "IPv4",
+            "dns",
+            "UDP",
+            5353,
+            json!([
+                {"addresses": ["10.244.1.5"], "conditions": {"ready": true, "serving": true, "terminating": false}},
+                {"addresses": ["10.244.1.6"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            ]),
+        ),
+        slice(
+            "dns-b",
+            "dns",
+            "IPv4",
+            "dns",
+            "UDP",
+            5353,
+            json!([
+                {"addresses": ["10.244.2.7"], "conditions": {"ready": false, "serving": false, "terminating": false}},
+            ]),
+        ),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"type": "NodePort", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00::20"],
+                        "ipFamilies": ["IPv4", "IPv6"],
+                        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}]}}),
+        slice(
+            "web-v4",
+            "web",
+            "IPv4",
+            "http",
+            "TCP",
+            8080,
+            json!([
+                {"addresses": ["10.244.1.5"], "conditions": {"ready": true}},
+            ]),
+        ),
+        slice(
+            "web-v6",
+            "web",
+            "IPv6",
+            "http",
+            "TCP",
+            8080,
+            json!([
+                {"addresses": ["fd00:244::5"], "conditions": {"ready": true}},
+            ]),
+        ),
+    ];
+    for o in objs {
+        server.apply_json(o).expect("apply");
+    }
+}
+
+fn flows() -> Vec<Entry> {
+    vec![
+        nat(
+            IPPROTO_UDP,
+            ("192.0.2.1", 5000),
+            ("10.96.0.10", 53),
+            ("10.244.1.5", 5353),
+            "192.0.2.1",
+        ), // live
+        nat(
+            IPPROTO_UDP,
+            ("192.0.2.2", 5001),
+            ("10.96.0.10", 53),
+            ("10.244.9.9", 5353),
+            "192.0.2.2",
+        ), // gone
+        nat(
+            IPPROTO_UDP,
+            ("192.0.2.3", 5002),
+            ("10.96.0.10", 53),
+            ("10.244.1.6", 5353),
+            "192.0.2.3",
+        ), // draining
+        nat(
+            IPPROTO_UDP,
+            ("192.0.2.4", 5003),
+            ("10.96.0.10", 53),
+            ("10.244.2.7", 5353),
+            "192.0.2.4",
+        ), // not serving
+        // NodePort on the node address, masqueraded: the reply goes to the node.
+        nat(
+            IPPROTO_TCP,
+            ("192.0.2.1", 40000),
+            ("198.51.100.10", 30080),
+            ("10.244.1.5", 8080),
+            "198.51.100.10",
+        ), // live
+        nat(
+            IPPROTO_TCP,
+            ("192.0.2.1", 40001),
+            ("198.51.100.10", 30080),
+            ("10.244.3.3", 8080),
+            "198.51.100.10",
+        ), // gone
+        nat(
+            IPPROTO_TCP,
+            ("2001:db8::1", 40000),
+            ("fd00::20", 80),
+            ("fd00:244::5", 8080),
+            "2001:db8::1",
+        ), // live
+        nat(
+            IPPROTO_TCP,
+            ("2001:db8::1", 40001),
+            ("fd00::20", 80),
+            ("fd00:244::99", 8080),
+            "2001:db8::1",
+        ), // gone
+        nat(
+            IPPROTO_TCP,
+            ("192.0.2.9", 1234),
+            ("203.0.113.50", 443),
+            ("203.0.113.50", 443),
+            "192.0.2.9",
+        ), // not a service
+    ]
+}
+
+fn stale(kubeconfig: &std::path::Path, ns: &TestNs, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["stale", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args([
+            "--node-name",
+            "node-1",
+            "--netns",
+            &ns.name,
+            "--sync-timeout",
+            "10s",
+        ])
+        .args(extra)
+        .output()
+        .expect("running ctreap stale")
+}
+
+#[test]
+fn stale_json_gives_the_exact_verdicts() {
+    let ns = TestNs::new("stale");
+    let r = ns.ct().create_batch(&flows()).expect("create");
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let server = TestServer::start_background();
+    serve(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+
+    let out = stale(&kc, &ns, &["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "stale failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let counts: Vec<u64> = [
+        "live",
+        "draining",
+        "stale_gone",
+        "stale_not_serving",
+        "not_service",
+    ]
+    .iter()
+    .map(|k| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {report}"))
+    })
+    .collect();
+    assert_eq!(counts, [3, 1, 3, 1, 1], "{report:#}");
+    let mut groups: Vec<(String, String, String, String)> = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["service"].as_str().unwrap().to_owned(),
+                g["frontend"].as_str().unwrap().to_owned(),
+                g["backend"].as_str().unwrap().to_owned(),
+                g["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    groups.sort();
+    let want: Vec<(String, String, String, String)> = [
+        ("dns", "10.96.0.10:53", "10.244.1.5:5353", "live"),
+        ("dns", "10.96.0.10:53", "10.244.1.6:5353", "draining"),
+        (
+            "dns",
+            "10.96.0.10:53",
+            "10.244.2.7:5353",
+            "stale_not_serving",
+        ),
+        ("dns", "10.96.0.10:53", "10.244.9.9:5353", "stale_gone"),
+        ("web", "198.51.100.10:30080", "10.244.1.5:8080", "live"),
+        (
+            "web",
+            "198.51.100.10:30080",
+            "10.244.3.3:8080",
+            "stale_gone",
+        ),
+        ("web", "[fd00::20]:80", "[fd00:244::5]:8080", "live"),
+        ("web", "[fd00::20]:80", "[fd00:244::99]:8080", "stale_gone"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    assert_eq!(groups, want);
+
+    // --fail-on-stale exits 1 while stale flows exist; --service narrows the report.
+    let out = stale(&kc, &ns, &["--fail-on-stale"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("default/web")
+            && table.contains("10.244.3.3:8080")
+            && table.contains("gone"),
+        "{table}"
+    );
+    let out = stale(
+        &kc,
+        &ns,
+        &["-o", "json", "--namespace", "default", "--service", "dns"],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(
+        report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["service"] == "dns"),
+        "{report:#}"
+    );
+
+    // Once the gone backends' flows are flushed, nothing is stale.
+    let mut ct = ns.ct();
+    for (fe, port, be, bport, proto) in [
+        ("10.96.0.10", 53, "10.244.9.9", 5353, IPPROTO_UDP),
+        ("10.96.0.10", 53, "10.244.2.7", 5353, IPPROTO_UDP),
+        ("198.51.100.10", 30080, "10.244.3.3", 8080, IPPROTO_TCP),
+        ("fd00::20", 80, "fd00:244::99", 8080, IPPROTO_TCP),
+    ] {
+        let f = ctnetlink::Filter {
+            proto: Some(proto),
+            orig_dst: Some(ip(fe)),
+            orig_dst_port: Some(port),
+            reply_src: Some(ip(be)),
+            reply_src_port: Some(bport),
+            ..ctnetlink::Filter::default()
+        };
+        assert_eq!(ct.flush(&f).expect("flush").deleted, 1);
+    }
+    let out = stale(&kc, &ns, &["--fail-on-stale"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no stale flows"));
+}
+
+#[test]
+fn stale_without_an_api_server_says_so() {
+    let ns = TestNs::new("noapi");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: c\n",
+    )
+    .expect("write kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["stale", "--kubeconfig"])
+        .arg(&kc)
+        .args([
+            "--node-name",
+            "node-1",
+            "--netns",
+            &ns.name,
+            "--sync-timeout",
+            "2s",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not deliver a complete list"), "{err}");
+}
+
+#[test]
+fn watch_prints_one_line_per_interval_naming_dead_backends() {
+    let ns = TestNs::new("watch");
+    ns.ct().create_batch(&flows()).expect("create");
+    let server = TestServer::start_background();
+    serve(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let child = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["watch", "--kubeconfig"])
+        .arg(&kc)
+        .args([
+            "--node-name",
+            "node-1",
+            "--netns",
+            &ns.name,
+            "--interval",
+            "500ms",
+            "--count",
+            "3",
+            "-n",
+            "default",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    // A rollout step while it runs: the draining dns endpoint leaves.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    server
+        .apply_json(slice(
+            "dns-a",
+            "dns",
+            "IPv4",
+            "dns",
+            "UDP",
+            5353,
+            json!([
+                {"addresses": ["10.244.1.5"], "conditions": {"ready": true}},
+            ]),
+        ))
+        .expect("apply");
+    let out = child.wait_with_output().expect("watch output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains("endpoints +0 -0"), "{text}");
+    assert!(
+        lines[0].contains("default/dns live=1 draining=1 stale=2"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("10.244.9.9:5353 (udp gone, 1 flows)"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("10.244.2.7:5353 (udp not_serving, 1 flows)"),
+        "{text}"
+    );
+    let last = lines[2];
+    assert!(
+        text.contains("endpoints +0 -1"),
+        "the removed endpoint is reported: {text}"
+    );
+    assert!(
+        last.contains("default/dns live=1 draining=0 stale=3"),
+        "{text}"
+    );
+    assert!(
+        last.contains("10.244.1.6:5353 (udp gone, 1 flows)"),
+        "{text}"
+    );
+    assert!(last.starts_with("20"), "timestamped: {last}");
+}
+
+#[test]
+fn doctor_reports_node_and_api_checks() {
+    let ns = TestNs::new("doctor");
+    ns.sysctl("net.netfilter.nf_conntrack_acct", "1");
+    let server = TestServer::start_background();
+    serve(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["doctor", "--kubeconfig"])
+        .arg(&kc)
+        .args(["--netns", &ns.name])
+        .output()
+        .expect("run doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "no check should FAIL here: {text}");
+    let level = |name: &str| {
+        text.lines()
+            .find(|l| l.get(6..).is_some_and(|r| r.starts_with(name)))
+            .unwrap_or_else(|| panic!("no {name} line: {text}"))
+            .split_whitespace()
+            .next()
+            .expect("level")
+            .to_owned()
+    };
+    assert_eq!(level("ctnetlink"), "OK");
+    assert_eq!(level("filtered flush"), "OK");
+    assert_eq!(
+        level("nf_conntrack_acct"),
+        "OK",
+        "set to 1 in this namespace"
+    );
+    assert_eq!(level("nf_conntrack_timestamp"), "WARN");
+    assert_eq!(level("api server"), "OK");
+    assert_eq!(level("services using NAT"), "WARN", "dns has a UDP port");
+    assert!(text.contains("2 use NAT (1 with UDP ports"), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["doctor", "--skip-api", "--netns", "ctreap-no-such-ns"])
+        .output()
+        .expect("run doctor");
+    assert_eq!(out.status.code(), Some(1), "a missing namespace is a FAIL");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  ctnetlink"));
+}
