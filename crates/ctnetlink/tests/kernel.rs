@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{TestNs, sorted_lines, stable_lines};
+use common::{TestNs, stable_lines};
 use ctnetlink::codec::format::conntrack_line;
 use ctnetlink::consts::*;
 use ctnetlink::{
@@ -181,25 +181,8 @@ fn our_lines(ns: &TestNs, filter: &Filter) -> String {
     out
 }
 
-/// Our lines and conntrack-tools' lines for the whole table, sorted, identical. Timeouts tick
-/// every second, so a mismatch is retried a few times before it counts.
 fn assert_list_matches(ns: &TestNs) {
-    let mut last = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let ours = sorted_lines(&our_lines(ns, &Filter::default()));
-        let theirs = sorted_lines(&ns.conntrack(&["-L"]));
-        if ours == theirs {
-            assert!(!ours.is_empty(), "the table should not be empty");
-            return;
-        }
-        last = (ours, theirs);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "ctnetlink list differs from conntrack -L\nours:\n{}\nconntrack:\n{}",
-        last.0.join("\n"),
-        last.1.join("\n")
-    );
+    common::assert_same_lines(&our_lines(ns, &Filter::default()), &ns.conntrack(&["-L"]));
 }
 
 #[test]

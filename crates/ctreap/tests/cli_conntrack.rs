@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{TestNs, sorted_lines, stable_lines};
+use common::{TestNs, stable_lines};
 
 fn ctreap(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctreap"))
@@ -156,20 +156,9 @@ fn create_all(ns: &TestNs) {
 fn list_output_is_conntrack_l_line_for_line() {
     let ns = TestNs::new("cli-list");
     create_all(&ns);
-    let mut last = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let ours = sorted_lines(&ok(&["conntrack", "list", "--netns", &ns.name]));
-        let theirs = sorted_lines(&ns.conntrack(&["-L"]));
-        if ours == theirs {
-            assert_eq!(ours.len(), 7);
-            return;
-        }
-        last = (ours, theirs);
-    }
-    panic!(
-        "ctreap conntrack list != conntrack -L\n{:#?}\n{:#?}",
-        last.0, last.1
-    );
+    let ours = ok(&["conntrack", "list", "--netns", &ns.name]);
+    assert_eq!(ours.lines().count(), 7, "{ours}");
+    common::assert_same_lines(&ours, &ns.conntrack(&["-L"]));
 }
 
 #[test]

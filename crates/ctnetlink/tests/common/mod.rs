@@ -129,3 +129,44 @@ pub fn sorted_lines(text: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Our lines and conntrack-tools' lines for the whole table, identical token for token,
+/// except that the two clock-driven fields (the timeout, and `delta-time=` with timestamps on)
+/// may differ by one second: the two dumps are taken a moment apart, and under load a second
+/// boundary can fall between them.
+pub fn assert_same_lines(ours: &str, theirs: &str) {
+    let key = |l: &str| stable_lines(l).pop().unwrap_or_default();
+    let mut a: Vec<&str> = ours.lines().collect();
+    let mut b: Vec<&str> = theirs.lines().collect();
+    a.sort_by_key(|l| key(l));
+    b.sort_by_key(|l| key(l));
+    assert!(!a.is_empty(), "the table should not be empty");
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "line count differs\nours:\n{ours}\nconntrack:\n{theirs}"
+    );
+    for (x, y) in a.iter().zip(&b) {
+        let (tx, ty): (Vec<&str>, Vec<&str>) = (x.split(' ').collect(), y.split(' ').collect());
+        // The padding after the protocol name is compared too: empty tokens must line up.
+        let nth = |i: usize| tx[..i].iter().filter(|t| !t.is_empty()).count();
+        let same = tx.len() == ty.len()
+            && tx.iter().zip(&ty).enumerate().all(|(i, (p, q))| {
+                let clock = |t: &str| {
+                    if nth(i) == 2 && !t.is_empty() {
+                        t.parse::<i64>().ok()
+                    } else {
+                        t.strip_prefix("delta-time=")?.parse().ok()
+                    }
+                };
+                match (clock(p), clock(q)) {
+                    (Some(m), Some(n)) => (m - n).abs() <= 1,
+                    _ => p == q,
+                }
+            });
+        assert!(
+            same,
+            "ctnetlink line differs from conntrack -L:\nours:      {x:?}\nconntrack: {y:?}"
+        );
+    }
+}
