@@ -125,11 +125,15 @@ fn classify(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Result<Reply<'_>, 
                 .get(..4)
                 .ok_or_else(|| DecodeError::new("NLMSG_ERROR", "shorter than its error code"))?;
             let code = i32::from_ne_bytes(code.try_into().expect("slice of 4"));
-            Ok(if code == 0 {
-                Reply::Ack
-            } else {
-                Reply::Error(-code)
-            })
+            match code {
+                0 => Ok(Reply::Ack),
+                // A negative errno; i32::MIN has no positive twin and is no errno.
+                c if c < 0 && c != i32::MIN => Ok(Reply::Error(-c)),
+                c => Err(DecodeError::new(
+                    "NLMSG_ERROR",
+                    format!("error code {c} is not a negative errno"),
+                )),
+            }
         }
         NLMSG_NOOP | NLMSG_OVERRUN => Ok(Reply::Ignored),
         _ if ty >> 8 == NFNL_SUBSYS_CTNETLINK as u16 => {

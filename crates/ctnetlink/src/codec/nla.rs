@@ -155,9 +155,10 @@ impl<'a> NlaWriter<'a> {
     }
 
     /// Appends already-encoded attributes (the payload of a nest kept as raw bytes).
+    /// The enclosing [`NlaWriter::nested`] pads after its length, so the nest's length covers
+    /// exactly these bytes.
     pub fn raw(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
-        self.pad();
     }
 
     fn pad(&mut self) {
