@@ -1,44 +1,13 @@
 //! ServiceMap::build over the realistic cluster of tests/data/cluster/: frontends, backends,
 //! and the warnings for the bad objects in it.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+mod support;
 
 use ctreap::cluster::{Conditions, FrontendKind, Proto, ServiceMap, WarningKind};
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::de::DeserializeOwned;
-
-fn read(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn items<T: DeserializeOwned>(rel: &str) -> Vec<T> {
-    #[derive(serde::Deserialize)]
-    struct List<T> {
-        items: Vec<T>,
-    }
-    let list: List<T> = serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    list.items
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
+use support::{fixture_cluster, ip};
 
 fn build() -> (ServiceMap, Vec<ctreap::cluster::Warning>) {
-    let services: Vec<Service> = items("cluster/services.json");
-    let slices: Vec<EndpointSlice> = items("cluster/endpointslices.json");
-    let node: Node = serde_json::from_str(&read("cluster/node.json")).expect("node.json");
-    ServiceMap::build(
-        &services,
-        &slices,
-        Some(&node),
-        &[ip("127.0.0.1"), ip("10.244.0.1")],
-    )
+    fixture_cluster(&[ip("127.0.0.1"), ip("10.244.0.1")])
 }
 
 #[test]

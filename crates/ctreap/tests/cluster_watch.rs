@@ -1,8 +1,9 @@
 //! ClusterWatch against kube-testserver (a local API server speaking real list/watch):
 //! initial sync, live updates, and recovery from compaction (410 Gone) with a full re-list.
 
+mod support;
+
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,20 +13,9 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_testserver::{ResourceKind, TestServer};
 use serde_json::Value;
+use support::{items, read};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn read(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn items(rel: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    v["items"].as_array().expect("items").clone()
-}
 
 fn local() -> Vec<IpAddr> {
     vec!["127.0.0.1".parse().expect("ip")]
@@ -61,9 +51,9 @@ fn expected(server: &TestServer) -> Vec<String> {
 
 async fn load_fixtures() -> (TestServer, tempfile::TempDir, ClusterWatch) {
     let server = TestServer::start().await;
-    for obj in items("cluster/services.json")
+    for obj in items::<Value>("cluster/services.json")
         .into_iter()
-        .chain(items("cluster/endpointslices.json"))
+        .chain(items::<Value>("cluster/endpointslices.json"))
     {
         server.apply_json(obj).expect("apply fixture");
     }
@@ -220,7 +210,7 @@ async fn syncs_follows_changes_and_survives_a_relist() {
 #[tokio::test]
 async fn no_snapshot_before_the_initial_list() {
     let server = TestServer::start().await;
-    for obj in items("cluster/services.json") {
+    for obj in items::<Value>("cluster/services.json") {
         server.apply_json(obj).expect("apply fixture");
     }
     server.set_unavailable(true);

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::TestNs;
@@ -183,18 +184,41 @@ fn flows() -> Vec<Entry> {
     ]
 }
 
-fn stale(kubeconfig: &std::path::Path, ns: &TestNs, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ctreap"))
-        .args(["stale", "--kubeconfig"])
+/// The local API server serving [`serve`]'s cluster, and a kubeconfig that points at it.
+struct Api {
+    server: TestServer,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    fn start() -> Api {
+        let server = TestServer::start_background();
+        serve(&server);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        Api {
+            server,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+}
+
+/// `ctreap SUBCOMMAND --kubeconfig KC --netns NS`, the way every test here runs it.
+fn ctreap(sub: &str, kubeconfig: &Path, ns: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ctreap"));
+    c.arg(sub)
+        .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args([
-            "--node-name",
-            "node-1",
-            "--netns",
-            &ns.name,
-            "--sync-timeout",
-            "10s",
-        ])
+        .args(["--netns", ns]);
+    c
+}
+
+fn stale(kubeconfig: &Path, ns: &TestNs, extra: &[&str]) -> Output {
+    ctreap("stale", kubeconfig, &ns.name)
+        .args(["--node-name", "node-1", "--sync-timeout", "10s"])
         .args(extra)
         .output()
         .expect("running ctreap stale")
@@ -205,13 +229,10 @@ fn stale_json_gives_the_exact_verdicts() {
     let ns = TestNs::new("stale");
     let r = ns.ct().create_batch(&flows()).expect("create");
     assert!(r.failed.is_empty(), "{:?}", r.failed);
-    let server = TestServer::start_background();
-    serve(&server);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let api = Api::start();
+    let kc = api.kubeconfig.as_path();
 
-    let out = stale(&kc, &ns, &["-o", "json"]);
+    let out = stale(kc, &ns, &["-o", "json"]);
     assert!(
         out.status.success(),
         "stale failed: {}",
@@ -273,7 +294,7 @@ fn stale_json_gives_the_exact_verdicts() {
     assert_eq!(groups, want);
 
     // --fail-on-stale exits 1 while stale flows exist; --service narrows the report.
-    let out = stale(&kc, &ns, &["--fail-on-stale"]);
+    let out = stale(kc, &ns, &["--fail-on-stale"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -288,7 +309,7 @@ fn stale_json_gives_the_exact_verdicts() {
         "{table}"
     );
     let out = stale(
-        &kc,
+        kc,
         &ns,
         &["-o", "json", "--namespace", "default", "--service", "dns"],
     );
@@ -320,7 +341,7 @@ fn stale_json_gives_the_exact_verdicts() {
         };
         assert_eq!(ct.flush(&f).expect("flush").deleted, 1);
     }
-    let out = stale(&kc, &ns, &["--fail-on-stale"]);
+    let out = stale(kc, &ns, &["--fail-on-stale"]);
     assert!(
         out.status.success(),
         "{}",
@@ -340,17 +361,8 @@ fn stale_without_an_api_server_says_so() {
          contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\ncurrent-context: c\n",
     )
     .expect("write kubeconfig");
-    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
-        .args(["stale", "--kubeconfig"])
-        .arg(&kc)
-        .args([
-            "--node-name",
-            "node-1",
-            "--netns",
-            &ns.name,
-            "--sync-timeout",
-            "2s",
-        ])
+    let out = ctreap("stale", &kc, &ns.name)
+        .args(["--node-name", "node-1", "--sync-timeout", "2s"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -362,19 +374,12 @@ fn stale_without_an_api_server_says_so() {
 fn watch_prints_one_line_per_interval_naming_dead_backends() {
     let ns = TestNs::new("watch");
     ns.ct().create_batch(&flows()).expect("create");
-    let server = TestServer::start_background();
-    serve(&server);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_ctreap"))
-        .args(["watch", "--kubeconfig"])
-        .arg(&kc)
+    let api = Api::start();
+    let (server, kc) = (&api.server, api.kubeconfig.as_path());
+    let child = ctreap("watch", kc, &ns.name)
         .args([
             "--node-name",
             "node-1",
-            "--netns",
-            &ns.name,
             "--interval",
             "500ms",
             "--count",
@@ -443,17 +448,9 @@ fn watch_prints_one_line_per_interval_naming_dead_backends() {
 fn doctor_reports_node_and_api_checks() {
     let ns = TestNs::new("doctor");
     ns.sysctl("net.netfilter.nf_conntrack_acct", "1");
-    let server = TestServer::start_background();
-    serve(&server);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
-        .args(["doctor", "--kubeconfig"])
-        .arg(&kc)
-        .args(["--netns", &ns.name])
-        .output()
-        .expect("run doctor");
+    let api = Api::start();
+    let kc = api.kubeconfig.as_path();
+    let out = ctreap("doctor", kc, &ns.name).output().expect("run doctor");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "no check should FAIL here: {text}");
     let level = |name: &str| {

@@ -1,25 +1,16 @@
 //! plan_diff: what a watch-driven trigger flushes when the cluster of tests/data/cluster/
 //! changes (an endpoint leaves, stops serving, a Service is deleted, a node address goes).
 
+mod support;
+
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use ctreap::cluster::ServiceMap;
 use ctreap::reconcile::{Policy, plan_diff};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
-
-fn read(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
+use support::{ip, read};
 
 /// The fixture cluster as JSON values, to mutate before building.
 #[derive(Clone)]

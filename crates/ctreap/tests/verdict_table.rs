@@ -1,44 +1,14 @@
 //! The verdict table: every `conntrack -L` line of tests/data/verdict/flows.txt against the
 //! cluster of tests/data/cluster/, and the delete plan of tests/data/verdict/plan.txt.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+mod support;
 
 use ctreap::cluster::ServiceMap;
 use ctreap::reconcile::{Flow, Policy, Verdict, VerdictCounts, classify, plan, plan_flows};
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::de::DeserializeOwned;
-
-fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
-}
-
-fn read(rel: &str) -> String {
-    let p = data(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn items<T: DeserializeOwned>(rel: &str) -> Vec<T> {
-    #[derive(serde::Deserialize)]
-    struct List<T> {
-        items: Vec<T>,
-    }
-    let list: List<T> = serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    list.items
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
-}
+use support::{fixture_cluster, ip, read};
 
 /// The cluster of tests/data/cluster/ seen from node-a.
 fn cluster() -> ServiceMap {
-    let services: Vec<Service> = items("cluster/services.json");
-    let slices: Vec<EndpointSlice> = items("cluster/endpointslices.json");
-    let node: Node = serde_json::from_str(&read("cluster/node.json")).expect("node.json");
     let local = [
         ip("127.0.0.1"),
         ip("::1"),
@@ -47,7 +17,7 @@ fn cluster() -> ServiceMap {
         ip("fd00:10::11"),
         ip("fe80::1"),
     ];
-    let (map, warnings) = ServiceMap::build(&services, &slices, Some(&node), &local);
+    let (map, warnings) = fixture_cluster(&local);
     assert_eq!(warnings.len(), 5, "see cluster_fixtures.rs: {warnings:#?}");
     map
 }

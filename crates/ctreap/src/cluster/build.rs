@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::model::{
     Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, PortId, Proto,
@@ -192,6 +193,27 @@ impl ServiceMap {
     }
 }
 
+/// The namespace and name of a namespaced object, or a warning naming what is missing.
+fn namespaced<'a>(
+    meta: &'a ObjectMeta,
+    kind: &'static str,
+    w: &mut Warnings,
+) -> Option<(&'a str, &'a str)> {
+    match (meta.namespace.as_deref(), meta.name.as_deref()) {
+        (Some(ns), Some(name)) => Some((ns, name)),
+        (ns, name) => {
+            let what = format!("{}/{}", ns.unwrap_or("?"), name.unwrap_or("?"));
+            w.push(
+                WarningKind::MissingField,
+                kind,
+                &what,
+                "metadata.namespace or metadata.name missing".into(),
+            );
+            None
+        }
+    }
+}
+
 impl Builder {
     fn add_service(
         &mut self,
@@ -201,21 +223,7 @@ impl Builder {
         w: &mut Warnings,
     ) {
         const KIND: &str = "Service";
-        let (Some(ns), Some(name)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-        ) else {
-            let what = format!(
-                "{}/{}",
-                svc.metadata.namespace.as_deref().unwrap_or("?"),
-                svc.metadata.name.as_deref().unwrap_or("?")
-            );
-            w.push(
-                WarningKind::MissingField,
-                KIND,
-                &what,
-                "metadata.namespace or metadata.name missing".into(),
-            );
+        let Some((ns, name)) = namespaced(&svc.metadata, KIND, w) else {
             return;
         };
         let id = format!("{ns}/{name}");
@@ -410,21 +418,7 @@ impl Builder {
         w: &mut Warnings,
     ) {
         const KIND: &str = "EndpointSlice";
-        let (Some(ns), Some(name)) = (
-            slice.metadata.namespace.as_deref(),
-            slice.metadata.name.as_deref(),
-        ) else {
-            let what = format!(
-                "{}/{}",
-                slice.metadata.namespace.as_deref().unwrap_or("?"),
-                slice.metadata.name.as_deref().unwrap_or("?")
-            );
-            w.push(
-                WarningKind::MissingField,
-                KIND,
-                &what,
-                "metadata.namespace or metadata.name missing".into(),
-            );
+        let Some((ns, name)) = namespaced(&slice.metadata, KIND, w) else {
             return;
         };
         // Slices without the label belong to no Service (kube-proxy ignores them too).
