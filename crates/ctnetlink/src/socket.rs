@@ -457,19 +457,7 @@ impl Conntrack {
                 seq,
                 e.family,
                 NFNETLINK_V0,
-                |w| {
-                    // Reply-only or dump-only fields (id, use, counters, timestamps) are not sent.
-                    let create = Entry {
-                        id: None,
-                        use_count: None,
-                        counters_orig: None,
-                        counters_reply: None,
-                        timestamp: None,
-                        unknown: Vec::new(),
-                        ..e.clone()
-                    };
-                    create.emit_create(w);
-                },
+                |w| e.emit_create(w),
             )
         })
     }
@@ -829,7 +817,9 @@ impl Conntrack {
 }
 
 impl Entry {
-    /// Attributes of a create request (CT_NEW), in the order `conntrack -I` sends them.
+    /// Attributes of a create request (CT_NEW): the tuples, zone, status, timeout, mark,
+    /// protocol state and labels. Fields only the kernel sets (id, use, counters, timestamps)
+    /// and unknown attributes are never sent.
     pub(crate) fn emit_create(&self, w: &mut NlaWriter<'_>) {
         w.nested(CTA_TUPLE_ORIG, |w| self.orig.emit(w));
         w.nested(CTA_TUPLE_REPLY, |w| self.reply.emit(w));

@@ -1,7 +1,7 @@
 //! `ctreap conntrack ...`: the node's conntrack table, read and changed over ctnetlink.
 
 use std::io::{self, BufWriter, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -314,16 +314,9 @@ fn list(filter: &FilterArgs, output: ListFormat, ns: &NetnsArg) -> Result<()> {
     Ok(())
 }
 
-fn endpoint(t: &Tuple) -> String {
-    let port = t
-        .proto
-        .src_port
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
-    match t.src {
-        IpAddr::V6(a) if !port.is_empty() => format!("[{a}]{port}"),
-        a => format!("{a}{port}"),
-    }
+/// `ip:port` (`[ip]:port` for IPv6), or the bare address for protocols without ports.
+fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
+    port.map_or_else(|| ip.to_string(), |p| SocketAddr::new(ip, p).to_string())
 }
 
 fn table_row(line: &mut String, e: &Entry) {
@@ -332,15 +325,6 @@ fn table_row(line: &mut String, e: &Entry) {
         Some(ProtoInfo::Tcp(t)) => ctnetlink::codec::format::tcp_state_name(t.state),
         Some(ProtoInfo::Sctp(s)) => ctnetlink::codec::format::sctp_state_name(s.state),
         _ => "-",
-    };
-    let dst = Tuple {
-        src: e.orig.dst,
-        dst: e.orig.src,
-        proto: L4 {
-            src_port: e.orig.proto.dst_port,
-            ..e.orig.proto
-        },
-        zone: None,
     };
     let mut flags = Vec::new();
     if e.status & IPS_ASSURED != 0 {
@@ -358,9 +342,9 @@ fn table_row(line: &mut String, e: &Entry) {
         proto_name(e.orig.proto.num),
         state,
         e.timeout.map_or("-".to_string(), |t| t.to_string()),
-        endpoint(&e.orig),
-        endpoint(&dst),
-        endpoint(&e.reply),
+        endpoint(e.orig.src, e.orig.proto.src_port),
+        endpoint(e.orig.dst, e.orig.proto.dst_port),
+        endpoint(e.reply.src, e.reply.proto.src_port),
         flags.join(",")
     );
 }

@@ -136,18 +136,17 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
             return ControlFlow::Continue(());
         };
         let d = classify(map, &flow);
-        let Some(svc) = d.service() else {
-            counts.add(d.verdict);
-            return ControlFlow::Continue(());
-        };
-        if matches!(d.verdict, Verdict::NotService(_))
-            || !in_scope(scope, &svc.namespace, &svc.name)
-        {
-            if matches!(d.verdict, Verdict::NotService(_)) {
+        let svc = match (d.verdict, d.service()) {
+            // Not a Service's NAT traffic: counted whatever the scope, never grouped.
+            (Verdict::NotService(_), _) | (_, None) => {
                 counts.add(d.verdict);
+                return ControlFlow::Continue(());
             }
-            return ControlFlow::Continue(());
-        }
+            (_, Some(svc)) if !in_scope(scope, &svc.namespace, &svc.name) => {
+                return ControlFlow::Continue(());
+            }
+            (_, Some(svc)) => svc,
+        };
         counts.add(d.verdict);
         let g = groups
             .entry((
