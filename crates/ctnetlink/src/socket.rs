@@ -666,6 +666,15 @@ impl Conntrack {
                     }
                 }
                 None if !filter.kernel_exact() => FlushPath::DumpDelete,
+                None if self.flush_filter.is_none() && filter.has_complete_tuple() => {
+                    // A kernel before 6.12 would delete the one entry of that tuple and
+                    // ignore the rest of the filter: ask first.
+                    if self.probe_flush()? {
+                        FlushPath::Kernel
+                    } else {
+                        FlushPath::DumpDelete
+                    }
+                }
                 None => FlushPath::Kernel,
             };
 
@@ -681,7 +690,7 @@ impl Conntrack {
                                 ..report
                             }
                         }
-                        Err(e) if e.is_not_supported() && self.forced_path.is_none() => {
+                        Err(e) if flush_refused(&e) && self.forced_path.is_none() => {
                             self.flush_filter = Some(false);
                             self.flush_by_dump(family, filter, self.dump_filter != Some(false))?
                         }
@@ -776,16 +785,22 @@ impl Conntrack {
         Ok(report)
     }
 
+    /// Whether this kernel runs a filtered flush (Linux >= 6.12), asked with one that cannot
+    /// match any entry; remembered for later flushes.
+    fn probe_flush(&mut self) -> Result<bool, Error> {
+        let supported = match self.kernel_flush(AF_INET, &never_matching()) {
+            Ok(()) => true,
+            Err(e) if flush_refused(&e) => false,
+            Err(e) => return Err(e),
+        };
+        self.flush_filter = Some(supported);
+        Ok(supported)
+    }
+
     /// Asks the kernel what it supports, with requests that cannot match any entry
     /// (addresses 255.255.255.255 in both directions of the original tuple, protocol 255).
     pub fn probe(&mut self) -> Result<Features, Error> {
-        let never = Filter {
-            family: Some(AF_INET),
-            proto: Some(255),
-            orig_src: Some([255, 255, 255, 255].into()),
-            orig_dst: Some([255, 255, 255, 255].into()),
-            ..Filter::default()
-        };
+        let never = never_matching();
         let supported = |r: Result<bool, Error>| match r {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_supported() || e.errno() == Some(libc::EINVAL) => Ok(false),
@@ -805,15 +820,36 @@ impl Conntrack {
             |w| status.emit(w, true),
             |_| ControlFlow::Continue(()),
         ))?;
-        let flush_filter = supported(self.kernel_flush(AF_INET, &never).map(|()| true))?;
+        let flush_filter = self.probe_flush()?;
         self.dump_filter = Some(dump_filter);
-        self.flush_filter = Some(flush_filter);
         Ok(Features {
             dump_filter,
             flush_filter,
             status_filter,
         })
     }
+}
+
+/// A filter no entry can match: both original addresses 255.255.255.255, protocol 255.
+fn never_matching() -> Filter {
+    Filter {
+        family: Some(AF_INET),
+        proto: Some(255),
+        orig_src: Some([255, 255, 255, 255].into()),
+        orig_dst: Some([255, 255, 255, 255].into()),
+        ..Filter::default()
+    }
+}
+
+/// How a kernel without filtered flush (before 6.12) answers one. A CT_DELETE with CTA_FILTER
+/// and no tuple is EOPNOTSUPP; with a tuple it is taken for a single-entry delete: EINVAL for
+/// a partial tuple, ENOENT for a complete one that names no entry. Falling back to a dump is
+/// correct whatever the reason, since every dumped entry is checked here before its delete.
+fn flush_refused(e: &Error) -> bool {
+    matches!(
+        e.errno(),
+        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+    )
 }
 
 impl Entry {
@@ -841,5 +877,81 @@ impl Entry {
         if let Some(l) = &self.labels {
             w.put(CTA_LABELS, l);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_kernels_refusals_select_the_fallback() {
+        for errno in [libc::EOPNOTSUPP, libc::EINVAL, libc::ENOENT] {
+            assert!(
+                flush_refused(&Error::Kernel {
+                    op: Op::Flush,
+                    errno
+                }),
+                "{errno}"
+            );
+        }
+        assert!(!flush_refused(&Error::Kernel {
+            op: Op::Flush,
+            errno: libc::EPERM
+        }));
+    }
+
+    #[test]
+    fn the_probe_filter_is_a_complete_tuple_the_kernel_can_evaluate() {
+        let f = never_matching();
+        assert!(f.validate().is_ok());
+        assert!(f.kernel_exact());
+        assert!(f.has_complete_tuple());
+    }
+
+    #[test]
+    fn complete_tuples_are_told_apart_from_flush_keys() {
+        let ip = |s: &str| Some(s.parse().unwrap());
+        let agent_key = Filter {
+            proto: Some(IPPROTO_UDP),
+            orig_dst: ip("10.96.0.10"),
+            orig_dst_port: Some(53),
+            reply_src: ip("10.244.1.5"),
+            reply_src_port: Some(5353),
+            ..Filter::default()
+        };
+        assert!(
+            !agent_key.has_complete_tuple(),
+            "the agent's key goes straight to the kernel"
+        );
+        let orig = Filter {
+            orig_src: ip("192.0.2.1"),
+            ..agent_key
+        };
+        assert!(orig.has_complete_tuple());
+        let reply = Filter {
+            reply_dst: ip("192.0.2.1"),
+            ..agent_key
+        };
+        assert!(reply.has_complete_tuple());
+        let no_proto = Filter {
+            orig_src: ip("192.0.2.1"),
+            orig_dst: ip("10.96.0.10"),
+            ..Filter::default()
+        };
+        assert!(
+            !no_proto.has_complete_tuple(),
+            "no CTA_TUPLE_PROTO: an old kernel answers EINVAL"
+        );
+        let v6 = Filter {
+            proto: Some(IPPROTO_UDP),
+            orig_src: ip("2001:db8::1"),
+            orig_dst: ip("2001:db8::2"),
+            ..Filter::default()
+        };
+        assert!(
+            !v6.has_complete_tuple(),
+            "IPv6 addresses never reach the kernel"
+        );
     }
 }

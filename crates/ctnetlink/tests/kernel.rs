@@ -589,6 +589,35 @@ fn automatic_flush_takes_the_kernel_path_here_and_refuses_bad_filters() {
 }
 
 #[test]
+fn a_complete_tuple_filter_still_honours_the_rest_of_the_filter() {
+    // Before Linux 6.12 such a CT_DELETE would delete the tuple's entry and ignore the reply
+    // source; the flush probes first, and on this kernel the filter must hold in full.
+    let ns = TestNs::new("complete");
+    let n = fill(&ns);
+    let mut ct = ns.ct();
+    let e = &standard_entries()[0];
+    let mut f = Filter {
+        proto: Some(IPPROTO_UDP),
+        orig_src: Some(e.orig.src),
+        orig_dst: Some(e.orig.dst),
+        orig_src_port: e.orig.proto.src_port,
+        orig_dst_port: e.orig.proto.dst_port,
+        reply_src: Some(ip("10.0.0.99")),
+        ..Filter::default()
+    };
+    let r = ct.flush(&f).expect("flush with another backend");
+    assert_eq!((r.deleted, r.path), (0, FlushPath::Kernel));
+    assert!(
+        ct.get(&e.orig, None).expect("get").is_some(),
+        "the entry of another backend stays"
+    );
+    f.reply_src = Some(e.reply.src);
+    let r = ct.flush(&f).expect("flush with its backend");
+    assert_eq!((r.deleted, r.path), (1, FlushPath::Kernel));
+    assert_eq!(ct.stats().expect("stats").entries as usize, n - 1);
+}
+
+#[test]
 fn delete_by_tuple_reports_already_gone() {
     let ns = TestNs::new("delete");
     fill(&ns);

@@ -164,6 +164,17 @@ impl Filter {
         }
     }
 
+    /// Whether the part sent to the kernel names the protocol and both addresses of one
+    /// direction. Before Linux 6.12 a CT_DELETE carrying such a tuple is taken for the delete
+    /// of that one entry, whatever else the filter says, so such a filter may go to the kernel
+    /// flush only on a kernel known to support filtered flushes.
+    pub fn has_complete_tuple(&self) -> bool {
+        let k = self.kernel_part();
+        k.proto.is_some()
+            && ((k.orig_src.is_some() && k.orig_dst.is_some())
+                || (k.reply_src.is_some() && k.reply_dst.is_some()))
+    }
+
     /// Whether the kernel can evaluate the whole filter by itself, so that a kernel flush
     /// deletes exactly what [`Filter::matches`] selects.
     pub fn kernel_exact(&self) -> bool {
