@@ -247,20 +247,21 @@ impl CpuStats {
         };
         for a in NlaIter::new(attrs, CTX) {
             let a = a?;
-            let v = nla::be32(a.payload, CTX, "CTA_STATS_*")?;
-            match a.kind {
-                CTA_STATS_FOUND => s.found = v,
-                CTA_STATS_INVALID => s.invalid = v,
-                CTA_STATS_INSERT => s.insert = v,
-                CTA_STATS_INSERT_FAILED => s.insert_failed = v,
-                CTA_STATS_DROP => s.drop = v,
-                CTA_STATS_EARLY_DROP => s.early_drop = v,
-                CTA_STATS_ERROR => s.error = v,
-                CTA_STATS_SEARCH_RESTART => s.search_restart = v,
-                CTA_STATS_CLASH_RESOLVE => s.clash_resolve = v,
-                CTA_STATS_CHAIN_TOOLONG => s.chaintoolong = v,
-                _ => {}
-            }
+            // Only known counters are read: a newer kernel may add attributes of other sizes.
+            let (field, name) = match a.kind {
+                CTA_STATS_FOUND => (&mut s.found, "CTA_STATS_FOUND"),
+                CTA_STATS_INVALID => (&mut s.invalid, "CTA_STATS_INVALID"),
+                CTA_STATS_INSERT => (&mut s.insert, "CTA_STATS_INSERT"),
+                CTA_STATS_INSERT_FAILED => (&mut s.insert_failed, "CTA_STATS_INSERT_FAILED"),
+                CTA_STATS_DROP => (&mut s.drop, "CTA_STATS_DROP"),
+                CTA_STATS_EARLY_DROP => (&mut s.early_drop, "CTA_STATS_EARLY_DROP"),
+                CTA_STATS_ERROR => (&mut s.error, "CTA_STATS_ERROR"),
+                CTA_STATS_SEARCH_RESTART => (&mut s.search_restart, "CTA_STATS_SEARCH_RESTART"),
+                CTA_STATS_CLASH_RESOLVE => (&mut s.clash_resolve, "CTA_STATS_CLASH_RESOLVE"),
+                CTA_STATS_CHAIN_TOOLONG => (&mut s.chaintoolong, "CTA_STATS_CHAIN_TOOLONG"),
+                _ => continue,
+            };
+            *field = nla::be32(a.payload, CTX, name)?;
         }
         Ok(s)
     }
