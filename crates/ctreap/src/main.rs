@@ -15,13 +15,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("building the tokio runtime")
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by $CTREAP_LOG (tracing's env-filter syntax), `default` if unset.
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CTREAP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn main() -> ExitCode {
@@ -49,7 +54,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging();
+    match &cli.cmd {
+        // The agent logs what it does; the commands only what went wrong.
+        Command::Run(c) => init_logging("info", c.log_format == ctreap::agent::LogFormat::Json),
+        _ => init_logging("warn", false),
+    }
     let res = match cli.cmd {
         Command::Conntrack(c) => ctreap::cli::conntrack::run(c).map(|()| ExitCode::SUCCESS),
         Command::Stale(c) => {
@@ -76,6 +85,10 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
             }),
+        Command::Run(c) => runtime()
+            .block_on(ctreap::agent::run(c))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Lab(c) => ctreap::lab::run(c).map(|()| ExitCode::SUCCESS),
     };
     match res {
         Ok(code) => code,

@@ -32,4 +32,8 @@ pub enum Command {
     Watch(stale::WatchCmd),
     /// Check the node for the outage's conditions and for what ctreap needs.
     Doctor(doctor::DoctorCmd),
+    /// The node agent (a DaemonSet): delete stale flows as backends go, with metrics.
+    Run(crate::agent::RunCmd),
+    /// Reproduce the outage in network namespaces and compare the fixes.
+    Lab(crate::lab::LabCmd),
 }

@@ -1,0 +1,128 @@
+//! `ctreap run` flags. Defaults are the safe choice; every flag is also a Helm value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::conntrack::{NetnsArg, parse_duration};
+use crate::cli::kube_args::KubeArgs;
+use crate::cluster::Proto;
+use crate::reconcile::{Policy, ProtoSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunCmd {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub ns: NetnsArg,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9742")]
+    pub listen: SocketAddr,
+    /// Time between two full reconciles (the safety net behind the watch and event triggers).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub resync: Duration,
+    /// Compute and report everything; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Protocols whose stale flows are deleted.
+    #[arg(long, value_delimiter = ',', value_parser = parse_proto, default_value = "udp,tcp,sctp")]
+    pub protocols: Vec<Proto>,
+    /// Also delete flows to backends that are listed with serving=false (not ready). Off by
+    /// default: a TCP connection to a pod that is merely not ready may still be working.
+    #[arg(long)]
+    pub delete_not_serving: bool,
+    /// Wait this long after a backend is gone before its flows are deleted.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub grace: Duration,
+    /// Circuit breaker: hold back a pass that would delete more than this share of the node's
+    /// Service flows (and more than --max-delete-min flows) until a fresh re-list confirms it.
+    #[arg(long, value_parser = parse_share, default_value = "50%")]
+    pub max_delete_share: f64,
+    /// Circuit breaker: passes deleting at most this many flows are never held back.
+    #[arg(long, default_value_t = 1000)]
+    pub max_delete_min: u64,
+    /// Circuit breaker: how long a held pass waits before the watches re-list to confirm it.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub breaker_hold: Duration,
+    /// Do not listen for conntrack NEW events (flows created towards gone backends are then
+    /// caught by the next full reconcile only).
+    #[arg(long)]
+    pub no_events: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_proto(s: &str) -> Result<Proto, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "udp" => Ok(Proto::Udp),
+        "tcp" => Ok(Proto::Tcp),
+        "sctp" => Ok(Proto::Sctp),
+        other => Err(format!("{other:?} is not a protocol (udp, tcp, sctp)")),
+    }
+}
+
+/// "50%", "50" (percent) or "0.5".
+fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = if let Some(p) = t.strip_suffix('%') {
+        p.trim().parse::<f64>().map(|v| v / 100.0)
+    } else {
+        t.parse::<f64>()
+            .map(|v| if v > 1.0 { v / 100.0 } else { v })
+    }
+    .map_err(|_| format!("{s:?} is not a share (e.g. 50% or 0.5)"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s:?}: a share is between 0% and 100%"));
+    }
+    Ok(v)
+}
+
+impl RunCmd {
+    pub fn protocol_set(&self) -> ProtoSet {
+        self.protocols
+            .iter()
+            .fold(ProtoSet::NONE, |set, p| set.with(*p))
+    }
+
+    /// The deletion policy these flags ask for. Draining backends are never deleted.
+    pub fn policy(&self) -> Policy {
+        let protocols = self.protocol_set();
+        Policy {
+            gone: protocols,
+            not_serving: if self.delete_not_serving {
+                protocols
+            } else {
+                ProtoSet::NONE
+            },
+            draining: ProtoSet::NONE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("50%"), Ok(0.5));
+        assert_eq!(parse_share("0.25"), Ok(0.25));
+        assert_eq!(parse_share("75"), Ok(0.75));
+        assert!(parse_share("150%").is_err());
+        assert!(parse_share("half").is_err());
+    }
+
+    #[test]
+    fn protocols() {
+        assert_eq!(parse_proto("UDP"), Ok(Proto::Udp));
+        assert!(parse_proto("icmp").is_err());
+    }
+}
