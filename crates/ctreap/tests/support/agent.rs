@@ -550,7 +550,8 @@ impl Metrics {
                         .all(|(wk, wv)| labels.iter().any(|(lk, lv)| lk == wk && lv == wv)))
                 .then_some(*v)
             })
-            .sum()
+            .sum::<f64>()
+            + 0.0 // an empty f64 sum is -0.0
     }
 
     /// Every series of `name` with its value, for messages.
