@@ -251,6 +251,9 @@ struct Held {
     /// When the watches re-list to confirm the view.
     relist_at: Instant,
     relisting: bool,
+    /// The watch-planned keys of the held pass: after the re-list they are judged again on
+    /// the fresh map (a full pass cannot see the flows of a Service that no longer exists).
+    keys: Option<HashMap<FlushKey, KeyInfo>>,
 }
 
 /// A watch-planned flush waiting out `--grace`.
@@ -280,6 +283,12 @@ struct Agent {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cmd: RunCmd) -> Result<()> {
+    if cmd.resync.is_zero() {
+        return Err(crate::cli::UsageError(
+            "--resync must be longer than 0 (the periodic pass is the safety net)".into(),
+        )
+        .into());
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     {
@@ -526,8 +535,7 @@ impl Agent {
     }
 
     fn publish(&self, snap: Option<&Arc<Snapshot>>) {
-        let map = snap.map(|s| Arc::new(s.map.clone()));
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = map;
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = snap.cloned();
     }
 
     async fn on_change(&mut self, arrival: Instant) {
@@ -540,11 +548,14 @@ impl Agent {
                 self.observe_status();
                 return;
             }
-            self.held = None;
+            let keys = self.held.take().and_then(|h| h.keys);
             if self.take_trusted() {
                 info!(
                     "circuit breaker: the fresh re-list confirmed the view; running the pass on it"
                 );
+                if let Some(keys) = keys {
+                    self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
+                }
                 self.pass(Scope::Full, Trigger::Breaker, None).await;
                 self.health.metrics.breaker(&[]);
             }
@@ -715,6 +726,7 @@ impl Agent {
         let map_snap = snap.clone();
         let res = tokio::task::spawn_blocking(move || {
             let map = &map_snap.map;
+            let keys = keys;
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
@@ -739,8 +751,12 @@ impl Agent {
                     }
                     Some(keys) => deletable_key(map, flow, keys, &policy),
                 }
-            })?;
-            Ok::<_, ctnetlink::Error>(Found {
+            });
+            let sweep = match sweep {
+                Ok(s) => s,
+                Err(e) => return (Err(e), keys),
+            };
+            let found = Found {
                 selected: sweep.selected,
                 service_flows: counting.then_some(service_flows),
                 stale,
@@ -748,12 +764,13 @@ impl Agent {
                 interrupted: sweep.interrupted,
                 cancelled: sweep.cancelled,
                 decode_errors: sweep.decode_errors,
-            })
+            };
+            (Ok(found), keys)
         })
         .await;
-        let found = match res {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
+        let (found, keys) = match res {
+            Ok((Ok(f), keys)) => (f, keys),
+            Ok((Err(e), _)) => {
                 self.health.metrics.netlink_error(&e);
                 self.health
                     .set_not_ready(Some(format!("conntrack dump failed: {e}")));
@@ -810,6 +827,7 @@ impl Agent {
                 self.held = Some(Held {
                     relist_at: Instant::now() + self.cmd.breaker_hold,
                     relisting: false,
+                    keys,
                 });
                 self.publish(None);
                 return;
