@@ -15,7 +15,7 @@ use ctnetlink::{Error, EventKind, EventSocket, Groups, Netns, Tuple};
 use tokio::sync::mpsc;
 
 use crate::cli::stale::flow_of;
-use crate::cluster::ServiceMap;
+use crate::cluster::Snapshot;
 use crate::reconcile::{Flow, Policy, classify};
 
 /// What the listener hands to the agent loop.
@@ -34,7 +34,7 @@ pub enum EventMsg {
 
 /// The map the listener judges with; `None` while deleting is not allowed (not synced,
 /// re-listing, breaker open).
-pub type SharedView = Arc<RwLock<Option<Arc<ServiceMap>>>>;
+pub type SharedView = Arc<RwLock<Option<Arc<Snapshot>>>>;
 
 /// How often the listener looks at the shutdown flag while no event arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -86,7 +86,8 @@ fn listen(
                     if ev.kind != EventKind::New {
                         return;
                     }
-                    let Some(map) = map.as_deref() else { return };
+                    let Some(snap) = map.as_deref() else { return };
+                    let map = &snap.map;
                     let Some(flow) = flow_of(&ev.entry) else {
                         return;
                     };

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ctnetlink::consts::AF_INET;
 use ctnetlink::{Entry, Filter, Netns, Tuple};
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
@@ -54,7 +53,7 @@ use crate::reconcile::{Flow, FlushKey, Policy, StaleReason, Verdict, classify, p
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
 /// slice several times within a millisecond or two.
 pub const COALESCE: Duration = Duration::from_millis(2);
-/// Above this many (protocol, backend IP) pairs, one dump of the whole table is cheaper than a
+/// Above this many backend addresses, one dump of the whole table is cheaper than a
 /// filtered kernel walk per pair.
 const MAX_FILTERED_WALKS: usize = 8;
 /// How often the table's size is read for the gauges.
@@ -220,27 +219,19 @@ struct Found {
     decode_errors: u64,
 }
 
-/// Watch-planned keys, grouped into kernel-filterable dumps: one per (protocol, backend IPv4).
+/// Watch-planned keys, grouped into kernel-filterable dumps: one per backend address (all its
+/// ports and protocols in one kernel walk; the userspace check picks the planned pairs).
 /// IPv6 addresses are never sent to the kernel as a filter (Linux 6.18 compares them inverted,
-/// see ctnetlink's `Filter::kernel_part`), so an IPv6 backend's dump narrows by protocol and
-/// port only and the userspace check does the rest.
+/// see ctnetlink's `Filter::kernel_part`), so an IPv6 backend's dump is narrowed in userspace.
 fn key_filters(keys: &HashMap<FlushKey, KeyInfo>) -> Vec<Filter> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for k in keys.keys() {
-        let f = Filter {
-            family: Some(if k.reply_src.is_ipv4() {
-                AF_INET
-            } else {
-                ctnetlink::consts::AF_INET6
-            }),
-            proto: Some(k.proto),
-            reply_src: Some(k.reply_src),
-            reply_src_port: Some(k.reply_sport),
-            ..Filter::default()
-        };
-        if seen.insert(f) {
-            out.push(f);
+        if seen.insert(k.reply_src) {
+            out.push(Filter {
+                reply_src: Some(k.reply_src),
+                ..Filter::default()
+            });
         }
     }
     out
@@ -251,6 +242,9 @@ struct Held {
     /// When the watches re-list to confirm the view.
     relist_at: Instant,
     relisting: bool,
+    /// The watch-planned keys of the held pass: after the re-list they are judged again on
+    /// the fresh map (a full pass cannot see the flows of a Service that no longer exists).
+    keys: Option<HashMap<FlushKey, KeyInfo>>,
 }
 
 /// A watch-planned flush waiting out `--grace`.
@@ -276,10 +270,18 @@ struct Agent {
     view: SharedView,
     pending: HashMap<FlushKey, Pending>,
     held: Option<Held>,
+    /// The last ctnetlink request (dump or stats) failed: not ready.
+    netlink_error: Option<String>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cmd: RunCmd) -> Result<()> {
+    if cmd.resync.is_zero() {
+        return Err(crate::cli::UsageError(
+            "--resync must be longer than 0 (the periodic pass is the safety net)".into(),
+        )
+        .into());
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     {
@@ -371,6 +373,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         view: Arc::new(RwLock::new(None)),
         pending: HashMap::new(),
         held: None,
+        netlink_error: None,
     };
     let res = agent.main(stop_rx, netns).await;
     cancel.store(true, Ordering::Relaxed);
@@ -493,7 +496,10 @@ impl Agent {
                 .metrics
                 .watch_synced(w.as_str(), s.synced && !s.relisting);
         }
-        if status.current() {
+        if let Some(e) = &self.netlink_error {
+            self.health
+                .set_not_ready(Some(format!("ctnetlink unusable: {e}")));
+        } else if status.current() {
             self.health.set_not_ready(None);
         } else if !status.synced() {
             self.health.set_not_ready(Some(format!(
@@ -526,8 +532,7 @@ impl Agent {
     }
 
     fn publish(&self, snap: Option<&Arc<Snapshot>>) {
-        let map = snap.map(|s| Arc::new(s.map.clone()));
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = map;
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = snap.cloned();
     }
 
     async fn on_change(&mut self, arrival: Instant) {
@@ -540,11 +545,14 @@ impl Agent {
                 self.observe_status();
                 return;
             }
-            self.held = None;
+            let keys = self.held.take().and_then(|h| h.keys);
             if self.take_trusted() {
                 info!(
                     "circuit breaker: the fresh re-list confirmed the view; running the pass on it"
                 );
+                if let Some(keys) = keys {
+                    self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
+                }
                 self.pass(Scope::Full, Trigger::Breaker, None).await;
                 self.health.metrics.breaker(&[]);
             }
@@ -661,27 +669,40 @@ impl Agent {
         self.changes.mark_changed();
     }
 
-    async fn read_stats(&self) {
+    /// Reads the table's size for the gauges; doubles as the netlink health check.
+    async fn read_stats(&mut self) {
         let k = self.kernel.clone();
         let res = tokio::task::spawn_blocking(move || {
             k.lock().unwrap_or_else(|e| e.into_inner()).stats()
         })
         .await;
         match res {
-            Ok(Ok(s)) => self
-                .health
-                .metrics
-                .conntrack(u64::from(s.entries), s.max_entries.map_or(0, u64::from)),
+            Ok(Ok(s)) => {
+                self.health
+                    .metrics
+                    .conntrack(u64::from(s.entries), s.max_entries.map_or(0, u64::from));
+                self.netlink_ok(None);
+            }
             Ok(Err(e)) => {
                 self.health.metrics.netlink_error(&e);
                 warn!(error = %e, "reading conntrack stats");
+                self.netlink_ok(Some(e.to_string()));
             }
             Err(e) => warn!(error = %e, "stats task failed"),
         }
     }
 
+    /// Records whether the last ctnetlink request worked, for /readyz.
+    fn netlink_ok(&mut self, error: Option<String>) {
+        if self.netlink_error != error {
+            self.netlink_error = error;
+            self.observe_status();
+        }
+    }
+
     /// Dumps what `scope` covers, judges every entry against the trusted map, and deletes what
     /// the policy says (unless the breaker holds the pass).
+    #[tracing::instrument(name = "pass", skip_all, fields(trigger = trigger.as_str(), full = matches!(scope, Scope::Full)))]
     async fn pass(&mut self, scope: Scope, trigger: Trigger, arrival: Option<Instant>) {
         let Some(snap) = self.trusted.clone() else {
             return;
@@ -715,6 +736,7 @@ impl Agent {
         let map_snap = snap.clone();
         let res = tokio::task::spawn_blocking(move || {
             let map = &map_snap.map;
+            let keys = keys;
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
@@ -739,8 +761,12 @@ impl Agent {
                     }
                     Some(keys) => deletable_key(map, flow, keys, &policy),
                 }
-            })?;
-            Ok::<_, ctnetlink::Error>(Found {
+            });
+            let sweep = match sweep {
+                Ok(s) => s,
+                Err(e) => return (Err(e), keys),
+            };
+            let found = Found {
                 selected: sweep.selected,
                 service_flows: counting.then_some(service_flows),
                 stale,
@@ -748,15 +774,15 @@ impl Agent {
                 interrupted: sweep.interrupted,
                 cancelled: sweep.cancelled,
                 decode_errors: sweep.decode_errors,
-            })
+            };
+            (Ok(found), keys)
         })
         .await;
-        let found = match res {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
+        let (found, keys) = match res {
+            Ok((Ok(f), keys)) => (f, keys),
+            Ok((Err(e), _)) => {
                 self.health.metrics.netlink_error(&e);
-                self.health
-                    .set_not_ready(Some(format!("conntrack dump failed: {e}")));
+                self.netlink_ok(Some(format!("conntrack dump failed: {e}")));
                 warn!(trigger = trigger.as_str(), error = %e, "conntrack dump failed; deleting nothing this pass");
                 return;
             }
@@ -810,12 +836,14 @@ impl Agent {
                 self.held = Some(Held {
                     relist_at: Instant::now() + self.cmd.breaker_hold,
                     relisting: false,
+                    keys,
                 });
                 self.publish(None);
                 return;
             }
         }
 
+        self.netlink_ok(None);
         let deleted = self.delete(groups, trigger, arrival).await;
         if full {
             let mut stale = found.stale;
@@ -842,6 +870,7 @@ impl Agent {
     }
 
     /// Deletes each group's entries (or, with --dry-run, counts them), one log line per group.
+    #[tracing::instrument(name = "delete", skip_all, fields(trigger = trigger.as_str(), groups = groups.len()))]
     /// Returns the count per (Service, protocol, reason) of entries no longer in the table.
     async fn delete(
         &mut self,
