@@ -1292,3 +1292,40 @@ fn sigterm_during_a_long_dump_exits_within_a_second() {
     // The table is intact: there was nothing stale.
     assert_eq!(agent::table_count(&mut w.ct), 250_000);
 }
+
+/// The test's own /metrics parser (support/agent.rs) on the OpenMetrics shapes the agent
+/// serves, so a parser bug cannot pass for an agent bug.
+#[test]
+fn metrics_text_parses() {
+    let text = "# HELP ctreap_flows_deleted Flows deleted.\n\
+# TYPE ctreap_flows_deleted counter\n\
+ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3\n\
+ctreap_watch_synced{resource=\"endpointslices\"} 1\n\
+ctreap_conntrack_entries 42\n\
+ctreap_flush_latency_seconds_bucket{le=\"0.005\"} 1\n\
+ctreap_flush_latency_seconds_bucket{le=\"+Inf\"} 2\n\
+ctreap_flush_latency_seconds_sum 0.0123\n\
+ctreap_flush_latency_seconds_count 2\n\
+odd{a=\"x,y}\\\"z\"} 1.5 # {trace=\"1\"} 1\n\
+# EOF\n";
+    let m = agent::Metrics::parse(text);
+    assert_eq!(
+        m.get("ctreap_flows_deleted_total{trigger=\"watch\",reason=\"gone\",protocol=\"udp\"}"),
+        Some(3.0)
+    );
+    assert_eq!(m.value("ctreap_conntrack_entries"), 42.0);
+    assert_eq!(
+        m.value("ctreap_flush_latency_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    assert_eq!(m.value("odd{a=\"x,y}\\\"z\"}"), 1.5);
+    assert_eq!(m.deleted_by("watch"), 3.0);
+    assert_eq!(m.or0("ctreap_flows_deleted_total{trigger=\"event\"}"), 0.0);
+    assert!(m.has_line(
+        "ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3"
+    ));
+    assert_eq!(
+        agent::dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").as_deref(),
+        Some(&b"abcde"[..])
+    );
+}

@@ -397,7 +397,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+/// Decodes a chunked HTTP/1.1 body.
+pub fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
@@ -885,45 +886,5 @@ impl Drop for Agent {
                 self.log_tail(60)
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod parser_tests {
-    use super::*;
-
-    #[test]
-    fn metrics_text_parses() {
-        let text = "# HELP ctreap_flows_deleted Flows deleted.\n\
-# TYPE ctreap_flows_deleted counter\n\
-ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3\n\
-ctreap_watch_synced{resource=\"endpointslices\"} 1\n\
-ctreap_conntrack_entries 42\n\
-ctreap_flush_latency_seconds_bucket{le=\"0.005\"} 1\n\
-ctreap_flush_latency_seconds_bucket{le=\"+Inf\"} 2\n\
-ctreap_flush_latency_seconds_sum 0.0123\n\
-ctreap_flush_latency_seconds_count 2\n\
-odd{a=\"x,y}\\\"z\"} 1.5 # {trace=\"1\"} 1\n\
-# EOF\n";
-        let m = Metrics::parse(text);
-        assert_eq!(
-            m.get("ctreap_flows_deleted_total{trigger=\"watch\",reason=\"gone\",protocol=\"udp\"}"),
-            Some(3.0)
-        );
-        assert_eq!(m.value("ctreap_conntrack_entries"), 42.0);
-        assert_eq!(
-            m.value("ctreap_flush_latency_seconds_bucket{le=\"+Inf\"}"),
-            2.0
-        );
-        assert_eq!(m.value("odd{a=\"x,y}\\\"z\"}"), 1.5);
-        assert_eq!(m.deleted_by("watch"), 3.0);
-        assert_eq!(m.or0("ctreap_flows_deleted_total{trigger=\"event\"}"), 0.0);
-        assert!(m.has_line(
-            "ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3"
-        ));
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").as_deref(),
-            Some(&b"abcde"[..])
-        );
     }
 }
