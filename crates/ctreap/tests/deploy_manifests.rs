@@ -4,9 +4,15 @@
 //!   re-serialized; the result must equal the original, so a misspelt or misplaced field (which
 //!   k8s-openapi would silently drop) fails. Then the safety properties of the DaemonSet and
 //!   the RBAC, and the DaemonSet's arguments parsed by the real `ctreap run`.
+//! - deploy/monitoring/: every metric, label and label value an alert or a dashboard query
+//!   uses is in the metric contract below (agent-contract.md); `promtool check rules` and
+//!   `promtool test rules` (deploy/monitoring/tests/prometheusrule.test.yaml) run the alerts.
+//!
+//! promtool comes from Debian's `prometheus` package (scripts/test installs it). Without it
+//! the promtool tests fail; they do not skip.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -19,6 +25,479 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
+
+// ---------------------------------------------------------------------------------------------
+// The metric contract (agent-contract.md, "Metrics"). One entry per metric family.
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+struct Metric {
+    /// For counters, the sample name (ending in _total); for histograms, the family name.
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+}
+
+const CONTRACT: &[Metric] = &[
+    Metric {
+        name: "ctreap_stale_flows",
+        kind: Kind::Gauge,
+        labels: &["namespace", "service", "protocol", "reason"],
+    },
+    Metric {
+        name: "ctreap_flows_deleted_total",
+        kind: Kind::Counter,
+        labels: &["protocol", "reason", "trigger"],
+    },
+    Metric {
+        name: "ctreap_dry_run_flows_total",
+        kind: Kind::Counter,
+        labels: &["protocol", "reason", "trigger"],
+    },
+    Metric {
+        name: "ctreap_flush_latency_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_reconcile_duration_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_reconciles_total",
+        kind: Kind::Counter,
+        labels: &["trigger"],
+    },
+    Metric {
+        name: "ctreap_conntrack_entries",
+        kind: Kind::Gauge,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_conntrack_max",
+        kind: Kind::Gauge,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_netlink_errors_total",
+        kind: Kind::Counter,
+        labels: &["op", "errno"],
+    },
+    Metric {
+        name: "ctreap_event_overruns_total",
+        kind: Kind::Counter,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_circuit_breaker_open",
+        kind: Kind::Gauge,
+        labels: &["namespace", "service"],
+    },
+    Metric {
+        name: "ctreap_circuit_breaker_trips_total",
+        kind: Kind::Counter,
+        labels: &[],
+    },
+    Metric {
+        name: "ctreap_watch_synced",
+        kind: Kind::Gauge,
+        labels: &["resource"],
+    },
+    Metric {
+        name: "ctreap_ready",
+        kind: Kind::Gauge,
+        labels: &[],
+    },
+];
+
+/// The values a label can take, where the contract lists them.
+const LABEL_VALUES: &[(&str, &[&str])] = &[
+    ("protocol", &["tcp", "udp", "sctp"]),
+    ("reason", &["gone", "not_serving"]),
+    (
+        "trigger",
+        &["watch", "event", "resync", "startup", "overrun", "breaker"],
+    ),
+    (
+        "op",
+        &[
+            "open", "dump", "get", "create", "delete", "flush", "stats", "events",
+        ],
+    ),
+    ("resource", &["services", "endpointslices", "node"]),
+];
+
+/// Labels Prometheus attaches to every series scraped through deploy/monitoring/podmonitor.yaml
+/// (the operator's target labels plus the PodMonitor's `node` relabeling).
+const TARGET_LABELS: &[&str] = &[
+    "job",
+    "instance",
+    "namespace",
+    "pod",
+    "container",
+    "endpoint",
+    "node",
+];
+
+/// Every sample name the agent exposes (plus Prometheus' `up`), with its labels.
+fn samples() -> BTreeMap<String, BTreeSet<&'static str>> {
+    let mut out = BTreeMap::new();
+    let target: BTreeSet<&str> = TARGET_LABELS.iter().copied().collect();
+    out.insert("up".to_string(), target.clone());
+    for m in CONTRACT {
+        let mut labels = target.clone();
+        labels.extend(m.labels.iter().copied());
+        match m.kind {
+            Kind::Gauge | Kind::Counter => {
+                out.insert(m.name.to_string(), labels);
+            }
+            Kind::Histogram => {
+                out.insert(format!("{}_sum", m.name), labels.clone());
+                out.insert(format!("{}_count", m.name), labels.clone());
+                labels.insert("le");
+                out.insert(format!("{}_bucket", m.name), labels);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A PromQL scanner: enough of the grammar to find selectors, matchers and grouping labels.
+
+#[derive(Debug, Default)]
+struct Selector {
+    metric: String,
+    /// (label, operator, value)
+    matchers: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Scan {
+    selectors: Vec<Selector>,
+    /// Labels named in by/without/on/ignoring/group_left/group_right.
+    grouping: BTreeSet<String>,
+}
+
+const AGGREGATIONS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+];
+const GROUPING: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+const KEYWORDS: &[&str] = &[
+    "and", "or", "unless", "bool", "offset", "atan2", "inf", "nan",
+];
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || c == ':'
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+struct Lexer<'a> {
+    s: &'a [char],
+    i: usize,
+}
+
+impl Lexer<'_> {
+    fn peek_non_ws(&self) -> Option<char> {
+        self.s[self.i..]
+            .iter()
+            .copied()
+            .find(|c| !c.is_whitespace())
+    }
+
+    fn skip_ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn ident(&mut self) -> String {
+        let start = self.i;
+        while self.i < self.s.len() && is_ident(self.s[self.i]) {
+            self.i += 1;
+        }
+        self.s[start..self.i].iter().collect()
+    }
+
+    /// A quoted string starting at the current quote; returns its content.
+    fn string(&mut self, expr: &str) -> String {
+        let quote = self.s[self.i];
+        self.i += 1;
+        let mut out = String::new();
+        while self.i < self.s.len() && self.s[self.i] != quote {
+            if self.s[self.i] == '\\' && quote != '`' {
+                self.i += 1;
+            }
+            if let Some(&c) = self.s.get(self.i) {
+                out.push(c);
+            }
+            self.i += 1;
+        }
+        assert!(self.i < self.s.len(), "unterminated string in {expr:?}");
+        self.i += 1;
+        out
+    }
+
+    /// `{label op "value", ...}` starting at `{`.
+    fn matchers(&mut self, expr: &str) -> Vec<(String, String, String)> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            while self.i < self.s.len() && (self.s[self.i].is_whitespace() || self.s[self.i] == ',')
+            {
+                self.i += 1;
+            }
+            match self.s.get(self.i) {
+                Some('}') => {
+                    self.i += 1;
+                    return out;
+                }
+                Some(&c) if is_ident_start(c) => {}
+                other => panic!("bad label matcher at {other:?} in {expr:?}"),
+            }
+            let label = self.ident();
+            self.skip_ws();
+            let op = ["=~", "!~", "!=", "="]
+                .into_iter()
+                .find(|op| {
+                    op.chars()
+                        .enumerate()
+                        .all(|(k, c)| self.s.get(self.i + k) == Some(&c))
+                })
+                .unwrap_or_else(|| panic!("no matcher operator after {label:?} in {expr:?}"));
+            self.i += op.len();
+            self.skip_ws();
+            assert!(
+                matches!(self.s.get(self.i), Some('"' | '\'' | '`')),
+                "matcher {label}{op} without a quoted value in {expr:?}"
+            );
+            let value = self.string(expr);
+            out.push((label, op.to_string(), value));
+        }
+    }
+
+    /// `( a, b )` starting at `(`.
+    fn label_list(&mut self, expr: &str) -> Vec<String> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            while self.i < self.s.len() && (self.s[self.i].is_whitespace() || self.s[self.i] == ',')
+            {
+                self.i += 1;
+            }
+            match self.s.get(self.i) {
+                Some(')') => {
+                    self.i += 1;
+                    return out;
+                }
+                Some(&c) if is_ident_start(c) => out.push(self.ident()),
+                other => panic!("bad label list at {other:?} in {expr:?}"),
+            }
+        }
+    }
+}
+
+fn scan_promql(expr: &str) -> Scan {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut lx = Lexer { s: &chars, i: 0 };
+    let mut scan = Scan::default();
+    while lx.i < chars.len() {
+        let c = chars[lx.i];
+        if c.is_whitespace() {
+            lx.i += 1;
+        } else if c == '#' {
+            while lx.i < chars.len() && chars[lx.i] != '\n' {
+                lx.i += 1;
+            }
+        } else if matches!(c, '"' | '\'' | '`') {
+            lx.string(expr);
+        } else if c == '[' {
+            // Range or subquery: durations and Grafana's $__rate_interval.
+            while lx.i < chars.len() && chars[lx.i] != ']' {
+                lx.i += 1;
+            }
+            lx.i += 1;
+        } else if c == '{' {
+            let matchers = lx.matchers(expr);
+            scan.selectors.push(Selector {
+                metric: String::new(),
+                matchers,
+            });
+        } else if c == '$' {
+            // A Grafana variable.
+            lx.i += 1;
+            lx.ident();
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(lx.i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            while lx.i < chars.len() && (chars[lx.i].is_ascii_alphanumeric() || chars[lx.i] == '.')
+            {
+                lx.i += 1;
+            }
+        } else if is_ident_start(c) {
+            let word = lx.ident();
+            let next = lx.peek_non_ws();
+            if GROUPING.contains(&word.as_str()) {
+                if next == Some('(') {
+                    lx.skip_ws();
+                    scan.grouping.extend(lx.label_list(expr));
+                }
+            } else if KEYWORDS.contains(&word.as_str())
+                || AGGREGATIONS.contains(&word.as_str())
+                || next == Some('(')
+            {
+                // An operator, an aggregation or a function.
+            } else {
+                let mut sel = Selector {
+                    metric: word,
+                    matchers: Vec::new(),
+                };
+                if next == Some('{') {
+                    lx.skip_ws();
+                    sel.matchers = lx.matchers(expr);
+                }
+                scan.selectors.push(sel);
+            }
+        } else {
+            lx.i += 1;
+        }
+    }
+    scan
+}
+
+/// Everything wrong with `expr` against the contract; empty if nothing.
+fn check_expr(expr: &str) -> Vec<String> {
+    let samples = samples();
+    let scan = scan_promql(expr);
+    let mut errors = Vec::new();
+    if scan.selectors.is_empty() {
+        errors.push(format!("no metric in {expr:?}"));
+    }
+    let mut known_labels: BTreeSet<&str> = BTreeSet::new();
+    for sel in &scan.selectors {
+        let Some(labels) = samples.get(&sel.metric) else {
+            errors.push(format!(
+                "{:?} is not a metric of the contract (in {expr:?})",
+                sel.metric
+            ));
+            continue;
+        };
+        known_labels.extend(labels.iter().copied());
+        for (label, op, value) in &sel.matchers {
+            if !labels.contains(label.as_str()) {
+                errors.push(format!(
+                    "{} has no label {label:?} (in {expr:?})",
+                    sel.metric
+                ));
+                continue;
+            }
+            let enumerated = LABEL_VALUES.iter().find(|(l, _)| l == label);
+            let plain = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '|');
+            if let (Some((_, allowed)), true, true) = (enumerated, plain, op == "=" || op == "=~") {
+                for v in value.split('|') {
+                    if !allowed.contains(&v) {
+                        errors.push(format!(
+                            "{label}={v:?} is not a value of {label} ({allowed:?}) (in {expr:?})"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for label in &scan.grouping {
+        if !known_labels.contains(label.as_str()) {
+            errors.push(format!(
+                "grouping label {label:?} is on none of the metrics (in {expr:?})"
+            ));
+        }
+    }
+    errors
+}
+
+fn assert_expr_ok(context: &str, expr: &str) {
+    let errors = check_expr(expr);
+    assert!(errors.is_empty(), "{context}:\n  {}", errors.join("\n  "));
+}
+
+#[test]
+fn promql_scanner_finds_metrics_labels_and_mistakes() {
+    let scan = scan_promql(
+        r#"histogram_quantile(0.99, sum by (le) (rate(ctreap_flush_latency_seconds_bucket{node=~"$node"}[$__rate_interval])))
+           / on (node) group_left ctreap_ready offset 5m or absent(up{job="ctreap"}) > 1e3"#,
+    );
+    let metrics: Vec<&str> = scan.selectors.iter().map(|s| s.metric.as_str()).collect();
+    assert_eq!(
+        metrics,
+        ["ctreap_flush_latency_seconds_bucket", "ctreap_ready", "up"]
+    );
+    assert_eq!(
+        scan.selectors[0].matchers,
+        [("node".to_string(), "=~".to_string(), "$node".to_string())]
+    );
+    assert_eq!(
+        scan.grouping,
+        BTreeSet::from(["le".to_string(), "node".to_string()])
+    );
+
+    assert_expr_ok(
+        "a correct expression",
+        r#"sum by (namespace, service) (ctreap_stale_flows{reason="gone", protocol=~"udp|tcp"}) > 0"#,
+    );
+    for (bad, why) in [
+        ("sum(ctreap_stale_flow)", "a misspelt metric"),
+        ("node_nf_conntrack_entries > 50000", "the seed's metric"),
+        (
+            "ctreap_flush_latency_seconds > 1",
+            "a histogram's family name",
+        ),
+        (
+            r#"ctreap_netlink_errors_total{operation="flush"}"#,
+            "a label the metric lacks",
+        ),
+        (
+            r#"ctreap_netlink_errors_total{op=~"flush|delet"}"#,
+            "a value the label never takes",
+        ),
+        (
+            "sum by (service) (ctreap_ready)",
+            "grouping by a label none of the metrics has",
+        ),
+        ("ctreap_stale_flows_total", "a counter suffix on a gauge"),
+    ] {
+        assert!(!check_expr(bad).is_empty(), "{why} was not caught: {bad}");
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Files.
@@ -41,6 +520,12 @@ fn yaml_docs(rel: &str) -> Vec<Yaml> {
         .map(|d| Yaml::deserialize(d).unwrap_or_else(|e| panic!("{rel}: not YAML: {e}")))
         .filter(|d| !d.is_null())
         .collect()
+}
+
+fn yaml_file(rel: &str) -> Yaml {
+    let mut docs = yaml_docs(rel);
+    assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
+    docs.remove(0)
 }
 
 fn files_in(rel_dir: &str, ext: &[&str]) -> Vec<String> {
@@ -496,4 +981,475 @@ fn daemonset_args_are_accepted_by_ctreap_run() {
     // And that check can fail.
     let out = ctreap(&["run", "--resync=sixty", "--help"]);
     assert_eq!(out.status.code(), Some(64));
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/monitoring/: the Prometheus Operator objects, strictly for the fields used here.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PrometheusRule {
+    api_version: String,
+    kind: String,
+    metadata: Yaml,
+    spec: RuleSpec,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroup {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    alert: String,
+    expr: String,
+    #[serde(rename = "for")]
+    for_: String,
+    labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodMonitor {
+    api_version: String,
+    kind: String,
+    metadata: Yaml,
+    spec: PodMonitorSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodMonitorSpec {
+    selector: LabelSelector,
+    namespace_selector: NamespaceSelector,
+    pod_metrics_endpoints: Vec<PodMetricsEndpoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LabelSelector {
+    match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    match_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodMetricsEndpoint {
+    port: String,
+    path: String,
+    interval: String,
+    honor_labels: bool,
+    relabelings: Vec<Relabel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Relabel {
+    #[serde(default)]
+    source_labels: Vec<String>,
+    target_label: String,
+    #[serde(default)]
+    replacement: Option<String>,
+}
+
+fn prometheus_rule() -> PrometheusRule {
+    serde_yaml::from_value(yaml_file("deploy/monitoring/prometheusrule.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/monitoring/prometheusrule.yaml: {e}"))
+}
+
+fn alerts() -> Vec<Rule> {
+    prometheus_rule()
+        .spec
+        .groups
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .collect()
+}
+
+/// Prometheus duration: one or more NUMBER UNIT pairs.
+fn is_duration(s: &str) -> bool {
+    let mut rest = s;
+    let mut any = false;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|u| rest.starts_with(u))
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+        any = true;
+    }
+    any
+}
+
+/// The labels a Prometheus template names as `$labels.X`.
+fn template_labels(text: &str) -> BTreeSet<String> {
+    text.match_indices("$labels.")
+        .map(|(i, m)| {
+            text[i + m.len()..]
+                .chars()
+                .take_while(|c| is_ident(*c))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_watch_staleness_with_contract_metrics_and_runbooks() {
+    let rule = prometheus_rule();
+    assert_eq!(rule.api_version, "monitoring.coreos.com/v1");
+    assert_eq!(rule.kind, "PrometheusRule");
+    assert!(rule.metadata.get("name").is_some());
+    let alerts = alerts();
+    let names: BTreeSet<&str> = alerts.iter().map(|a| a.alert.as_str()).collect();
+    assert_eq!(names.len(), alerts.len(), "duplicate alert names");
+    for required in [
+        "CtreapStaleFlowsPersisting",
+        "CtreapCircuitBreakerOpen",
+        "CtreapAgentNotReady",
+        "CtreapFlushErrors",
+        "CtreapEventOverruns",
+        "CtreapWatchNotSynced",
+    ] {
+        assert!(names.contains(required), "no alert {required}");
+    }
+    for a in &alerts {
+        assert_expr_ok(&a.alert, &a.expr);
+        assert!(is_duration(&a.for_), "{}: for {:?}", a.alert, a.for_);
+        let severity = a.labels.get("severity").map(String::as_str);
+        assert!(
+            matches!(severity, Some("critical" | "warning" | "info")),
+            "{}: severity {severity:?}",
+            a.alert
+        );
+        for key in ["summary", "description", "runbook"] {
+            assert!(
+                a.annotations.get(key).is_some_and(|t| t.trim().len() > 20),
+                "{}: no {key}",
+                a.alert
+            );
+        }
+        // The labels an annotation names must survive the expression's aggregation.
+        let scan = scan_promql(&a.expr);
+        let available: BTreeSet<String> = if scan.grouping.is_empty() {
+            let samples = samples();
+            scan.selectors
+                .iter()
+                .filter_map(|s| samples.get(&s.metric))
+                .flatten()
+                .map(|l| l.to_string())
+                .collect()
+        } else {
+            scan.grouping.clone()
+        };
+        for text in a.annotations.values() {
+            for label in template_labels(text) {
+                assert!(
+                    available.contains(&label),
+                    "{}: annotation uses $labels.{label}, which the expression drops ({available:?})",
+                    a.alert
+                );
+            }
+        }
+    }
+    // The seed alerted on table size; the replacement must not.
+    assert!(alerts.iter().all(|a| !a.expr.contains("node_nf_conntrack")));
+}
+
+#[test]
+fn podmonitor_scrapes_the_agents_metrics_port() {
+    let text = yaml_file("deploy/monitoring/podmonitor.yaml");
+    let pm: PodMonitor = serde_yaml::from_value(text)
+        .unwrap_or_else(|e| panic!("deploy/monitoring/podmonitor.yaml: {e}"));
+    assert_eq!(pm.api_version, "monitoring.coreos.com/v1");
+    assert_eq!(pm.kind, "PodMonitor");
+    let m = manifests();
+    let ns = m.namespace.metadata.name.clone().expect("namespace");
+    assert_eq!(
+        pm.metadata.get("namespace").and_then(Yaml::as_str),
+        Some(ns.as_str())
+    );
+    assert_eq!(pm.spec.namespace_selector.match_names, [ns]);
+    let pod_labels = m
+        .daemonset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|md| md.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in &pm.spec.selector.match_labels {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the PodMonitor selects {k}={v}; the pods lack it"
+        );
+    }
+    assert_eq!(pm.spec.pod_metrics_endpoints.len(), 1);
+    let ep = &pm.spec.pod_metrics_endpoints[0];
+    let port = &agent(&m.daemonset).ports.as_deref().unwrap_or_default()[0];
+    assert_eq!(Some(ep.port.as_str()), port.name.as_deref());
+    assert_eq!(ep.path, "/metrics");
+    assert!(is_duration(&ep.interval));
+    assert!(
+        ep.honor_labels,
+        "the Service's namespace label must win over the scrape's"
+    );
+    assert!(
+        ep.relabelings
+            .iter()
+            .any(|r| r.source_labels == ["__meta_kubernetes_pod_node_name"]
+                && r.target_label == "node"),
+        "no node label"
+    );
+    // The alerts find the agents as up{job="ctreap"}.
+    let job = ep
+        .relabelings
+        .iter()
+        .find(|r| r.target_label == "job" && r.source_labels.is_empty())
+        .and_then(|r| r.replacement.clone())
+        .expect("a fixed job label");
+    let wanted = format!(r#"up{{job="{job}"}}"#);
+    let uses: Vec<String> = alerts()
+        .iter()
+        .filter(|a| a.expr.contains("up{"))
+        .map(|a| a.expr.clone())
+        .collect();
+    assert!(!uses.is_empty(), "no alert on up");
+    for e in uses {
+        assert!(e.contains(&wanted), "{e} does not select {wanted}");
+    }
+}
+
+fn promtool(args: &[&str], dir: &Path) -> Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool: {e}. It checks the alerts; install it (apt-get install prometheus, \
+                 as scripts/test does)"
+            )
+        })
+}
+
+fn assert_promtool(args: &[&str], dir: &Path) {
+    let out = promtool(args, dir);
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alerts_pass_promtool_check_and_unit_tests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = prometheus_rule().spec;
+    std::fs::write(
+        dir.path().join("full.yaml"),
+        serde_yaml::to_string(&spec).expect("yaml"),
+    )
+    .expect("write");
+    // PromQL, durations and the annotations' templates.
+    assert_promtool(&["check", "rules", "full.yaml"], dir.path());
+
+    // Behaviour: annotations are left out, so the unit tests need not repeat their text.
+    let bare = RuleSpec {
+        groups: spec
+            .groups
+            .into_iter()
+            .map(|g| RuleGroup {
+                rules: g
+                    .rules
+                    .into_iter()
+                    .map(|r| Rule {
+                        annotations: BTreeMap::new(),
+                        ..r
+                    })
+                    .collect(),
+                ..g
+            })
+            .collect(),
+    };
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&bare).expect("yaml"),
+    )
+    .expect("write");
+    let tests = read("deploy/monitoring/tests/prometheusrule.test.yaml");
+    let tested: BTreeSet<String> = tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("alertname: "))
+        .map(str::to_string)
+        .collect();
+    for a in alerts() {
+        assert!(
+            tested.contains(&a.alert),
+            "prometheusrule.test.yaml does not test {}",
+            a.alert
+        );
+    }
+    std::fs::write(dir.path().join("alerts.test.yaml"), tests).expect("write");
+    assert_promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Grafana dashboard.
+
+fn dashboard() -> Json {
+    serde_json::from_str(&read("deploy/monitoring/grafana-dashboard.json"))
+        .unwrap_or_else(|e| panic!("deploy/monitoring/grafana-dashboard.json: {e}"))
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(d: &Json) -> Vec<&Json> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        out.push(p);
+        if let Some(nested) = p["panels"].as_array() {
+            out.extend(nested);
+        }
+    }
+    out
+}
+
+fn dashboard_exprs(d: &Json) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("a target without expr");
+            out.push((
+                p["title"].as_str().unwrap_or("?").to_string(),
+                expr.to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboard_is_valid_and_queries_contract_metrics() {
+    let d = dashboard();
+    let schema = d["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!((36..=41).contains(&schema), "schemaVersion {schema}");
+    assert!(
+        d["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty() && u.len() <= 40)
+    );
+    assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+
+    let vars = d["templating"]["list"].as_array().expect("templating.list");
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    let ds = var("datasource");
+    assert_eq!(ds["type"], "datasource");
+    assert_eq!(ds["query"], "prometheus");
+    let node = var("node");
+    assert_eq!(node["type"], "query");
+    let q = node["query"]["query"]
+        .as_str()
+        .expect("node variable query");
+    let inner = q
+        .strip_prefix("label_values(")
+        .and_then(|r| r.strip_suffix(", node)"))
+        .unwrap_or_else(|| panic!("node variable: {q}"));
+    assert_expr_ok("node variable", inner);
+
+    let mut ids = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for p in panels(&d) {
+        let title = p["title"].as_str().unwrap_or("?");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id: {title}"
+        );
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().expect("x"), g["w"].as_u64().expect("w"));
+        assert!(
+            x + w <= 24 && g["h"].as_u64().is_some() && g["y"].as_u64().is_some(),
+            "{title}: gridPos {g}"
+        );
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        let mut refs = BTreeSet::new();
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            assert!(
+                refs.insert(t["refId"].as_str().expect("refId")),
+                "{title}: duplicate refId"
+            );
+        }
+    }
+    for (title, expr) in dashboard_exprs(&d) {
+        assert_expr_ok(&title, &expr);
+        used.extend(scan_promql(&expr).selectors.into_iter().map(|s| s.metric));
+    }
+    for wanted in [
+        "ctreap_stale_flows",
+        "ctreap_flows_deleted_total",
+        "ctreap_flush_latency_seconds_bucket",
+        "ctreap_reconcile_duration_seconds_bucket",
+        "ctreap_conntrack_entries",
+        "ctreap_conntrack_max",
+        "ctreap_netlink_errors_total",
+        "ctreap_circuit_breaker_open",
+        "ctreap_watch_synced",
+        "ctreap_ready",
+    ] {
+        assert!(used.contains(wanted), "no panel shows {wanted}");
+    }
+}
+
+#[test]
+fn dashboard_queries_parse_as_promql() {
+    // promtool parses each query as a recording rule, with Grafana's variables substituted.
+    let d = dashboard();
+    let rules: Vec<Json> = dashboard_exprs(&d)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, e))| {
+            let e = e.replace("$__rate_interval", "5m").replace("$node", ".*");
+            serde_json::json!({ "record": format!("dashboard:query_{i}"), "expr": e })
+        })
+        .collect();
+    let file = serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("dashboard.yaml"), file.to_string()).expect("write");
+    assert_promtool(&["check", "rules", "dashboard.yaml"], dir.path());
 }
