@@ -7,6 +7,10 @@
 //! - deploy/monitoring/: every metric, label and label value an alert or a dashboard query
 //!   uses is in the metric contract below (agent-contract.md); `promtool check rules` and
 //!   `promtool test rules` (deploy/monitoring/tests/prometheusrule.test.yaml) run the alerts.
+//! - deploy/helm/ctreap/: helm is not available here, so the chart is checked structurally
+//!   (every `.Values` path exists, every value is used, no tabs, balanced blocks, every
+//!   `ctreap run` flag is a value) and its defaults are compared with deploy/kubernetes/.
+//!   No test renders it.
 //!
 //! promtool comes from Debian's `prometheus` package (scripts/test installs it). Without it
 //! the promtool tests fail; they do not skip.
@@ -1452,4 +1456,321 @@ fn dashboard_queries_parse_as_promql() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("dashboard.yaml"), file.to_string()).expect("write");
     assert_promtool(&["check", "rules", "dashboard.yaml"], dir.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Helm chart, structurally (helm cannot run here).
+
+const CHART: &str = "deploy/helm/ctreap";
+
+/// `ctreap run` flags and the value that sets each.
+const FLAG_VALUES: &[(&str, &str)] = &[
+    ("listen", "listenPort"),
+    ("resync", "resync"),
+    ("dry-run", "dryRun"),
+    ("protocols", "protocols"),
+    ("delete-not-serving", "deleteNotServing"),
+    ("grace", "grace"),
+    ("max-delete-share", "maxDeleteShare"),
+    ("max-delete-min", "maxDeleteMin"),
+    ("breaker-hold", "breakerHold"),
+    ("no-events", "events"),
+    ("log-format", "logFormat"),
+    ("sync-timeout", "syncTimeout"),
+];
+
+/// Flags that are not values, on purpose: in a pod the API server comes from the in-cluster
+/// config, the node name from NODE_NAME (downward API), the namespace is the host's
+/// (hostNetwork). extraArgs passes any of them.
+const FLAGS_NOT_VALUES: &[&str] = &["kubeconfig", "context", "node-name", "netns", "help"];
+
+fn templates() -> Vec<(String, String)> {
+    files_in(&format!("{CHART}/templates"), &["yaml", "tpl", "txt"])
+        .into_iter()
+        .map(|f| {
+            let text = read(&f);
+            (f, text)
+        })
+        .collect()
+}
+
+/// `.Values.a.b` paths referenced in a template.
+fn values_refs(text: &str) -> BTreeSet<Vec<String>> {
+    text.match_indices(".Values.")
+        .map(|(i, m)| {
+            let rest: String = text[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            rest.trim_end_matches('.')
+                .split('.')
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// Leaf paths of values.yaml: scalars, lists and empty maps.
+fn leaves(v: &Yaml, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v.as_mapping() {
+        Some(m) if !m.is_empty() => {
+            for (k, v) in m {
+                prefix.push(k.as_str().expect("string keys").to_string());
+                leaves(v, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+fn values() -> Yaml {
+    yaml_file(&format!("{CHART}/values.yaml"))
+}
+
+#[test]
+fn chart_templates_and_values_agree() {
+    let chart = yaml_file(&format!("{CHART}/Chart.yaml"));
+    assert_eq!(str_at(&chart, &["apiVersion"]), "v2");
+    assert_eq!(str_at(&chart, &["name"]), "ctreap");
+    assert_eq!(str_at(&chart, &["appVersion"]), env!("CARGO_PKG_VERSION"));
+    let version = str_at(&chart, &["version"]);
+    assert!(
+        version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "chart version {version} is not SemVer"
+    );
+
+    let tpls = templates();
+    let names: BTreeSet<&str> = tpls
+        .iter()
+        .map(|(f, _)| f.rsplit('/').next().unwrap_or_default())
+        .collect();
+    for wanted in [
+        "_helpers.tpl",
+        "serviceaccount.yaml",
+        "clusterrole.yaml",
+        "clusterrolebinding.yaml",
+        "daemonset.yaml",
+        "podmonitor.yaml",
+        "prometheusrule.yaml",
+        "NOTES.txt",
+    ] {
+        assert!(names.contains(wanted), "no template {wanted}");
+    }
+
+    let values = values();
+    let mut refs = BTreeSet::new();
+    for (file, text) in &tpls {
+        assert!(
+            !text.contains('\t'),
+            "{file}: a tab character (YAML forbids them)"
+        );
+        // Block actions open and close in pairs (comments and raw strings contain none).
+        let opens = ["if", "range", "with", "define", "block"]
+            .iter()
+            .map(|k| {
+                text.matches(&format!("{{{{- {k} ")).count()
+                    + text.matches(&format!("{{{{ {k} ")).count()
+            })
+            .sum::<usize>();
+        let ends = text.matches("{{- end }}").count()
+            + text.matches("{{ end }}").count()
+            + text.matches("{{- end -}}").count()
+            + text.matches("{{ end -}}").count();
+        assert_eq!(opens, ends, "{file}: {opens} blocks opened, {ends} closed");
+        assert_eq!(
+            text.matches("{{").count(),
+            text.matches("}}").count(),
+            "{file}: unbalanced delimiters"
+        );
+        for r in values_refs(text) {
+            let path: Vec<&str> = r.iter().map(String::as_str).collect();
+            assert!(
+                at(&values, &path).is_some(),
+                "{file}: .Values.{} is not in values.yaml",
+                r.join(".")
+            );
+            refs.insert(r);
+        }
+    }
+    let mut all = Vec::new();
+    leaves(&values, &mut Vec::new(), &mut all);
+    for leaf in all {
+        assert!(
+            refs.iter().any(|r| leaf.starts_with(r)),
+            "values.yaml: {} is used by no template",
+            leaf.join(".")
+        );
+    }
+}
+
+#[test]
+fn chart_has_a_value_for_every_run_flag() {
+    let known = run_flags();
+    let values = values();
+    let daemonset = read(&format!("{CHART}/templates/daemonset.yaml"));
+    for flag in &known {
+        let Some((_, key)) = FLAG_VALUES.iter().find(|(f, _)| f == flag) else {
+            assert!(
+                FLAGS_NOT_VALUES.contains(&flag.as_str()),
+                "`ctreap run --{flag}` has no Helm value: add it to values.yaml and to FLAG_VALUES"
+            );
+            continue;
+        };
+        assert!(
+            values.get(*key).is_some(),
+            "values.yaml has no {key} (for --{flag})"
+        );
+        assert!(
+            daemonset.contains(&format!("--{flag}")),
+            "templates/daemonset.yaml never passes --{flag}"
+        );
+        assert!(
+            daemonset.contains(&format!(".Values.{key}")),
+            "templates/daemonset.yaml never reads {key}"
+        );
+    }
+    for (flag, _) in FLAG_VALUES {
+        assert!(
+            known.contains(*flag),
+            "--{flag} is no longer a flag of `ctreap run`"
+        );
+    }
+}
+
+fn scalar(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+/// The arguments templates/daemonset.yaml builds from `values` (the same order and rules).
+fn args_from_values(v: &Yaml) -> Vec<String> {
+    let s = |k: &str| scalar(v.get(k).unwrap_or_else(|| panic!("values.yaml: no {k}")));
+    let on = |k: &str| {
+        v.get(k)
+            .and_then(Yaml::as_bool)
+            .unwrap_or_else(|| panic!("values.yaml: {k} is not a bool"))
+    };
+    let mut args = vec![
+        "run".to_string(),
+        format!("--listen=0.0.0.0:{}", s("listenPort")),
+        format!("--resync={}", s("resync")),
+    ];
+    if on("dryRun") {
+        args.push("--dry-run".into());
+    }
+    let protocols: Vec<String> = v["protocols"]
+        .as_sequence()
+        .expect("protocols is a list")
+        .iter()
+        .map(scalar)
+        .collect();
+    args.push(format!("--protocols={}", protocols.join(",")));
+    if on("deleteNotServing") {
+        args.push("--delete-not-serving".into());
+    }
+    args.push(format!("--grace={}", s("grace")));
+    args.push(format!("--max-delete-share={}", s("maxDeleteShare")));
+    args.push(format!("--max-delete-min={}", s("maxDeleteMin")));
+    args.push(format!("--breaker-hold={}", s("breakerHold")));
+    if !on("events") {
+        args.push("--no-events".into());
+    }
+    args.push(format!("--log-format={}", s("logFormat")));
+    args.push(format!("--sync-timeout={}", s("syncTimeout")));
+    args.extend(
+        v["extraArgs"]
+            .as_sequence()
+            .expect("extraArgs is a list")
+            .iter()
+            .map(scalar),
+    );
+    args
+}
+
+#[test]
+fn chart_defaults_match_the_plain_manifests() {
+    let m = manifests();
+    let v = values();
+    let chart = yaml_file(&format!("{CHART}/Chart.yaml"));
+    let c = agent(&m.daemonset);
+    assert_eq!(c.args.clone().unwrap_or_default(), args_from_values(&v));
+
+    let tag = match str_at(&v, &["image", "tag"]) {
+        "" => str_at(&chart, &["appVersion"]),
+        t => t,
+    };
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("{}:{tag}", str_at(&v, &["image", "repository"])).as_str())
+    );
+    assert_eq!(
+        c.image_pull_policy.as_deref(),
+        Some(str_at(&v, &["image", "pullPolicy"]))
+    );
+    assert_eq!(
+        v["logLevel"].as_str(),
+        Some(""),
+        "CTREAP_LOG is unset in the manifest"
+    );
+    assert!(
+        c.env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .all(|e| e.name != "CTREAP_LOG")
+    );
+
+    let pod = &m.daemonset_yaml["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for (value, manifest) in [
+        ("resources", &container["resources"]),
+        ("tolerations", &pod["tolerations"]),
+        ("nodeSelector", &pod["nodeSelector"]),
+        ("priorityClassName", &pod["priorityClassName"]),
+        (
+            "terminationGracePeriodSeconds",
+            &pod["terminationGracePeriodSeconds"],
+        ),
+        (
+            "maxUnavailable",
+            &m.daemonset_yaml["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+        ),
+        ("listenPort", &container["ports"][0]["containerPort"]),
+    ] {
+        assert_eq!(
+            &v[value], manifest,
+            "values.yaml {value} differs from deploy/kubernetes/"
+        );
+    }
+    for (value, absent) in [
+        ("affinity", &pod["affinity"]),
+        ("imagePullSecrets", &pod["imagePullSecrets"]),
+        (
+            "podAnnotations",
+            &m.daemonset_yaml["spec"]["template"]["metadata"]["annotations"],
+        ),
+    ] {
+        let empty = match &v[value] {
+            Yaml::Mapping(m) => m.is_empty(),
+            Yaml::Sequence(s) => s.is_empty(),
+            _ => false,
+        };
+        assert!(
+            empty && absent.is_null(),
+            "values.yaml {value} is not the manifest's (none)"
+        );
+    }
+    assert_eq!(
+        v["criticalPodsQuota"]["enabled"],
+        Yaml::Bool(true),
+        "the manifests have the quota"
+    );
+    // Monitoring needs the operator's CRDs: off by default, like deploy/kubernetes/.
+    assert_eq!(v["podMonitor"]["enabled"], Yaml::Bool(false));
+    assert_eq!(v["prometheusRule"]["enabled"], Yaml::Bool(false));
 }
