@@ -1142,6 +1142,7 @@ fn alerts_watch_staleness_with_contract_metrics_and_runbooks() {
     ] {
         assert!(names.contains(required), "no alert {required}");
     }
+    let docs = read("docs/deploy.md");
     for a in &alerts {
         assert_expr_ok(&a.alert, &a.expr);
         assert!(is_duration(&a.for_), "{}: for {:?}", a.alert, a.for_);
@@ -1180,6 +1181,11 @@ fn alerts_watch_staleness_with_contract_metrics_and_runbooks() {
                 );
             }
         }
+        assert!(
+            docs.contains(&format!("### {}", a.alert)),
+            "docs/deploy.md has no section for {}",
+            a.alert
+        );
     }
     // The seed alerted on table size; the replacement must not.
     assert!(alerts.iter().all(|a| !a.expr.contains("node_nf_conntrack")));
