@@ -281,9 +281,24 @@ impl Conntrack {
         }
     }
 
+    /// A fresh socket in the same namespace, replacing this one. Closing a netlink socket ends
+    /// a dump in progress in the kernel (netlink_release runs the dump's done callback), which
+    /// is much cheaper than reading the rest of a large table to its NLMSG_DONE.
+    fn reopen(&mut self, op: Op) -> Result<(), Error> {
+        let sock = match &self.netns {
+            None => open_socket(op)?,
+            Some(ns) => ns.run(move || open_socket(op))??,
+        };
+        let _ = sock.set_cap_ack(true);
+        let _ = set_rcvbuf(&sock, 4 << 20);
+        self.sock = sock;
+        Ok(())
+    }
+
     /// Streams a dump, handing every raw message to `f`, in constant memory. This is the loop
-    /// every dump is built on; `f` returning `Break` stops delivering (the rest of the dump is
-    /// read and dropped so the socket stays usable).
+    /// every dump is built on; `f` returning `Break` stops the dump at once: the socket is
+    /// replaced by a fresh one (the kernel ends a dump whose socket closes), so a stop in the
+    /// middle of 1,000,000 entries costs one socket, not the rest of the walk.
     pub fn dump_raw(
         &mut self,
         family: u8,
@@ -332,6 +347,10 @@ impl Conntrack {
             match done {
                 Some(Ok(())) => return Ok(interrupted),
                 Some(Err(e)) => return Err(e),
+                None if stopped => {
+                    self.reopen(op)?;
+                    return Ok(interrupted);
+                }
                 None => {}
             }
         }
