@@ -78,29 +78,28 @@ fn listen(
         };
         while !cancel.load(Ordering::Relaxed) {
             let mut out = Vec::new();
-            let res = {
-                let guard = view.read().unwrap_or_else(|e| e.into_inner());
-                let map = guard.clone();
-                drop(guard);
-                sock.recv(Some(POLL), |ev| {
-                    if ev.kind != EventKind::New {
-                        return;
-                    }
-                    let Some(snap) = map.as_deref() else { return };
-                    let map = &snap.map;
-                    let Some(flow) = flow_of(&ev.entry) else {
-                        return;
-                    };
-                    let d = classify(map, &flow);
-                    if policy.deletes(d.verdict, d.proto) && !d.port.is_some_and(|p| p.ignored()) {
-                        out.push(EventMsg::Flow {
-                            tuple: ev.entry.orig,
-                            zone: ev.entry.zone,
-                            flow,
-                        });
-                    }
-                })
-            };
+            // The view is read when each event is judged, not before the wait: a view taken
+            // before a 100 ms wait would judge flows created after a backend left with the map
+            // from before it left (and flows during a re-list with a map that is withdrawn).
+            let res = sock.recv(Some(POLL), |ev| {
+                if ev.kind != EventKind::New {
+                    return;
+                }
+                let Some(snap) = view.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+                    return;
+                };
+                let Some(flow) = flow_of(&ev.entry) else {
+                    return;
+                };
+                let d = classify(&snap.map, &flow);
+                if policy.deletes(d.verdict, d.proto) && !d.port.is_some_and(|p| p.ignored()) {
+                    out.push(EventMsg::Flow {
+                        tuple: ev.entry.orig,
+                        zone: ev.entry.zone,
+                        flow,
+                    });
+                }
+            });
             match res {
                 Ok(_) => {}
                 Err(Error::Overrun) => out.push(EventMsg::Overrun),

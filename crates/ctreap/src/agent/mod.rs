@@ -272,6 +272,10 @@ struct Agent {
     held: Option<Held>,
     /// The last ctnetlink request (dump or stats) failed: not ready.
     netlink_error: Option<String>,
+    /// Watch errors of the current ClusterWatch already accounted for. An error after the
+    /// lists were complete means events may have been missed: the watches are restarted and
+    /// nothing is deleted until their fresh lists are complete.
+    watch_errors_seen: u64,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -374,6 +378,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         pending: HashMap::new(),
         held: None,
         netlink_error: None,
+        watch_errors_seen: 0,
     };
     let res = agent.main(stop_rx, netns).await;
     cancel.store(true, Ordering::Relaxed);
@@ -391,6 +396,8 @@ impl Agent {
             if self.watch.is_synced() {
                 break;
             }
+            // Errors while the first lists are pending are retried by the watches themselves.
+            self.view_ok();
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
                 _ = self.changes.changed() => {}
@@ -512,14 +519,48 @@ impl Agent {
         }
     }
 
-    /// Takes the current snapshot as the trusted map if every watch is current and the breaker
-    /// is not holding; otherwise withdraws the event listener's view. Returns whether deleting
-    /// is allowed now.
+    /// May the agent delete now? Every watch has listed, none re-lists, no watch error since the
+    /// last complete list, and the breaker holds nothing. Restarts the watches (a fresh list of
+    /// everything) after a watch error: the view may have missed events while the watch was
+    /// broken (API server restart, network), and an endpoint added meanwhile must not be judged
+    /// gone.
+    fn view_ok(&mut self) -> bool {
+        let status = self.watch.status();
+        let errors: u64 = status.watches.values().map(|s| s.errors).sum();
+        if !status.synced() {
+            self.watch_errors_seen = errors; // still listing: the list comes after the errors
+            return false;
+        }
+        if errors > self.watch_errors_seen {
+            self.restart_watch("a watch failed after its list; re-listing everything");
+            return false;
+        }
+        status.current() && self.held.is_none()
+    }
+
+    /// Replaces the watches with fresh ones (a full list of every resource).
+    fn restart_watch(&mut self, why: &str) {
+        warn!("{why}; deleting nothing until the new lists are complete");
+        self.watch = ClusterWatch::start(self.client.clone(), self.watch_config.clone());
+        self.watch_errors_seen = 0;
+        self.changes = self.watch.changes();
+        self.changes.mark_changed();
+        self.publish(None);
+        self.observe_status();
+    }
+
+    /// Takes the current snapshot as the trusted map if deleting is allowed ([`Self::view_ok`]);
+    /// otherwise withdraws the event listener's view. Returns whether deleting is allowed now.
     fn take_trusted(&mut self) -> bool {
+        if !self.view_ok() {
+            self.publish(None);
+            self.observe_status();
+            return false;
+        }
         let snap = tokio::task::block_in_place(|| self.watch.snapshot());
         self.observe_status();
         match snap {
-            Some(s) if s.status.current() && self.held.is_none() => {
+            Some(s) if s.status.current() => {
                 self.publish(Some(&s));
                 self.trusted = Some(s);
                 true
@@ -637,7 +678,9 @@ impl Agent {
             }
             return; // the full pass covered these flows too
         }
-        if flows.is_empty() || self.held.is_some() {
+        // The listener judged with the view it had; judge again with the newest, and only while
+        // deleting is allowed at all (not re-listing, no watch error, breaker closed).
+        if flows.is_empty() || !self.take_trusted() {
             return;
         }
         let Some(snap) = self.trusted.clone() else {
@@ -661,12 +704,9 @@ impl Agent {
     fn relist_for_breaker(&mut self) {
         let Some(h) = &mut self.held else { return };
         h.relisting = true;
-        info!(
-            "circuit breaker: re-listing Services, EndpointSlices and the Node to confirm the view"
+        self.restart_watch(
+            "circuit breaker: re-listing Services, EndpointSlices and the Node to confirm the view",
         );
-        self.watch = ClusterWatch::start(self.client.clone(), self.watch_config.clone());
-        self.changes = self.watch.changes();
-        self.changes.mark_changed();
     }
 
     /// Reads the table's size for the gauges; doubles as the netlink health check.
@@ -889,6 +929,15 @@ impl Agent {
     ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
         let mut gone = HashMap::new();
         if groups.is_empty() {
+            return gone;
+        }
+        // A full pass takes seconds on a large table: if a watch started re-listing or failed
+        // meanwhile, what the pass found is not acted on.
+        if !self.view_ok() {
+            warn!(
+                trigger = trigger.as_str(),
+                "the view changed under the pass (re-list, watch error or breaker); deleting nothing"
+            );
             return gone;
         }
         let dry_run = self.cmd.dry_run;
