@@ -1,6 +1,8 @@
 //! `ctreap lab`: the seed's outage reproduced on the real kernel in network namespaces, and
 //! every fix compared.
 
+pub mod world;
+
 use anyhow::Result;
 use clap::Args;
 
