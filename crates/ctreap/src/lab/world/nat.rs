@@ -221,10 +221,7 @@ impl NatRules {
         let _ = writeln!(s, "\t\tjump services");
         let _ = writeln!(s, "\t}}");
         let _ = writeln!(s, "\tchain nat-output {{");
-        let _ = writeln!(
-            s,
-            "\t\ttype nat hook output priority dstnat; policy accept;"
-        );
+        let _ = writeln!(s, "\t\ttype nat hook output priority -100; policy accept;");
         let _ = writeln!(s, "\t\tjump services");
         let _ = writeln!(s, "\t}}");
         let _ = writeln!(s, "\tchain nat-postrouting {{");

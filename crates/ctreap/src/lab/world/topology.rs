@@ -23,6 +23,8 @@ use super::{Error, cmd};
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 /// The bridge in the node namespace.
 pub const BRIDGE: &str = "br0";
+/// The Service range routed on the node (it holds [`CLUSTER_IP`](super::objects::CLUSTER_IP)).
+pub const SERVICE_RANGE: &str = "198.19.0.0/16";
 /// The pods' subnet prefix length (192.0.2.0/24, RFC 5737 TEST-NET-1).
 const POD_PREFIX_LEN: u8 = 24;
 /// First and last pod host numbers: 192.0.2.10 .. 192.0.2.250. IPs are never reused in a run,
@@ -149,6 +151,11 @@ impl World {
         let bridge_addr = format!("{BRIDGE_IP}/{POD_PREFIX_LEN}");
         cmd::ip(n, &["addr", "add", &bridge_addr, "dev", BRIDGE])?;
         cmd::ip(n, &["link", "set", BRIDGE, "up"])?;
+        // In a real cluster a ClusterIP without endpoints reaches the filter hooks through the
+        // node's default route and is rejected there (kube-proxy's no-endpoints REJECT); the
+        // lab node has no default route, so the Service range gets a route of its own (onto
+        // the bridge: nothing that is not DNATed or rejected is ever sent there).
+        cmd::ip(n, &["route", "add", SERVICE_RANGE, "dev", BRIDGE])?;
         cmd::in_ns(&node, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
         world.nat_target().apply(&NatRules::default())?;
         world.next_client = 1;
