@@ -1,15 +1,17 @@
 //! The lab's world: a one-node mini-cluster built from network namespaces on the real kernel.
 //!
 //! ```text
-//!   client ns (ctl-PID-cl-c1)              node ns (ctl-PID-node)                 pod ns (ctl-PID-pod-a1)
+//!   client ns (ctl-PID-N-cl-c1)            node ns (ctl-PID-N-node)               pod ns (ctl-PID-N-pod-a1)
 //!   eth0 198.18.1.2/24  ── veth ──  c-c1 198.18.1.1/24                           eth0 192.0.2.10/24
 //!   default via 198.18.1.1            ip_forward=1                                default via 192.0.2.1
 //!                                     table ip ctreap-lab (DNAT, like kube-proxy)   HTTP :8080, UDP :5353
+//!                                     route 198.19.0.0/16 dev br0 (Service range)
 //!                                     br0 192.0.2.1/24  ── p-a1 ── veth ────────── eth0
 //!                                     conntrack table: the one that matters
 //! ```
 //!
-//! Everything lives inside namespaces named `ctl-<pid>-...` ([`cleanup::ROOT_PREFIX`]); the
+//! Everything lives inside namespaces named `ctl-<pid>-<n>-...` (`n` counts the worlds of one
+//! process; [`cleanup::ROOT_PREFIX`]); the
 //! host's own namespace gets no link, address, rule or sysctl. Addresses come only from the
 //! documentation and benchmarking ranges: pods 192.0.2.0/24, clients and node 198.18.0.0/15,
 //! the Service's ClusterIP [`objects::CLUSTER_IP`] (198.19.0.10).

@@ -351,11 +351,20 @@ impl World {
 
     /// Kills pod `name` the way a deleted pod dies ([`Kill`]): its veth is deleted
     /// (`ip -n NODE link del p-NAME`, which removes both ends), its servers stop and close
-    /// every socket, and its namespace is deleted. Afterwards its IP answers nothing: the
-    /// node's bridge has no port behind which it lives, so the node's ARP for it fails and
-    /// the node answers forwarded packets with ICMP host-unreachable after ~3 s of ARP
-    /// retries, which TCP and unconnected UDP sockets treat as a soft error: TCP keeps
-    /// retransmitting into the hole. Killing a dead pod is an error.
+    /// every socket, and its namespace is deleted. Killing a dead pod is an error.
+    ///
+    /// What then happens to packets the node still DNATs to it (measured on Linux 6.18): no
+    /// reply, no RST. The node ARPs for the IP on the bridge (neighbour `INCOMPLETE`), and
+    /// after the ARP retries (~3 s, `mcast_solicit` 3 x 1 s) answers the packets queued
+    /// meanwhile with ICMP host unreachable (rate limited; later packets start a new round).
+    /// - established TCP: a *soft* error (`SO_ERROR` = EHOSTUNREACH, reads do not fail); the
+    ///   client retransmits with backoff until its own timeout, or `tcp_retries2` (~15 min);
+    /// - a new TCP connection DNATed to it (rules not yet synced, or a reused tuple): the SYN
+    ///   fails with EHOSTUNREACH after ~3 s;
+    /// - connected UDP: nothing is reported (host unreachable is not a hard error for UDP
+    ///   without `IP_RECVERR`); requests just time out.
+    ///
+    /// The conntrack entries stay, refreshed by every packet the client sends.
     pub fn kill_pod(&mut self, name: &str, how: Kill) -> Result<KillReport, Error> {
         let start = Instant::now();
         let node = self.node.clone();
