@@ -85,9 +85,14 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
             }),
-        Command::Run(c) => runtime()
-            .block_on(ctreap::agent::run(c))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Run(c) => {
+            let rt = runtime();
+            let res = rt.block_on(ctreap::agent::run(c));
+            // SIGTERM must end the process within a second: do not wait for watch streams or
+            // connections the runtime still holds.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            res.map(|()| ExitCode::SUCCESS)
+        }
         Command::Lab(c) => ctreap::lab::run(c).map(|()| ExitCode::SUCCESS),
     };
     match res {

@@ -55,6 +55,9 @@ pub struct RunCmd {
     /// caught by the next full reconcile only).
     #[arg(long)]
     pub no_events: bool,
+    /// Receive buffer of the event socket, in bytes (tests shrink it to force an overrun).
+    #[arg(long, hide = true, default_value_t = super::EVENT_RCVBUF)]
+    pub event_rcvbuf: usize,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -1,14 +1,974 @@
 //! `ctreap run`: the node agent. Watches Services and EndpointSlices and deletes the conntrack
 //! entries whose backend is gone, within milliseconds, safely.
+//!
+//! Four triggers feed one loop, which alone decides and deletes:
+//! - **watch**: a change of the cluster, coalesced over [`COALESCE`], is diffed against the last
+//!   trusted map ([`plan_diff`]); the (frontend, backend) pairs that became deletable are
+//!   flushed at once (or after `--grace`);
+//! - **event**: a conntrack NEW event towards a backend already known gone ([`events`]);
+//! - **resync**: a full pass every `--resync`, streaming the table through the verdict;
+//! - **startup**: one full pass once every watch has delivered its list.
+//!
+//! Safety, in the order the code applies it:
+//! 1. Nothing is deleted until every watch has delivered its initial list, and nothing while
+//!    any watch re-lists (the map is only *trusted* when [`WatchStatus::current`]).
+//! 2. Every entry is judged against the newest trusted map right before it is deleted, entry by
+//!    entry; a backend serving (or draining) for that frontend keeps its flows.
+//! 3. The circuit breaker ([`breaker`]) holds back a pass that looks like a broken view.
+//! 4. `--dry-run` runs everything but the delete.
+//!
+//! Data flows one way: watches -> snapshots -> pure decisions (`reconcile`) -> kernel.
 
+pub mod breaker;
 pub mod config;
+mod events;
+pub mod http;
+mod kernel;
+pub mod metrics;
 
 pub use config::{LogFormat, RunCmd};
 
-use anyhow::Result;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ctnetlink::{Entry, Filter, Netns, Tuple};
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+use tracing::{debug, info, warn};
+
+use self::breaker::Limits;
+use self::events::{EventMsg, SharedView};
+use self::http::Health;
+use self::kernel::{Kernel, Selected};
+use crate::cluster::{
+    BackendState, ClusterWatch, Proto, ServiceMap, ServiceName, Snapshot, WatchConfig, Watched,
+    kube_client, local_addresses, node_name,
+};
+use crate::reconcile::{Flow, FlushKey, Policy, StaleReason, Verdict, classify, plan_diff};
+
+/// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
+/// slice several times within a millisecond or two.
+pub const COALESCE: Duration = Duration::from_millis(2);
+/// Above this many backend addresses, one dump of the whole table is cheaper than a
+/// filtered kernel walk per pair.
+const MAX_FILTERED_WALKS: usize = 8;
+/// How often the table's size is read for the gauges.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+/// Event socket receive buffer unless `--event-rcvbuf` says otherwise.
+pub const EVENT_RCVBUF: usize = ctnetlink::events::DEFAULT_RCVBUF;
+
+/// What made the agent delete: the `trigger` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    Watch,
+    Event,
+    Resync,
+    Startup,
+    Overrun,
+    Breaker,
+}
+
+impl Trigger {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Watch => "watch",
+            Trigger::Event => "event",
+            Trigger::Resync => "resync",
+            Trigger::Startup => "startup",
+            Trigger::Overrun => "overrun",
+            Trigger::Breaker => "breaker",
+        }
+    }
+}
+
+fn proto_label(p: u8) -> &'static str {
+    match Proto::from_ip_proto(p) {
+        Some(Proto::Tcp) => "tcp",
+        Some(Proto::Udp) => "udp",
+        Some(Proto::Sctp) => "sctp",
+        None => "other",
+    }
+}
+
+fn reason_label(r: StaleReason) -> &'static str {
+    match r {
+        StaleReason::Gone => "gone",
+        StaleReason::NotServing => "not_serving",
+    }
+}
+
+/// What an entry is deleted for: one log line and one set of metric labels per group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Group {
+    service: ServiceName,
+    proto: u8,
+    reason: StaleReason,
+    frontend: SocketAddr,
+    backend: SocketAddr,
+}
+
+/// The Service a watch-planned key came from, read from the map the backend left.
+#[derive(Clone, Debug)]
+struct KeyInfo {
+    service: ServiceName,
+}
+
+fn key_of(f: &Flow) -> FlushKey {
+    FlushKey {
+        proto: f.proto,
+        orig_dst: f.orig_dst,
+        orig_dport: f.orig_dport,
+        reply_src: f.reply_src,
+        reply_sport: f.reply_sport,
+    }
+}
+
+/// The verdict on one entry under `map`, when `policy` deletes it and its Service did not opt
+/// out. Stale verdicts come with the Service they concern.
+fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Group> {
+    let d = classify(map, flow);
+    let Verdict::Stale(reason) = d.verdict else {
+        return None;
+    };
+    let port = d.port?;
+    if !policy.deletes(d.verdict, d.proto) || port.ignored() {
+        return None;
+    }
+    Some(Group {
+        service: port.service().clone(),
+        proto: d.proto,
+        reason,
+        frontend: d.frontend,
+        backend: d.backend,
+    })
+}
+
+/// For watch-planned keys: is this entry one of `keys`, and still deletable under `map` (the
+/// newest trusted one)?
+///
+/// IP reuse: a backend that was removed and has come back (same IP and port) for this frontend
+/// is serving again in `map`, and `deletable` keeps it. The remaining race: the endpoint is
+/// added to the API server after `map` was taken but before the kernel acknowledges the delete
+/// (a millisecond or so). A flow to the reused IP can only exist once kube-proxy has
+/// programmed the new endpoint, which it does from the same event, after its own sync delay;
+/// losing that race would reset a connection that was at most a few milliseconds old, once.
+fn deletable_key(
+    map: &ServiceMap,
+    flow: &Flow,
+    keys: &HashMap<FlushKey, KeyInfo>,
+    policy: &Policy,
+) -> Option<Group> {
+    let info = keys.get(&key_of(flow))?;
+    let proto = Proto::from_ip_proto(flow.proto)?;
+    if map
+        .frontend(proto, flow.orig_dst, flow.orig_dport)
+        .is_none()
+    {
+        // The Service (or this port, or this node address) is gone: no rule translates to the
+        // backend any more. The old map told us whose flows these were.
+        if flow.reply_src == flow.orig_dst && flow.reply_sport == flow.orig_dport {
+            return None;
+        }
+        return Some(Group {
+            service: info.service.clone(),
+            proto: flow.proto,
+            reason: StaleReason::Gone,
+            frontend: SocketAddr::new(flow.orig_dst, flow.orig_dport),
+            backend: SocketAddr::new(flow.reply_src, flow.reply_sport),
+        });
+    }
+    deletable(map, flow, policy)
+}
+
+/// Services that have at least one serving (or draining) backend in `map`.
+fn serving_services(map: &ServiceMap) -> HashSet<&ServiceName> {
+    map.ports()
+        .filter(|p| {
+            p.backends()
+                .iter()
+                .any(|b| b.conditions.state() != BackendState::NotServing)
+        })
+        .map(|p| p.service())
+        .collect()
+}
+
+/// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
+type StaleCounts = HashMap<(ServiceName, &'static str, &'static str), u64>;
+
+/// What a pass looks at.
+enum Scope {
+    /// The whole table, judged by the verdict.
+    Full,
+    /// Only the entries of these (frontend, backend) pairs.
+    Keys(HashMap<FlushKey, KeyInfo>),
+}
+
+/// What the blocking part of a pass found.
+struct Found {
+    selected: Vec<Selected<Group>>,
+    /// Service flows seen (any verdict but not-a-Service); counted on full-table dumps only.
+    service_flows: Option<u64>,
+    stale: StaleCounts,
+    entries: u64,
+    interrupted: bool,
+    cancelled: bool,
+    decode_errors: u64,
+}
+
+/// Watch-planned keys, grouped into kernel-filterable dumps: one per backend address (all its
+/// ports and protocols in one kernel walk; the userspace check picks the planned pairs).
+/// IPv6 addresses are never sent to the kernel as a filter (Linux 6.18 compares them inverted,
+/// see ctnetlink's `Filter::kernel_part`), so an IPv6 backend's dump is narrowed in userspace.
+fn key_filters(keys: &HashMap<FlushKey, KeyInfo>) -> Vec<Filter> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for k in keys.keys() {
+        if seen.insert(k.reply_src) {
+            out.push(Filter {
+                reply_src: Some(k.reply_src),
+                ..Filter::default()
+            });
+        }
+    }
+    out
+}
+
+/// A pass held back by the circuit breaker.
+struct Held {
+    /// When the watches re-list to confirm the view.
+    relist_at: Instant,
+    relisting: bool,
+    /// The watch-planned keys of the held pass: after the re-list they are judged again on
+    /// the fresh map (a full pass cannot see the flows of a Service that no longer exists).
+    keys: Option<HashMap<FlushKey, KeyInfo>>,
+}
+
+/// A watch-planned flush waiting out `--grace`.
+struct Pending {
+    due: Instant,
+    info: KeyInfo,
+}
+
+struct Agent {
+    cmd: RunCmd,
+    policy: Policy,
+    limits: Limits,
+    health: Arc<Health>,
+    kernel: Arc<Mutex<Kernel>>,
+    cancel: Arc<AtomicBool>,
+    client: kube::Client,
+    watch_config: WatchConfig,
+    watch: ClusterWatch,
+    changes: watch::Receiver<u64>,
+    /// The last map taken while every watch was current: the base of the next diff.
+    trusted: Option<Arc<Snapshot>>,
+    /// What the event listener judges with; `None` while deleting is not allowed.
+    view: SharedView,
+    pending: HashMap<FlushKey, Pending>,
+    held: Option<Held>,
+    /// The last ctnetlink request (dump or stats) failed: not ready.
+    netlink_error: Option<String>,
+}
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cmd: RunCmd) -> Result<()> {
-    let _ = cmd;
-    anyhow::bail!("ctreap run: not built yet")
+    if cmd.resync.is_zero() {
+        return Err(crate::cli::UsageError(
+            "--resync must be longer than 0 (the periodic pass is the safety net)".into(),
+        )
+        .into());
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let cancel = cancel.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+            }
+            // Dumps in progress look at this flag between two entries.
+            cancel.store(true, Ordering::Relaxed);
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let netns = cmd.ns.netns();
+    let kernel = Kernel::open(netns.as_ref(), cancel.clone()).with_context(|| match &netns {
+        Some(ns) => format!("opening ctnetlink in {ns}"),
+        None => "opening ctnetlink".into(),
+    })?;
+    let kernel = Arc::new(Mutex::new(kernel));
+    {
+        let k = kernel.clone();
+        let features = tokio::task::spawn_blocking(move || {
+            k.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conntrack()
+                .probe()
+        })
+        .await?
+        .context("probing ctnetlink")?;
+        info!(
+            dump_filter = features.dump_filter,
+            flush_filter = features.flush_filter,
+            status_filter = features.status_filter,
+            "ctnetlink ready"
+        );
+    }
+
+    let health = Arc::new(Health::new());
+    let listener = tokio::net::TcpListener::bind(cmd.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", cmd.listen))?;
+    info!(listen = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    {
+        let health = health.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = http::serve(listener, health, shutdown).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+
+    let client = kube_client(cmd.kube.kubeconfig.clone(), cmd.kube.context.clone()).await?;
+    let node = node_name(cmd.kube.node_name.clone())?;
+    let node_local_addrs = match &netns {
+        Some(ns) => ns.run(local_addresses)??,
+        None => local_addresses()?,
+    };
+    let watch_config = WatchConfig {
+        node_name: Some(node.clone()),
+        node_local_addrs,
+    };
+    let watch = ClusterWatch::start(client.clone(), watch_config.clone());
+    let changes = watch.changes();
+    info!(node = %node, dry_run = cmd.dry_run, "watching Services, EndpointSlices and the Node");
+
+    let mut agent = Agent {
+        policy: cmd.policy(),
+        limits: Limits {
+            share: cmd.max_delete_share,
+            min: cmd.max_delete_min,
+        },
+        cmd,
+        health,
+        kernel,
+        cancel: cancel.clone(),
+        client,
+        watch_config,
+        watch,
+        changes,
+        trusted: None,
+        view: Arc::new(RwLock::new(None)),
+        pending: HashMap::new(),
+        held: None,
+        netlink_error: None,
+    };
+    let res = agent.main(stop_rx, netns).await;
+    cancel.store(true, Ordering::Relaxed);
+    res
 }
+
+impl Agent {
+    async fn main(&mut self, mut stop: watch::Receiver<bool>, netns: Option<Netns>) -> Result<()> {
+        // Wait for every watch's list; nothing is deleted before.
+        self.health
+            .set_not_ready(Some("waiting for the initial lists".into()));
+        let mut warn_at = Instant::now() + self.cmd.kube.sync_timeout;
+        loop {
+            self.observe_status();
+            if self.watch.is_synced() {
+                break;
+            }
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = self.changes.changed() => {}
+                _ = sleep_until(warn_at.into()) => {
+                    warn_at = Instant::now() + self.cmd.kube.sync_timeout;
+                    warn!(waiting_for = %self.pending_watches(), "no complete list from the API server yet; deleting nothing until there is");
+                }
+            }
+        }
+
+        let (ev_tx, mut ev_rx) = mpsc::channel(4096);
+        let listener = if self.cmd.no_events {
+            None
+        } else {
+            Some(
+                events::spawn(
+                    netns,
+                    self.cmd.event_rcvbuf,
+                    self.view.clone(),
+                    self.policy,
+                    ev_tx,
+                    self.cancel.clone(),
+                )
+                .context("starting the event listener")?,
+            )
+        };
+
+        if self.take_trusted() {
+            self.pass(Scope::Full, Trigger::Startup, None).await;
+        }
+
+        let mut resync =
+            tokio::time::interval_at((Instant::now() + self.cmd.resync).into(), self.cmd.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        loop {
+            let grace_due = self.pending.values().map(|p| p.due).min().unwrap_or(far);
+            let relist_due = match &self.held {
+                Some(h) if !h.relisting => h.relist_at,
+                _ => far,
+            };
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                r = self.changes.changed() => {
+                    if r.is_err() {
+                        // The watch was replaced (breaker re-list); follow the new one.
+                        self.changes = self.watch.changes();
+                        continue;
+                    }
+                    let arrival = Instant::now();
+                    tokio::time::sleep(COALESCE).await;
+                    self.on_change(arrival).await;
+                }
+                Some(msg) = ev_rx.recv() => {
+                    let mut batch = vec![msg];
+                    while let Ok(m) = ev_rx.try_recv() {
+                        batch.push(m);
+                        if batch.len() >= 4096 { break; }
+                    }
+                    self.on_events(batch).await;
+                }
+                _ = sleep_until(grace_due.into()) => self.on_grace_due().await,
+                _ = sleep_until(relist_due.into()) => self.relist_for_breaker(),
+                _ = resync.tick() => {
+                    if self.take_trusted() {
+                        self.pass(Scope::Full, Trigger::Resync, None).await;
+                    }
+                }
+                _ = stats.tick() => self.read_stats().await,
+            }
+        }
+        self.health.set_not_ready(Some("shutting down".into()));
+        drop(ev_rx);
+        if let Some(t) = listener {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    fn pending_watches(&self) -> String {
+        let status = self.watch.status();
+        let pending: Vec<String> = status
+            .watches
+            .iter()
+            .filter(|(_, s)| !s.synced || s.relisting)
+            .map(|(w, s)| match &s.last_error {
+                Some(e) => format!("{}: {e}", w.as_str()),
+                None => w.as_str().to_string(),
+            })
+            .collect();
+        pending.join("; ")
+    }
+
+    /// Watch state -> metrics and readiness.
+    fn observe_status(&self) {
+        let status = self.watch.status();
+        for w in Watched::ALL {
+            let s = status.get(w);
+            self.health
+                .metrics
+                .watch_synced(w.as_str(), s.synced && !s.relisting);
+        }
+        if let Some(e) = &self.netlink_error {
+            self.health
+                .set_not_ready(Some(format!("ctnetlink unusable: {e}")));
+        } else if status.current() {
+            self.health.set_not_ready(None);
+        } else if !status.synced() {
+            self.health.set_not_ready(Some(format!(
+                "waiting for the list of {}",
+                self.pending_watches()
+            )));
+        } else {
+            self.health
+                .set_not_ready(Some(format!("re-listing {}", self.pending_watches())));
+        }
+    }
+
+    /// Takes the current snapshot as the trusted map if every watch is current and the breaker
+    /// is not holding; otherwise withdraws the event listener's view. Returns whether deleting
+    /// is allowed now.
+    fn take_trusted(&mut self) -> bool {
+        let snap = tokio::task::block_in_place(|| self.watch.snapshot());
+        self.observe_status();
+        match snap {
+            Some(s) if s.status.current() && self.held.is_none() => {
+                self.publish(Some(&s));
+                self.trusted = Some(s);
+                true
+            }
+            _ => {
+                self.publish(None);
+                false
+            }
+        }
+    }
+
+    fn publish(&self, snap: Option<&Arc<Snapshot>>) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = snap.cloned();
+    }
+
+    async fn on_change(&mut self, arrival: Instant) {
+        let old = self.trusted.clone();
+        if let Some(h) = &self.held
+            && h.relisting
+        {
+            // The breaker's fresh re-list: once complete, it is the confirmed view.
+            if !self.watch.is_synced() || !self.watch.status().current() {
+                self.observe_status();
+                return;
+            }
+            let keys = self.held.take().and_then(|h| h.keys);
+            if self.take_trusted() {
+                info!(
+                    "circuit breaker: the fresh re-list confirmed the view; running the pass on it"
+                );
+                if let Some(keys) = keys {
+                    self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
+                }
+                self.pass(Scope::Full, Trigger::Breaker, None).await;
+                self.health.metrics.breaker(&[]);
+            }
+            return;
+        }
+        if !self.take_trusted() {
+            debug!("view not current (re-listing or breaker held): deleting nothing");
+            return;
+        }
+        let (Some(old), Some(new)) = (old, self.trusted.clone()) else {
+            return;
+        };
+        if Arc::ptr_eq(&old, &new) {
+            return;
+        }
+        let policy = self.policy;
+        let keys = tokio::task::block_in_place(|| plan_diff(&old.map, &new.map, &policy));
+        if keys.is_empty() {
+            return;
+        }
+        let mut planned = HashMap::with_capacity(keys.len());
+        for k in keys {
+            let Some(service) = key_service(&old.map, &k) else {
+                continue;
+            };
+            planned.insert(k, KeyInfo { service });
+        }
+        if !self.cmd.grace.is_zero() {
+            let due = arrival + self.cmd.grace;
+            for (k, info) in planned {
+                self.pending.entry(k).or_insert(Pending { due, info });
+            }
+            return;
+        }
+        self.pass(Scope::Keys(planned), Trigger::Watch, Some(arrival))
+            .await;
+    }
+
+    async fn on_grace_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<FlushKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut keys = HashMap::new();
+        let mut first_due = now;
+        for k in due {
+            if let Some(p) = self.pending.remove(&k) {
+                first_due = first_due.min(p.due);
+                keys.insert(k, p.info);
+            }
+        }
+        if keys.is_empty() || !self.take_trusted() {
+            return;
+        }
+        // Each entry is judged again on the newest map: a backend that came back during the
+        // grace period keeps its flows.
+        self.pass(Scope::Keys(keys), Trigger::Watch, Some(first_due))
+            .await;
+    }
+
+    async fn on_events(&mut self, batch: Vec<EventMsg>) {
+        let mut flows = Vec::new();
+        let mut overrun = false;
+        for m in batch {
+            match m {
+                EventMsg::Flow { tuple, zone, flow } => flows.push((tuple, zone, flow)),
+                EventMsg::Overrun => overrun = true,
+                EventMsg::Failed(e) => {
+                    self.health.metrics.netlink_error(&e);
+                    warn!(error = %e, "conntrack event socket failed; retrying (the periodic pass still runs)");
+                }
+            }
+        }
+        if overrun {
+            self.health.metrics.event_overrun();
+            warn!("conntrack events overran the socket buffer (ENOBUFS): running a full pass");
+            if self.take_trusted() {
+                self.pass(Scope::Full, Trigger::Overrun, None).await;
+            }
+            return; // the full pass covered these flows too
+        }
+        if flows.is_empty() || self.held.is_some() {
+            return;
+        }
+        let Some(snap) = self.trusted.clone() else {
+            return;
+        };
+        let mut groups: HashMap<Group, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        for (tuple, zone, flow) in flows {
+            if self.pending.contains_key(&key_of(&flow)) {
+                continue; // within --grace
+            }
+            if let Some(g) = deletable(&snap.map, &flow, &self.policy) {
+                groups.entry(g).or_default().push((tuple, zone));
+            }
+        }
+        if !groups.is_empty() {
+            self.delete(groups, Trigger::Event, None).await;
+        }
+    }
+
+    /// The breaker's hold is over: re-list everything from scratch.
+    fn relist_for_breaker(&mut self) {
+        let Some(h) = &mut self.held else { return };
+        h.relisting = true;
+        info!(
+            "circuit breaker: re-listing Services, EndpointSlices and the Node to confirm the view"
+        );
+        self.watch = ClusterWatch::start(self.client.clone(), self.watch_config.clone());
+        self.changes = self.watch.changes();
+        self.changes.mark_changed();
+    }
+
+    /// Reads the table's size for the gauges; doubles as the netlink health check.
+    async fn read_stats(&mut self) {
+        let k = self.kernel.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            k.lock().unwrap_or_else(|e| e.into_inner()).stats()
+        })
+        .await;
+        match res {
+            Ok(Ok(s)) => {
+                self.health
+                    .metrics
+                    .conntrack(u64::from(s.entries), s.max_entries.map_or(0, u64::from));
+                self.netlink_ok(None);
+            }
+            Ok(Err(e)) => {
+                self.health.metrics.netlink_error(&e);
+                warn!(error = %e, "reading conntrack stats");
+                self.netlink_ok(Some(e.to_string()));
+            }
+            Err(e) => warn!(error = %e, "stats task failed"),
+        }
+    }
+
+    /// Records whether the last ctnetlink request worked, for /readyz.
+    fn netlink_ok(&mut self, error: Option<String>) {
+        if self.netlink_error != error {
+            self.netlink_error = error;
+            self.observe_status();
+        }
+    }
+
+    /// Dumps what `scope` covers, judges every entry against the trusted map, and deletes what
+    /// the policy says (unless the breaker holds the pass).
+    #[tracing::instrument(name = "pass", skip_all, fields(trigger = trigger.as_str(), full = matches!(scope, Scope::Full)))]
+    async fn pass(&mut self, scope: Scope, trigger: Trigger, arrival: Option<Instant>) {
+        let Some(snap) = self.trusted.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        let full = matches!(scope, Scope::Full);
+        let policy = self.policy;
+        let skip: HashSet<FlushKey> = self.pending.keys().copied().collect();
+        // A watch-driven pass that empties two or more Services may trip the breaker, which
+        // needs the node's Service flow count: dump the whole table for it.
+        let (filters, keys) = match scope {
+            Scope::Full => (vec![Filter::default()], None),
+            Scope::Keys(keys) => {
+                let serving = serving_services(&snap.map);
+                let emptied: HashSet<&ServiceName> = keys
+                    .values()
+                    .map(|i| &i.service)
+                    .filter(|s| !serving.contains(s))
+                    .collect();
+                let filters = key_filters(&keys);
+                let filters = if emptied.len() >= 2 || filters.len() > MAX_FILTERED_WALKS {
+                    vec![Filter::default()]
+                } else {
+                    filters
+                };
+                (filters, Some(keys))
+            }
+        };
+        let counting = filters.len() == 1 && filters[0].is_empty();
+        let k = self.kernel.clone();
+        let map_snap = snap.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let map = &map_snap.map;
+            let keys = keys;
+            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
+            let mut service_flows = 0u64;
+            let mut stale: StaleCounts = HashMap::new();
+            let sweep = kernel.sweep(&filters, |flow, _e: &Entry| {
+                if counting {
+                    let d = classify(map, flow);
+                    if !matches!(d.verdict, Verdict::NotService(_)) {
+                        service_flows += 1;
+                    }
+                    if full && let (Verdict::Stale(r), Some(svc)) = (d.verdict, d.service()) {
+                        *stale
+                            .entry((svc.clone(), proto_label(d.proto), reason_label(r)))
+                            .or_default() += 1;
+                    }
+                }
+                match &keys {
+                    None => {
+                        if skip.contains(&key_of(flow)) {
+                            return None; // within --grace
+                        }
+                        deletable(map, flow, &policy)
+                    }
+                    Some(keys) => deletable_key(map, flow, keys, &policy),
+                }
+            });
+            let sweep = match sweep {
+                Ok(s) => s,
+                Err(e) => return (Err(e), keys),
+            };
+            let found = Found {
+                selected: sweep.selected,
+                service_flows: counting.then_some(service_flows),
+                stale,
+                entries: sweep.entries,
+                interrupted: sweep.interrupted,
+                cancelled: sweep.cancelled,
+                decode_errors: sweep.decode_errors,
+            };
+            (Ok(found), keys)
+        })
+        .await;
+        let (found, keys) = match res {
+            Ok((Ok(f), keys)) => (f, keys),
+            Ok((Err(e), _)) => {
+                self.health.metrics.netlink_error(&e);
+                self.netlink_ok(Some(format!("conntrack dump failed: {e}")));
+                warn!(trigger = trigger.as_str(), error = %e, "conntrack dump failed; deleting nothing this pass");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "pass task failed");
+                return;
+            }
+        };
+        if found.cancelled {
+            return;
+        }
+        if found.decode_errors > 0 {
+            warn!(
+                decode_errors = found.decode_errors,
+                "conntrack messages that did not decode were skipped"
+            );
+        }
+
+        let mut groups: HashMap<Group, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        for s in found.selected {
+            groups.entry(s.label).or_default().push((s.tuple, s.zone));
+        }
+        let to_delete: u64 = groups.values().map(|v| v.len() as u64).sum();
+
+        if trigger != Trigger::Breaker
+            && let Some(service_flows) = found.service_flows
+        {
+            let serving = serving_services(&snap.map);
+            let emptied: HashSet<&ServiceName> = groups
+                .keys()
+                .map(|g| &g.service)
+                .filter(|s| !serving.contains(s))
+                .collect();
+            if breaker::holds(self.limits, to_delete, service_flows, emptied.len()) {
+                let mut services: Vec<ServiceName> =
+                    groups.keys().map(|g| g.service.clone()).collect();
+                services.sort();
+                services.dedup();
+                warn!(
+                    trigger = trigger.as_str(),
+                    to_delete,
+                    service_flows,
+                    emptied_services = emptied.len(),
+                    services = services.len(),
+                    hold_s = self.cmd.breaker_hold.as_secs_f64(),
+                    "circuit breaker open: this pass would delete {to_delete} of {service_flows} Service flows and empties {} Services; holding it until a fresh re-list confirms the view",
+                    emptied.len()
+                );
+                self.health.metrics.breaker_tripped();
+                self.health.metrics.breaker(&services);
+                self.held = Some(Held {
+                    relist_at: Instant::now() + self.cmd.breaker_hold,
+                    relisting: false,
+                    keys,
+                });
+                self.publish(None);
+                return;
+            }
+        }
+
+        self.netlink_ok(None);
+        let deleted = self.delete(groups, trigger, arrival).await;
+        if full {
+            let mut stale = found.stale;
+            for ((svc, proto, reason), n) in deleted {
+                if let Some(c) = stale.get_mut(&(svc, proto, reason)) {
+                    *c = c.saturating_sub(n);
+                }
+            }
+            stale.retain(|_, n| *n > 0);
+            self.health.metrics.set_stale_flows(&stale);
+            self.health.metrics.reconciled(trigger, started.elapsed());
+            self.read_stats().await;
+            info!(
+                trigger = trigger.as_str(),
+                entries = found.entries,
+                service_flows = found.service_flows.unwrap_or(0),
+                deleted = to_delete,
+                stale_left = stale.values().sum::<u64>(),
+                interrupted = found.interrupted,
+                duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                "full pass"
+            );
+        }
+    }
+
+    /// Deletes each group's entries (or, with --dry-run, counts them), one log line per group.
+    #[tracing::instrument(name = "delete", skip_all, fields(trigger = trigger.as_str(), groups = groups.len()))]
+    /// Returns the count per (Service, protocol, reason) of entries no longer in the table.
+    async fn delete(
+        &mut self,
+        groups: HashMap<Group, Vec<(Tuple, Option<u16>)>>,
+        trigger: Trigger,
+        arrival: Option<Instant>,
+    ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
+        let mut gone = HashMap::new();
+        if groups.is_empty() {
+            return gone;
+        }
+        let dry_run = self.cmd.dry_run;
+        let k = self.kernel.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
+            groups
+                .into_iter()
+                .map(|(g, tuples)| {
+                    let n = tuples.len() as u64;
+                    let report = if dry_run {
+                        None
+                    } else {
+                        Some(kernel.delete(&tuples))
+                    };
+                    (g, n, report, Instant::now())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(results) = res else {
+            warn!("delete task failed");
+            return gone;
+        };
+        for (g, n, report, acked) in results {
+            let protocol = proto_label(g.proto);
+            let reason = reason_label(g.reason);
+            let latency = arrival.map(|a| acked.saturating_duration_since(a));
+            let latency_ms = latency.map_or(0.0, |l| l.as_secs_f64() * 1e3);
+            match report {
+                None => {
+                    self.health
+                        .metrics
+                        .deleted(true, protocol, reason, trigger, n);
+                    info!(
+                        service = %g.service, frontend = %g.frontend, backend = %g.backend,
+                        protocol, reason, trigger = trigger.as_str(), count = n,
+                        "would flush (dry run)"
+                    );
+                }
+                Some(Err(e)) => {
+                    self.health.metrics.netlink_error(&e);
+                    warn!(service = %g.service, backend = %g.backend, error = %e, "delete failed");
+                }
+                Some(Ok(r)) => {
+                    for (_, e) in &r.failed {
+                        self.health.metrics.netlink_error(e);
+                    }
+                    if let Some((_, e)) = r.failed.first() {
+                        warn!(service = %g.service, backend = %g.backend, failed = r.failed.len(), error = %e, "some deletes failed");
+                    }
+                    self.health
+                        .metrics
+                        .deleted(false, protocol, reason, trigger, r.ok);
+                    if let Some(l) = latency {
+                        self.health.metrics.flush_latency(l);
+                    }
+                    *gone
+                        .entry((g.service.clone(), protocol, reason))
+                        .or_default() += r.ok + r.not_found;
+                    info!(
+                        service = %g.service, frontend = %g.frontend, backend = %g.backend,
+                        protocol, reason, trigger = trigger.as_str(), count = r.ok,
+                        already_gone = r.not_found, latency_ms,
+                        "flushed"
+                    );
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// The Service whose (frontend, backend) pair `key` names in `map`.
+fn key_service(map: &ServiceMap, key: &FlushKey) -> Option<ServiceName> {
+    let fe = map.frontend(
+        Proto::from_ip_proto(key.proto)?,
+        key.orig_dst,
+        key.orig_dport,
+    )?;
+    let port = fe
+        .backend(key.reply_src, key.reply_sport)
+        .map(|(p, _)| p)
+        .or_else(|| fe.first_port())?;
+    if port.ignored() {
+        return None;
+    }
+    Some(port.service().clone())
+}
+
+#[cfg(test)]
+mod tests;

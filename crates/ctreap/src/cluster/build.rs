@@ -14,8 +14,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::model::{
-    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, PortId, Proto,
-    ServiceMap, ServiceName,
+    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, IGNORE_ANNOTATION,
+    PortEntry, PortId, Proto, ServiceMap, ServiceName,
 };
 
 /// The label that ties an EndpointSlice to its Service (`kubernetes.io/service-name`).
@@ -325,6 +325,12 @@ impl Builder {
             }
         }
 
+        let ignored = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IGNORE_ANNOTATION))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let svc_index = self.services.len() as u32;
         let mut ports = Vec::new();
         for (i, sp) in spec.ports.iter().flatten().enumerate() {
@@ -398,6 +404,7 @@ impl Builder {
                 node_port,
                 frontends: 0..0,
                 backends: 0..0,
+                ignored,
             });
             self.port_frontends.push(fes);
             ports.push(pid);

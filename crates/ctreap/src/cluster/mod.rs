@@ -16,8 +16,8 @@ mod watch;
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
 pub use ifaddrs::local_addresses;
 pub use model::{
-    Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef, MapStats,
-    PortId, PortRef, Proto, ServiceMap, ServiceName,
+    Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef,
+    IGNORE_ANNOTATION, MapStats, PortId, PortRef, Proto, ServiceMap, ServiceName,
 };
 pub use watch::{
     ClusterWatch, Error, Snapshot, WatchConfig, WatchState, WatchStatus, Watched, kube_client,

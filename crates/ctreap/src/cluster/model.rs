@@ -232,7 +232,13 @@ pub(crate) struct PortEntry {
     pub(crate) node_port: Option<u16>,
     pub(crate) frontends: Range<u32>,
     pub(crate) backends: Range<u32>,
+    /// The Service is annotated [`IGNORE_ANNOTATION`]`: "true"`.
+    pub(crate) ignored: bool,
 }
+
+/// A Service with this annotation set to `"true"` is judged like any other, but the agent never
+/// deletes its flows (an opt-out for Services whose clients must not be reset).
+pub const IGNORE_ANNOTATION: &str = "ctreap.io/ignore";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct BackendKey {
@@ -467,6 +473,11 @@ impl<'m> PortRef<'m> {
 
     pub fn proto(&self) -> Proto {
         self.entry().proto
+    }
+
+    /// The Service opted out of deletions ([`IGNORE_ANNOTATION`]).
+    pub fn ignored(&self) -> bool {
+        self.entry().ignored
     }
 
     /// `spec.ports[].port`

@@ -1,0 +1,131 @@
+//! The NEW-event listener: catches flows created towards a backend that is already known gone.
+//!
+//! kube-proxy rewrites its rules up to its sync period after the API server changed, so for a
+//! while new flows can still be sent to a dead backend. Each one shows up here as a NEW event;
+//! the ones the current view judges deletable are handed to the agent loop, which checks them
+//! again and deletes them. An overrun (ENOBUFS: events were lost) is handed on too: only a full
+//! pass can tell what was missed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ctnetlink::{Error, EventKind, EventSocket, Groups, Netns, Tuple};
+use tokio::sync::mpsc;
+
+use crate::cli::stale::flow_of;
+use crate::cluster::Snapshot;
+use crate::reconcile::{Flow, Policy, classify};
+
+/// What the listener hands to the agent loop.
+pub enum EventMsg {
+    /// A new flow the view judged deletable.
+    Flow {
+        tuple: Tuple,
+        zone: Option<u16>,
+        flow: Flow,
+    },
+    /// Events were lost: run a full pass.
+    Overrun,
+    /// The socket failed (opening or reading); the listener retries.
+    Failed(Error),
+}
+
+/// The map the listener judges with; `None` while deleting is not allowed (not synced,
+/// re-listing, breaker open).
+pub type SharedView = Arc<RwLock<Option<Arc<Snapshot>>>>;
+
+/// How often the listener looks at the shutdown flag while no event arrives.
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn spawn(
+    netns: Option<Netns>,
+    rcvbuf: usize,
+    view: SharedView,
+    policy: Policy,
+    tx: mpsc::Sender<EventMsg>,
+    cancel: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ctreap-events".into())
+        .spawn(move || listen(netns.as_ref(), rcvbuf, &view, policy, &tx, &cancel))
+}
+
+fn listen(
+    netns: Option<&Netns>,
+    rcvbuf: usize,
+    view: &SharedView,
+    policy: Policy,
+    tx: &mpsc::Sender<EventMsg>,
+    cancel: &AtomicBool,
+) {
+    let groups = Groups {
+        new: true,
+        update: false,
+        destroy: false,
+    };
+    while !cancel.load(Ordering::Relaxed) {
+        let mut sock = match EventSocket::open(netns, groups, rcvbuf) {
+            Ok(s) => s,
+            Err(e) => {
+                if tx.blocking_send(EventMsg::Failed(e)).is_err() {
+                    return;
+                }
+                sleep_unless_cancelled(Duration::from_secs(5), cancel);
+                continue;
+            }
+        };
+        while !cancel.load(Ordering::Relaxed) {
+            let mut out = Vec::new();
+            let res = {
+                let guard = view.read().unwrap_or_else(|e| e.into_inner());
+                let map = guard.clone();
+                drop(guard);
+                sock.recv(Some(POLL), |ev| {
+                    if ev.kind != EventKind::New {
+                        return;
+                    }
+                    let Some(snap) = map.as_deref() else { return };
+                    let map = &snap.map;
+                    let Some(flow) = flow_of(&ev.entry) else {
+                        return;
+                    };
+                    let d = classify(map, &flow);
+                    if policy.deletes(d.verdict, d.proto) && !d.port.is_some_and(|p| p.ignored()) {
+                        out.push(EventMsg::Flow {
+                            tuple: ev.entry.orig,
+                            zone: ev.entry.zone,
+                            flow,
+                        });
+                    }
+                })
+            };
+            match res {
+                Ok(_) => {}
+                Err(Error::Overrun) => out.push(EventMsg::Overrun),
+                Err(e) => {
+                    let _ = tx.blocking_send(EventMsg::Failed(e));
+                    sleep_unless_cancelled(Duration::from_secs(1), cancel);
+                    break; // reopen
+                }
+            }
+            for m in out {
+                // Blocking here when the loop is busy lets the kernel's buffer fill, and an
+                // overrun then asks for the full pass that catches up.
+                if tx.blocking_send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) {
+    let mut left = d;
+    while !left.is_zero() && !cancel.load(Ordering::Relaxed) {
+        let step = left.min(POLL);
+        std::thread::sleep(step);
+        left -= step;
+    }
+}

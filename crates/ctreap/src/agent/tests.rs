@@ -1,0 +1,268 @@
+//! Unit tests of the agent's pure decisions: which entries a watch-planned pass deletes, how
+//! keys become kernel filters, which Services count as emptied for the breaker.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::reconcile::ProtoSet;
+
+const UDP: u8 = 17;
+const TCP: u8 = 6;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+fn flow(proto: u8, dst: &str, dport: u16, backend: &str, bport: u16) -> Flow {
+    Flow {
+        proto,
+        orig_src: ip("198.18.0.9"),
+        orig_dst: ip(dst),
+        orig_sport: 40000,
+        orig_dport: dport,
+        reply_src: ip(backend),
+        reply_dst: ip("198.18.0.9"),
+        reply_sport: bport,
+        reply_dport: 40000,
+        zone: 0,
+    }
+}
+
+fn service(name: &str, vip: &str, annotations: Value) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": name, "annotations": annotations},
+        "spec": {"clusterIPs": [vip],
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+                           {"name": "web", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
+    }))
+    .expect("Service JSON")
+}
+
+fn slice(service: &str, endpoints: Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": format!("{service}-x"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"},
+                  {"name": "web", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+    .expect("slice JSON")
+}
+
+fn ready(addr: &str) -> Value {
+    json!({"addresses": [addr], "conditions": {"ready": true}})
+}
+
+fn map(services: &[Service], slices: &[EndpointSlice]) -> ServiceMap {
+    let (m, w) = ServiceMap::build(services, slices, None, &[]);
+    assert!(w.is_empty(), "{w:?}");
+    m
+}
+
+fn keys_of(map: &ServiceMap, keys: Vec<FlushKey>) -> HashMap<FlushKey, KeyInfo> {
+    keys.into_iter()
+        .filter_map(|k| key_service(map, &k).map(|service| (k, KeyInfo { service })))
+        .collect()
+}
+
+#[test]
+fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
+    let svc = service("a", "198.19.0.10", json!({}));
+    let old = map(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.1"), ready("192.0.2.2")]))],
+    );
+    let new = map(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.2")]))],
+    );
+    let keys = keys_of(&old, plan_diff(&old, &new, &Policy::default()));
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let p = Policy::default();
+    let gone_udp = deletable_key(
+        &new,
+        &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
+        &keys,
+        &p,
+    )
+    .expect("flow to the removed backend is deleted");
+    assert_eq!(gone_udp.reason, StaleReason::Gone);
+    assert_eq!(gone_udp.service.to_string(), "default/a");
+    assert!(
+        deletable_key(
+            &new,
+            &flow(TCP, "198.19.0.10", 80, "192.0.2.1", 8080),
+            &keys,
+            &p
+        )
+        .is_some()
+    );
+    assert!(
+        deletable_key(
+            &new,
+            &flow(UDP, "198.19.0.10", 53, "192.0.2.2", 5353),
+            &keys,
+            &p
+        )
+        .is_none(),
+        "a live backend is never in the plan"
+    );
+}
+
+#[test]
+fn a_backend_that_came_back_keeps_its_flows() {
+    // Planned while 192.0.2.1 was gone; by the time the entries are judged it is back (IP
+    // reuse, or a flapping endpoint): the newest map wins.
+    let svc = service("a", "198.19.0.10", json!({}));
+    let with = map(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.1")]))],
+    );
+    let without = map(std::slice::from_ref(&svc), &[slice("a", json!([]))]);
+    let keys = keys_of(&with, plan_diff(&with, &without, &Policy::default()));
+    assert_eq!(keys.len(), 2);
+    let f = flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353);
+    assert!(deletable_key(&without, &f, &keys, &Policy::default()).is_some());
+    assert!(deletable_key(&with, &f, &keys, &Policy::default()).is_none());
+}
+
+#[test]
+fn a_deleted_service_is_flushed_from_the_old_maps_memory() {
+    let svc = service("a", "198.19.0.10", json!({}));
+    let old = map(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.1")]))],
+    );
+    let new = map(&[], &[]);
+    let keys = keys_of(&old, plan_diff(&old, &new, &Policy::default()));
+    let g = deletable_key(
+        &new,
+        &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
+        &keys,
+        &Policy::default(),
+    )
+    .expect("a deleted Service's flows go");
+    assert_eq!(g.service.to_string(), "default/a");
+    assert_eq!(g.reason, StaleReason::Gone);
+    // An entry that was never translated is not the Service's NAT traffic.
+    let untranslated = flow(UDP, "198.19.0.10", 53, "198.19.0.10", 53);
+    assert!(deletable_key(&new, &untranslated, &keys, &Policy::default()).is_none());
+}
+
+#[test]
+fn ignored_services_are_never_planned_or_deleted() {
+    let svc = service("a", "198.19.0.10", json!({"ctreap.io/ignore": "true"}));
+    let old = map(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.1")]))],
+    );
+    let new = map(std::slice::from_ref(&svc), &[slice("a", json!([]))]);
+    let keys = plan_diff(&old, &new, &Policy::default());
+    assert!(
+        !keys.is_empty(),
+        "plan_diff itself does not know the annotation"
+    );
+    assert!(
+        keys_of(&old, keys).is_empty(),
+        "key_service drops ignored Services"
+    );
+    let f = flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353);
+    assert_eq!(
+        classify(&new, &f).verdict,
+        Verdict::Stale(StaleReason::Gone)
+    );
+    assert!(deletable(&new, &f, &Policy::default()).is_none());
+}
+
+#[test]
+fn draining_and_not_serving_follow_the_policy() {
+    let svc = service("a", "198.19.0.10", json!({}));
+    let m = map(
+        std::slice::from_ref(&svc),
+        &[slice(
+            "a",
+            json!([
+                {"addresses": ["192.0.2.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["192.0.2.4"], "conditions": {"ready": false, "serving": false}}
+            ]),
+        )],
+    );
+    let all = ProtoSet::ALL;
+    let keep = Policy {
+        gone: all,
+        not_serving: ProtoSet::NONE,
+        draining: ProtoSet::NONE,
+    };
+    let strict = Policy {
+        not_serving: all,
+        ..keep
+    };
+    let draining = flow(TCP, "198.19.0.10", 80, "192.0.2.3", 8080);
+    let not_serving = flow(TCP, "198.19.0.10", 80, "192.0.2.4", 8080);
+    assert!(
+        deletable(&m, &draining, &strict).is_none(),
+        "draining flows are kept"
+    );
+    assert!(deletable(&m, &not_serving, &keep).is_none());
+    assert_eq!(
+        deletable(&m, &not_serving, &strict).map(|g| g.reason),
+        Some(StaleReason::NotServing)
+    );
+}
+
+#[test]
+fn keys_become_one_dump_per_backend_address() {
+    let mk = |proto, dst: &str, dport, src: &str, sport| FlushKey {
+        proto,
+        orig_dst: ip(dst),
+        orig_dport: dport,
+        reply_src: ip(src),
+        reply_sport: sport,
+    };
+    let info = || KeyInfo {
+        service: ServiceName {
+            namespace: "default".into(),
+            name: "a".into(),
+        },
+    };
+    let keys: HashMap<FlushKey, KeyInfo> = [
+        mk(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
+        mk(UDP, "192.0.2.200", 30053, "192.0.2.1", 5353), // a NodePort: same backend
+        mk(TCP, "198.19.0.10", 80, "192.0.2.1", 8080),
+        mk(UDP, "2001:db8::10", 53, "2001:db8:1::1", 5353),
+    ]
+    .into_iter()
+    .map(|k| (k, info()))
+    .collect();
+    let mut filters = key_filters(&keys);
+    filters.sort_by_key(|f| f.reply_src);
+    let expect = [ip("192.0.2.1"), ip("2001:db8:1::1")].map(|a| Filter {
+        reply_src: Some(a),
+        ..Filter::default()
+    });
+    assert_eq!(filters, expect, "one kernel walk per backend address");
+}
+
+#[test]
+fn emptied_services_are_those_without_a_serving_backend() {
+    let a = service("a", "198.19.0.10", json!({}));
+    let b = service("b", "198.19.0.11", json!({}));
+    let m = map(
+        &[a, b],
+        &[
+            slice("a", json!([ready("192.0.2.1")])),
+            slice(
+                "b",
+                json!([{"addresses": ["192.0.2.9"], "conditions": {"ready": false, "serving": false}}]),
+            ),
+        ],
+    );
+    let serving = serving_services(&m);
+    let names: Vec<String> = serving.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, vec!["default/a".to_string()]);
+}
