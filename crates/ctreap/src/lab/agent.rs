@@ -78,6 +78,8 @@ impl AgentProcess {
                 "CTREAP_LOG",
                 std::env::var("CTREAP_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // The log goes to a file people read: no terminal colours.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

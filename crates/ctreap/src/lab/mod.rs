@@ -60,7 +60,7 @@ pub struct LabCmd {
     pub nat: NatBackend,
     /// The rule programmer's delay between an EndpointSlice change and the new rules
     /// (kube-proxy's sync latency).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
     pub sync_delay: Duration,
 }
 

@@ -48,7 +48,7 @@ pub fn timeline(
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed line: old pods removed and killed)</text>"#
+        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed line: the old pods die)</text>"#
     );
     let _ = writeln!(
         s,
@@ -93,19 +93,30 @@ pub fn timeline(
                 let mut ok = String::new();
                 let mut bad = String::new();
                 for smp in &log.samples {
-                    let path = if smp.outcome.is_ok() {
-                        &mut ok
+                    if smp.outcome.is_ok() {
+                        let _ = write!(ok, "M{:.1} {:.1}v{:.1}", x(smp.t), y + 4.0, ROW_H - 8.0);
                     } else {
-                        &mut bad
-                    };
-                    let _ = write!(path, "M{:.1} {:.1}v{:.1}", x(smp.t), y + 4.0, ROW_H - 8.0);
-                }
-                // Failures drawn last so that they stay visible between dense green ticks.
-                for (d, color) in [(ok, OK), (bad, FAIL)] {
-                    if !d.is_empty() {
-                        let _ =
-                            writeln!(s, r#"<path d="{d}" stroke="{color}" stroke-width="1.2"/>"#);
+                        // A failure covers the time the client waited for it (its timeout).
+                        let (x0, x1) = (x(smp.t), x(smp.end()));
+                        let _ = write!(
+                            bad,
+                            "M{x0:.1} {:.1}h{:.1}v{:.1}h{:.1}z",
+                            y + 4.0,
+                            (x1 - x0).max(1.2),
+                            ROW_H - 8.0,
+                            -(x1 - x0).max(1.2)
+                        );
                     }
+                }
+                if !ok.is_empty() {
+                    let _ = writeln!(s, r#"<path d="{ok}" stroke="{OK}" stroke-width="1.2"/>"#);
+                }
+                // Failures last, so that they stay visible between dense green ticks.
+                if !bad.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        r#"<path d="{bad}" fill="{FAIL}" stroke="{FAIL}" stroke-width="0.6"/>"#
+                    );
                 }
             }
             y += ROW_H;

@@ -47,7 +47,8 @@ pub struct ClientFigures {
     pub error_windows: Vec<ErrorWindow>,
     /// Answers per pod, whole run.
     pub pods: BTreeMap<String, usize>,
-    /// Answers per pod after the old pods' removal.
+    /// Answers per pod to requests started once every old pod was dead and out of the
+    /// EndpointSlice (`milestones.slice_updated`).
     pub pods_after_removal: BTreeMap<String, usize>,
     /// Connections opened (TCP clients).
     pub connects: usize,
@@ -90,14 +91,10 @@ pub fn error_windows(samples: &[Sample], end_of_run: f64) -> Vec<ErrorWindow> {
     out
 }
 
-/// The figures of one client: `removal` is when the old pods were removed and killed,
-/// `end_of_run` when the clients were stopped (both seconds since the scenario's start).
-pub fn client_figures(
-    client: ClientKind,
-    log: &ClientLog,
-    removal: f64,
-    end_of_run: f64,
-) -> ClientFigures {
+/// The figures of one client, measured from `m.old_pods_removed` (the first old pod's
+/// death) to `m.end` (the clients stopped).
+pub fn client_figures(client: ClientKind, log: &ClientLog, m: &Milestones) -> ClientFigures {
+    let (removal, end_of_run) = (m.old_pods_removed, m.end);
     let samples = &log.samples;
     let windows = error_windows(samples, end_of_run);
     let failed = samples.iter().filter(|s| !s.outcome.is_ok()).count();
@@ -119,7 +116,7 @@ pub fn client_figures(
     for s in samples {
         if let Some(p) = &s.pod {
             *pods.entry(p.clone()).or_insert(0) += 1;
-            if s.t >= removal {
+            if s.t >= m.slice_updated {
                 *pods_after.entry(p.clone()).or_insert(0) += 1;
             }
         }
@@ -316,6 +313,15 @@ mod tests {
     use super::super::clients::Outcome;
     use super::*;
 
+    fn ms(removal: f64, end: f64) -> Milestones {
+        Milestones {
+            old_pods_removed: removal,
+            slice_updated: removal + 0.05,
+            end,
+            ..Milestones::default()
+        }
+    }
+
     fn s(t: f64, ok: bool, pod: &str) -> Sample {
         Sample {
             t,
@@ -340,7 +346,7 @@ mod tests {
             ],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Udp, &log, 1.1, 6.0);
+        let f = client_figures(ClientKind::Udp, &log, &ms(1.1, 6.0));
         assert_eq!(f.sent, 6);
         assert_eq!(f.failed, 3);
         assert_eq!(f.failed_after_removal, 2);
@@ -360,7 +366,7 @@ mod tests {
             samples: vec![s(0.0, true, "old-0"), s(2.0, false, ""), s(2.2, false, "")],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Udp, &log, 2.0, 10.0);
+        let f = client_figures(ClientKind::Udp, &log, &ms(2.0, 10.0));
         assert!(!f.recovered);
         assert_eq!(f.longest_error_window_s, 8.0);
         assert_eq!(f.removal_to_last_error_s, 0.4);
@@ -373,7 +379,7 @@ mod tests {
             samples: vec![s(0.0, true, "a"), s(1.0, true, "b")],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Fresh, &log, 0.5, 2.0);
+        let f = client_figures(ClientKind::Fresh, &log, &ms(0.5, 2.0));
         assert!(f.recovered);
         assert_eq!(f.longest_error_window_s, 0.0);
         assert_eq!(f.removal_to_last_error_s, 0.0);
@@ -390,7 +396,7 @@ mod tests {
                 VariantReport {
                     variant: "nothing".into(),
                     ran: true,
-                    clients: vec![client_figures(ClientKind::Udp, &log, 1.0, 3.0)],
+                    clients: vec![client_figures(ClientKind::Udp, &log, &ms(1.0, 3.0))],
                     ..VariantReport::default()
                 },
                 VariantReport {

@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 
 use super::agent::{AgentProcess, deletion_metrics, flush_lines};
 use super::clients::{ClientKind, ClientLog, Clients, Target};
-use super::report::{Milestones, VariantReport, client_figures};
+use super::report::{Milestones, VariantReport, client_figures, round3};
 use super::world::objects::{self, CLUSTER_IP, DNS_PORT, EndpointSpec, HTTP_PORT};
 use super::world::{
     ConntrackTimeouts, Kill, NatBackend, Programmer, ProgrammerConfig, World, WorldConfig,
@@ -564,15 +564,16 @@ fn run_inner(
     drop(server);
 
     report.milestones = Milestones {
-        new_pods_added: super::report::round3(m_new),
-        old_pods_terminating: super::report::round3(m_term),
-        old_pods_removed: super::report::round3(m_dead),
-        slice_updated: super::report::round3(m_removed),
-        end: super::report::round3(m_end),
+        new_pods_added: round3(m_new),
+        old_pods_terminating: round3(m_term),
+        old_pods_removed: round3(m_dead),
+        slice_updated: round3(m_removed),
+        end: round3(m_end),
     };
+    let m = report.milestones.clone();
     report.clients = logs
         .iter()
-        .map(|(k, l)| client_figures(*k, l, m_dead, m_end))
+        .map(|(k, l)| client_figures(*k, l, &m))
         .collect();
     Ok(logs)
 }
