@@ -71,12 +71,32 @@ pub(crate) fn set_agent_pid(pid: Option<u32>) {
     *AGENT_PID.lock().unwrap_or_else(|e| e.into_inner()) = pid;
 }
 
-fn kill_agent_on_signal() {
+/// Files of the running variant (its kubeconfig), removed by the signal handler too.
+static TEMP_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+pub(crate) fn track_temp_file(path: &std::path::Path, keep: bool) {
+    let mut files = TEMP_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    files.retain(|p| p != path);
+    if keep {
+        files.push(path.to_path_buf());
+    }
+}
+
+/// The signal handler's hook (before the namespaces go): stop the agent child, remove the
+/// temporary files.
+fn on_interrupt() {
     let pid = *AGENT_PID.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(pid) = pid {
         let _ = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status();
+    }
+    for f in TEMP_FILES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        let _ = std::fs::remove_file(f);
     }
 }
 
@@ -153,7 +173,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             plan.report_dir.display()
         )
     })?;
-    world::on_signal(kill_agent_on_signal);
+    world::on_signal(on_interrupt);
     world::cleanup_on_signal()?;
     let swept = world::sweep_stale()?;
     if !swept.removed.is_empty() {

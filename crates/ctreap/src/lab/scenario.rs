@@ -263,9 +263,17 @@ fn summarize_entries(what: &str, lines: &[String]) -> String {
 /// Removes the kubeconfig file when the variant ends.
 struct TempFile(PathBuf);
 
+impl TempFile {
+    fn new(path: PathBuf) -> TempFile {
+        super::track_temp_file(&path, true);
+        TempFile(path)
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        super::track_temp_file(&self.0, false);
     }
 }
 
@@ -287,7 +295,10 @@ pub fn run_variant(
         title: variant.title().into(),
         ..VariantReport::default()
     };
-    match run_inner(rt, plan, variant, &mut report) {
+    let result = run_inner(rt, plan, variant, &mut report);
+    // The agent (if any) is gone by now, on every path.
+    super::set_agent_pid(None);
+    match result {
         Ok(logs) => {
             report.ran = true;
             (report, logs)
@@ -317,7 +328,7 @@ fn run_inner(
     // The control plane: a local API server, as kubectl and the agent talk to it.
     let server = TestServer::try_start_background_with(ServerConfig::default())
         .map_err(|e| anyhow::anyhow!("starting the lab's API server: {e}"))?;
-    let kubeconfig = TempFile(std::env::temp_dir().join(format!(
+    let kubeconfig = TempFile::new(std::env::temp_dir().join(format!(
         "ctreap-lab-{}-{}.kubeconfig",
         std::process::id(),
         variant.name()
