@@ -178,7 +178,9 @@ impl PodServers {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         shutdown_fd(&self.listener);
-        shutdown_fd(&self.udp);
+        // Not shutdown(2) on the UDP socket: a recvfrom woken that way returns 0 bytes with no
+        // source address, and std's UdpSocket::recv_from asserts on the address length. The
+        // UDP thread's read timeout (500 ms) lets it see the stop flag instead.
         let deadline = Instant::now() + wait;
         let mut joined = 0;
         let mut stuck = 0;
