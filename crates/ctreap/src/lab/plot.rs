@@ -48,7 +48,7 @@ pub fn timeline(
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed line: the old pods die)</text>"#
+        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die)</text>"#
     );
     let _ = writeln!(
         s,
@@ -120,6 +120,14 @@ pub fn timeline(
                 }
             }
             y += ROW_H;
+        }
+        // Later deaths (the old pods die one after the other): thin grey lines.
+        for d in v.pod_deaths.iter().skip(1) {
+            let dx = x(d.died);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{dx:.1}" y1="{group_top:.1}" x2="{dx:.1}" y2="{y:.1}" stroke="#777" stroke-width="1" stroke-dasharray="2 3"/>"##
+            );
         }
         let rx = x(v.milestones.old_pods_removed);
         let _ = writeln!(

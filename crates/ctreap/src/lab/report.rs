@@ -39,9 +39,13 @@ pub struct ClientFigures {
     pub longest_error_window_s: f64,
     /// The longest error window that overlaps the old pods' removal or comes after it.
     pub longest_error_window_after_removal_s: f64,
-    /// From the old pods' removal to the moment the client saw its last failure (seconds;
-    /// 0 when nothing failed after the removal).
+    /// From the death of the pod the client was talking to (`pod_at_removal`; the first
+    /// death if that was a new pod) to the moment the client saw its last failure (seconds;
+    /// 0 when nothing failed after the first death).
     pub removal_to_last_error_s: f64,
+    /// The pod that answered the client last before the first old pod died.
+    #[serde(default)]
+    pub pod_at_removal: Option<String>,
     /// The client got answers again after its last failure (true if nothing failed).
     pub recovered: bool,
     pub error_windows: Vec<ErrorWindow>,
@@ -93,9 +97,25 @@ pub fn error_windows(samples: &[Sample], end_of_run: f64) -> Vec<ErrorWindow> {
 
 /// The figures of one client, measured from `m.old_pods_removed` (the first old pod's
 /// death) to `m.end` (the clients stopped).
-pub fn client_figures(client: ClientKind, log: &ClientLog, m: &Milestones) -> ClientFigures {
+pub fn client_figures(
+    client: ClientKind,
+    log: &ClientLog,
+    m: &Milestones,
+    deaths: &[PodDeath],
+) -> ClientFigures {
     let (removal, end_of_run) = (m.old_pods_removed, m.end);
     let samples = &log.samples;
+    // The pod the client was talking to when the first old pod died; "removal -> last
+    // error" counts from that pod's death (the old pods die one after the other).
+    let pod_at_removal = samples
+        .iter()
+        .rev()
+        .filter(|s| s.t < removal)
+        .find_map(|s| s.pod.clone());
+    let own_death = pod_at_removal
+        .as_deref()
+        .and_then(|p| deaths.iter().find(|d| d.pod == p))
+        .map_or(removal, |d| d.died);
     let windows = error_windows(samples, end_of_run);
     let failed = samples.iter().filter(|s| !s.outcome.is_ok()).count();
     let longest = windows.iter().map(ErrorWindow::len).fold(0.0, f64::max);
@@ -139,7 +159,8 @@ pub fn client_figures(client: ClientKind, log: &ClientLog, m: &Milestones) -> Cl
             .count(),
         longest_error_window_s: round3(longest),
         longest_error_window_after_removal_s: round3(longest_after),
-        removal_to_last_error_s: round3(last_error_end.map_or(0.0, |e| (e - removal).max(0.0))),
+        removal_to_last_error_s: round3(last_error_end.map_or(0.0, |e| (e - own_death).max(0.0))),
+        pod_at_removal,
         recovered: windows.last().is_none_or(|w| w.closed),
         error_windows: windows
             .into_iter()
@@ -168,13 +189,23 @@ pub struct Milestones {
     pub new_pods_added: f64,
     /// Old pods marked terminating (ready=false, serving=true, terminating=true).
     pub old_pods_terminating: f64,
-    /// Old pods killed (their network first), then removed from the EndpointSlice: the
-    /// vertical line of the plot, and time zero of "removal -> last error".
+    /// The first old pod died (its network cut): the vertical line of the plot, and time zero
+    /// of every "after removal" figure. Each pod leaves the EndpointSlice shortly after its
+    /// death (`VariantReport::pod_deaths`).
     pub old_pods_removed: f64,
-    /// The EndpointSlice without the old pods was applied (after both kills).
+    /// The last old pod left the EndpointSlice: from here only new pods exist.
     pub slice_updated: f64,
     /// Clients stopped.
     pub end: f64,
+}
+
+/// When an old pod died and when it left the EndpointSlice (seconds since the start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodDeath {
+    pub pod: String,
+    pub ip: String,
+    pub died: f64,
+    pub removed_from_slice: f64,
 }
 
 /// One variant's result.
@@ -187,6 +218,9 @@ pub struct VariantReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub milestones: Milestones,
+    /// Each old pod's death and removal from the EndpointSlice.
+    #[serde(default)]
+    pub pod_deaths: Vec<PodDeath>,
     pub clients: Vec<ClientFigures>,
     /// What the variant's fix did, as it said it (preStop output, sysctls set, agent flushes).
     pub notes: Vec<String>,
@@ -346,7 +380,7 @@ mod tests {
             ],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Udp, &log, &ms(1.1, 6.0));
+        let f = client_figures(ClientKind::Udp, &log, &ms(1.1, 6.0), &[]);
         assert_eq!(f.sent, 6);
         assert_eq!(f.failed, 3);
         assert_eq!(f.failed_after_removal, 2);
@@ -366,11 +400,39 @@ mod tests {
             samples: vec![s(0.0, true, "old-0"), s(2.0, false, ""), s(2.2, false, "")],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Udp, &log, &ms(2.0, 10.0));
+        let f = client_figures(ClientKind::Udp, &log, &ms(2.0, 10.0), &[]);
         assert!(!f.recovered);
         assert_eq!(f.longest_error_window_s, 8.0);
         assert_eq!(f.removal_to_last_error_s, 0.4);
         assert!(!f.error_windows[0].closed);
+    }
+
+    #[test]
+    fn last_error_counts_from_the_death_of_the_clients_pod() {
+        let log = ClientLog {
+            samples: vec![
+                s(0.5, true, "old-2"),
+                s(1.6, false, ""),
+                s(1.8, true, "new-1"),
+            ],
+            ..ClientLog::default()
+        };
+        let deaths = [
+            PodDeath {
+                pod: "old-1".into(),
+                died: 1.0,
+                ..PodDeath::default()
+            },
+            PodDeath {
+                pod: "old-2".into(),
+                died: 1.5,
+                ..PodDeath::default()
+            },
+        ];
+        let f = client_figures(ClientKind::Udp, &log, &ms(1.0, 3.0), &deaths);
+        assert_eq!(f.pod_at_removal.as_deref(), Some("old-2"));
+        assert_eq!(f.removal_to_last_error_s, 0.3);
+        assert_eq!(f.longest_error_window_after_removal_s, 0.2);
     }
 
     #[test]
@@ -379,7 +441,7 @@ mod tests {
             samples: vec![s(0.0, true, "a"), s(1.0, true, "b")],
             ..ClientLog::default()
         };
-        let f = client_figures(ClientKind::Fresh, &log, &ms(0.5, 2.0));
+        let f = client_figures(ClientKind::Fresh, &log, &ms(0.5, 2.0), &[]);
         assert!(f.recovered);
         assert_eq!(f.longest_error_window_s, 0.0);
         assert_eq!(f.removal_to_last_error_s, 0.0);
@@ -396,7 +458,7 @@ mod tests {
                 VariantReport {
                     variant: "nothing".into(),
                     ran: true,
-                    clients: vec![client_figures(ClientKind::Udp, &log, &ms(1.0, 3.0))],
+                    clients: vec![client_figures(ClientKind::Udp, &log, &ms(1.0, 3.0), &[])],
                     ..VariantReport::default()
                 },
                 VariantReport {

@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 
 use super::agent::{AgentProcess, deletion_metrics, flush_lines};
 use super::clients::{ClientKind, ClientLog, Clients, Target};
-use super::report::{Milestones, VariantReport, client_figures, round3};
+use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
 use super::world::objects::{self, CLUSTER_IP, DNS_PORT, EndpointSpec, HTTP_PORT};
 use super::world::{
     ConntrackTimeouts, Kill, NatBackend, Programmer, ProgrammerConfig, World, WorldConfig,
@@ -41,6 +41,11 @@ pub const WARMUP: Duration = Duration::from_secs(3);
 pub const OVERLAP: Duration = Duration::from_secs(1);
 /// From the sync that stopped new flows to the old pods to their death (the grace period).
 pub const GRACE: Duration = Duration::from_millis(500);
+/// From a pod's death to its removal from the EndpointSlice: the kubelet reporting the pod
+/// gone and the EndpointSlice controller publishing it. In a real cluster this is the
+/// latency of those two components (typically a fraction of a second); every error window
+/// of variant 4 includes it, as the agent can only act on what the API server says.
+pub const ENDPOINT_REMOVAL_DELAY: Duration = Duration::from_millis(100);
 /// Traffic the report needs after the old pods die, at least.
 pub const AFTER_DEATH_MIN: Duration = Duration::from_secs(3);
 
@@ -208,6 +213,10 @@ fn ips_of(world: &World, pods: &[&str]) -> Vec<Ipv4Addr> {
         .filter_map(|p| world.pod(p))
         .map(|p| p.ip)
         .collect()
+}
+
+fn secs_since(epoch: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(epoch).as_secs_f64()
 }
 
 fn now_secs() -> u64 {
@@ -506,26 +515,74 @@ fn run_inner(
         }
     }
 
-    // 4. The old pods die and leave the EndpointSlice.
+    // 4. The old pods die, one after the other; each leaves the EndpointSlice
+    // ENDPOINT_REMOVAL_DELAY after its death, as the kubelet reports it gone and the
+    // EndpointSlice controller drops it. A separate thread publishes the removals so that
+    // the time kill_pod takes to reap a pod's threads after its network is cut does not
+    // delay them.
+    let new_ready = endpoints(&world, EndpointSpec::ready, true, false);
+    let old_draining = endpoints(&world, EndpointSpec::draining, false, true);
     let m_dead = epoch.elapsed().as_secs_f64();
-    for p in OLD_PODS {
-        let k = world.kill_pod(p, Kill::Abrupt)?;
-        report.notes.push(format!(
-            "killed {} ({}): {} open connections, gone in {} ms",
-            k.pod,
-            k.ip,
-            k.connections_open,
-            k.elapsed.as_millis()
-        ));
-    }
-    objects::apply_endpoints(
-        &server,
-        &endpoints(&world, EndpointSpec::ready, true, false),
-    )?;
-    let m_removed = epoch.elapsed().as_secs_f64();
+    let mut deaths = Vec::new();
+    let removed_at: Vec<f64> = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Instant)>();
+        let server = &server;
+        let (old_draining, new_ready) = (&old_draining, &new_ready);
+        let remover = scope.spawn(move || -> Result<Vec<f64>> {
+            let mut times = Vec::new();
+            for (i, died) in rx {
+                let at = died + ENDPOINT_REMOVAL_DELAY;
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                let mut eps: Vec<EndpointSpec> = old_draining[i + 1..].to_vec();
+                eps.extend(new_ready.iter().cloned());
+                objects::apply_endpoints(server, &eps)?;
+                times.push(epoch.elapsed().as_secs_f64());
+            }
+            Ok(times)
+        });
+        let killed = (|| -> Result<()> {
+            for (i, p) in OLD_PODS.iter().enumerate() {
+                let died = Instant::now();
+                // kill_pod cuts the pod's network first, then reaps its servers.
+                let _ = tx.send((i, died));
+                let k = world.kill_pod(p, Kill::Abrupt)?;
+                deaths.push((p.to_string(), k.ip, secs_since(epoch, died)));
+                report.notes.push(format!(
+                    "killed {} ({}) at {:.3}s: {} open connections, reaped in {} ms",
+                    k.pod,
+                    k.ip,
+                    secs_since(epoch, died),
+                    k.connections_open,
+                    k.elapsed.as_millis()
+                ));
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let times = remover
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        killed?;
+        times
+    })?;
+    report.pod_deaths = deaths
+        .into_iter()
+        .zip(removed_at.iter().chain(std::iter::repeat(&f64::NAN)))
+        .map(|((pod, ip, died), removed)| PodDeath {
+            pod,
+            ip: ip.to_string(),
+            died: round3(died),
+            removed_from_slice: round3(*removed),
+        })
+        .collect();
+    let m_removed = removed_at.last().copied().unwrap_or(m_dead);
     progress.say(format!(
-        "rollout: {} dead and removed from the EndpointSlice",
-        OLD_PODS.join(", ")
+        "rollout: {} dead, each removed from the EndpointSlice {} ms after its death",
+        OLD_PODS.join(", "),
+        ENDPOINT_REMOVAL_DELAY.as_millis()
     ));
 
     // 5. Traffic until the end.
@@ -584,7 +641,7 @@ fn run_inner(
     let m = report.milestones.clone();
     report.clients = logs
         .iter()
-        .map(|(k, l)| client_figures(*k, l, &m))
+        .map(|(k, l)| client_figures(*k, l, &m, &report.pod_deaths))
         .collect();
     Ok(logs)
 }
