@@ -236,3 +236,46 @@ async fn no_snapshot_before_the_initial_list() {
         "every Service with NAT frontends"
     );
 }
+
+/// The opt-out annotation survives the watch's stripping of metadata, both ways.
+#[tokio::test]
+async fn the_ignore_annotation_reaches_the_map() {
+    let (server, _dir, watch) = load_fixtures().await;
+    tokio::time::timeout(WAIT, watch.wait_synced())
+        .await
+        .unwrap_or_else(|_| panic!("no initial sync; status {:#?}", watch.status()));
+    let snap = watch.snapshot().expect("synced");
+    let port = snap.map.ports().next().expect("a service port");
+    let (ns, name) = (
+        port.service().namespace.clone(),
+        port.service().name.clone(),
+    );
+    assert!(!port.ignored());
+    let is_ignored = |snap: &Snapshot, want: bool| {
+        snap.map
+            .ports()
+            .filter(|p| p.service().namespace == ns && p.service().name == name)
+            .all(|p| p.ignored() == want)
+    };
+
+    let mut svc: Value = serde_json::to_value(
+        server
+            .get::<Service>(Some(&ns), &name)
+            .expect("get")
+            .expect("the service exists"),
+    )
+    .expect("to json");
+    svc["metadata"]["annotations"] = serde_json::json!({
+        "ctreap.io/ignore": "true",
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}"
+    });
+    server.apply_json(svc.clone()).expect("annotate");
+    wait_for(&watch, "the Service to be ignored", |s| is_ignored(s, true)).await;
+
+    svc["metadata"]["annotations"] = serde_json::json!({"ctreap.io/ignore": "false"});
+    server.apply_json(svc).expect("un-annotate");
+    wait_for(&watch, "the Service to be judged again", |s| {
+        is_ignored(s, false)
+    })
+    .await;
+}

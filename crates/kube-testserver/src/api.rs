@@ -311,7 +311,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         _ => Verb::Other,
     };
     let (kind, namespace) = route.kind_namespace();
-    let response = if shared.unavailable.load(Ordering::SeqCst) {
+    let faulted = kind.is_some_and(|k| shared.faulted(k, verb, &raw_query));
+    let response = if shared.unavailable.load(Ordering::SeqCst) || faulted {
         error_response(&ApiError::unavailable())
     } else {
         let result = match query {
@@ -655,6 +656,14 @@ fn list(
         }
     };
 
+    // The real server may return fewer items than `limit` (with a continue token);
+    // `TestServer::set_list_page_limit` makes this one do so, even without a `limit`.
+    let page_limit = shared.list_page_limit.load(Ordering::SeqCst);
+    let limit = match (q.limit, page_limit) {
+        (l, 0) => l,
+        (None, p) => Some(p),
+        (Some(l), p) => Some(l.min(p)),
+    };
     let mut items = Vec::new();
     let mut next_start = None;
     let mut remaining = 0u64;
@@ -669,7 +678,7 @@ fn list(
         if !filter.matches(obj) {
             continue;
         }
-        if q.limit.is_some_and(|l| items.len() as u64 >= l) {
+        if limit.is_some_and(|l| items.len() as u64 >= l) {
             if next_start.is_none() {
                 next_start = Some(key.clone());
             }

@@ -38,12 +38,15 @@
 //! - **Errors**: `Status` bodies with the real reasons and codes: `400` for
 //!   unparsable parameters, `404` for unknown paths and objects, `409`,
 //!   `410`, `422` for option combinations the real server rejects, `503`
-//!   while [`TestServer::set_unavailable`].
+//!   while [`TestServer::set_unavailable`], or for the requests a [`Fault`] selects
+//!   ([`TestServer::set_fault`]: one resource type, one verb, or the later pages of a
+//!   paged list).
 //!
 //! Tests drive it through [`TestServer`]: change objects ([`TestServer::apply`],
 //! [`TestServer::delete`]), inject failures ([`TestServer::compact`],
 //! [`TestServer::drop_watches`], [`TestServer::set_unavailable`],
-//! [`TestServer::restart`]), and observe requests
+//! [`TestServer::set_fault`], [`TestServer::set_list_page_limit`],
+//! [`TestServer::restart`]), write bursts ([`TestServer::apply_all`]), and observe requests
 //! ([`TestServer::request_count`]).
 //!
 //! # Notes for test writers (how `kube` 5 behaves against it)
@@ -87,4 +90,4 @@ mod watch;
 pub use error::Error;
 pub use kubeconfig::CONTEXT_NAME;
 pub use resource::ResourceKind;
-pub use server::{RequestRecord, ServerConfig, TestServer, Verb};
+pub use server::{Fault, RequestRecord, ServerConfig, TestServer, Verb};

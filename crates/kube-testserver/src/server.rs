@@ -1,11 +1,11 @@
 //! The server process: listener, connections, shared state, and the
 //! test-control API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -67,6 +67,57 @@ pub struct RequestRecord {
     pub namespace: Option<String>,
     /// The HTTP status answered (for a watch, the status the stream started with).
     pub status: u16,
+}
+
+/// Which requests [`TestServer::set_fault`] answers with `503 ServiceUnavailable`: the
+/// requests on one resource type, optionally only one verb, optionally only the pages after
+/// the first of a paged LIST. Unlike [`TestServer::set_unavailable`], it lets the other types
+/// work on, the way one broken resource (a slow etcd range, an aggregated API, a webhook) fails
+/// alone. Open watches keep running; use [`TestServer::drop_watches`] to make them reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fault {
+    kind: ResourceKind,
+    verb: Option<Verb>,
+    continued_only: bool,
+}
+
+impl Fault {
+    /// Every request on `kind`: LIST, WATCH, GET and writes.
+    pub fn all(kind: ResourceKind) -> Fault {
+        Fault {
+            kind,
+            verb: None,
+            continued_only: false,
+        }
+    }
+
+    /// Requests of one verb on `kind` (e.g. only LISTs, so that a re-list fails while a
+    /// watch could start).
+    pub fn verb(kind: ResourceKind, verb: Verb) -> Fault {
+        Fault {
+            kind,
+            verb: Some(verb),
+            continued_only: false,
+        }
+    }
+
+    /// LIST requests on `kind` that carry a `continue` token: a paged list's first page
+    /// arrives, the rest never does (with [`TestServer::set_list_page_limit`] to force pages).
+    pub fn continued_pages(kind: ResourceKind) -> Fault {
+        Fault {
+            kind,
+            verb: Some(Verb::List),
+            continued_only: true,
+        }
+    }
+
+    fn matches(&self, kind: ResourceKind, verb: Verb, raw_query: &str) -> bool {
+        self.kind == kind
+            && self.verb.is_none_or(|v| v == verb)
+            && (!self.continued_only
+                || form_urlencoded::parse(raw_query.as_bytes())
+                    .any(|(k, v)| k == "continue" && !v.is_empty()))
+    }
 }
 
 /// Settings of a [`TestServer`]; start one with [`TestServer::start_with`].
@@ -135,6 +186,9 @@ pub(crate) struct Shared {
     pub(crate) generation: watch::Sender<u64>,
     pub(crate) requests: Mutex<Vec<RequestRecord>>,
     pub(crate) open_watches: Mutex<HashMap<ResourceKind, usize>>,
+    pub(crate) faults: Mutex<HashSet<Fault>>,
+    /// Most items per LIST page (0: as many as `limit` asks).
+    pub(crate) list_page_limit: AtomicU64,
 }
 
 /// Keeps the requests log from growing without bound in long-running use.
@@ -147,6 +201,12 @@ impl Shared {
             log.drain(..MAX_REQUEST_LOG / 2);
         }
         log.push(r);
+    }
+
+    /// Whether a [`Fault`] set by the test answers this request with 503.
+    pub(crate) fn faulted(&self, kind: ResourceKind, verb: Verb, raw_query: &str) -> bool {
+        let faults = lock(&self.faults);
+        !faults.is_empty() && faults.iter().any(|f| f.matches(kind, verb, raw_query))
     }
 }
 
@@ -345,6 +405,8 @@ impl TestServer {
             generation: watch::Sender::new(0),
             requests: Mutex::new(Vec::new()),
             open_watches: Mutex::new(HashMap::new()),
+            faults: Mutex::new(HashSet::new()),
+            list_page_limit: AtomicU64::new(0),
         });
         let task = spawn_accept_loop(&handle, listener, shared.clone());
         Ok(TestServer {
@@ -503,6 +565,49 @@ impl TestServer {
         objects.into_iter().map(|o| self.apply_json(o)).collect()
     }
 
+    /// [`TestServer::apply_json`] for several objects as one burst: every write happens under
+    /// one lock, so watchers receive the events back to back (consecutive resourceVersions,
+    /// nothing in between), as when a controller writes several EndpointSlices at once.
+    /// Stops at the first object that fails; earlier ones stay applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestServer::apply_json`].
+    pub fn apply_all(&self, objs: Vec<Value>) -> Result<Vec<Value>, Error> {
+        let mut typed = Vec::with_capacity(objs.len());
+        for obj in objs {
+            let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+            let kind =
+                ResourceKind::from_api_version_kind(api_version, kind_name).ok_or_else(|| {
+                    Error::UnsupportedKind {
+                        api_version: api_version.to_string(),
+                        kind: kind_name.to_string(),
+                    }
+                })?;
+            typed.push((kind, obj));
+        }
+        let mut store = lock(&self.shared.store);
+        let mut out = Vec::with_capacity(typed.len());
+        for (kind, obj) in typed {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            match store.write(kind, obj, WriteMode::Upsert) {
+                Ok(v) => out.push((*v).clone()),
+                Err(e) => {
+                    return Err(Error::Invalid {
+                        kind,
+                        message: e.to_api(kind, &name).message,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn write(&self, kind: ResourceKind, obj: Value, mode: WriteMode) -> Result<Value, Error> {
         let name = obj
             .pointer("/metadata/name")
@@ -650,6 +755,30 @@ impl TestServer {
     /// reporting an error.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.shared.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Turns a [`Fault`] on or off: while on, the requests it selects are answered
+    /// `503 ServiceUnavailable`, the others are served normally.
+    pub fn set_fault(&self, fault: Fault, on: bool) {
+        let mut faults = lock(&self.shared.faults);
+        if on {
+            faults.insert(fault);
+        } else {
+            faults.remove(&fault);
+        }
+    }
+
+    /// Turns every [`Fault`] off.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// LIST pages hold at most `items` objects from now on, with a `continue` token for the
+    /// rest, whatever `limit` the client asked for (the real server may return fewer items
+    /// than `limit`; clients must follow the token). `0` restores the default (as many as
+    /// `limit` asks, all without one).
+    pub fn set_list_page_limit(&self, items: u64) {
+        self.shared.list_page_limit.store(items, Ordering::SeqCst);
     }
 
     /// Whether [`TestServer::set_unavailable`] is on.

@@ -746,9 +746,18 @@ impl Agent {
                     if !matches!(d.verdict, Verdict::NotService(_)) {
                         service_flows += 1;
                     }
-                    if full && let (Verdict::Stale(r), Some(svc)) = (d.verdict, d.service()) {
+                    // Opted-out Services are not counted: their stale flows are left on
+                    // purpose, and the staleness alert must not fire for them.
+                    if full
+                        && let (Verdict::Stale(r), Some(port)) = (d.verdict, d.port)
+                        && !port.ignored()
+                    {
                         *stale
-                            .entry((svc.clone(), proto_label(d.proto), reason_label(r)))
+                            .entry((
+                                port.service().clone(),
+                                proto_label(d.proto),
+                                reason_label(r),
+                            ))
                             .or_default() += 1;
                     }
                 }

@@ -21,7 +21,8 @@ pub struct KubeArgs {
     /// This node's name (default: $NODE_NAME, then the hostname).
     #[arg(long = "node-name")]
     pub node_name: Option<String>,
-    /// How long to wait for the first complete list of Services, EndpointSlices and the Node.
+    /// How long to wait for the first complete list of Services, EndpointSlices and the Node
+    /// (`ctreap run` waits on, and warns at this period).
     #[arg(long = "sync-timeout", value_parser = super::conntrack::parse_duration, default_value = "30s")]
     pub sync_timeout: Duration,
 }

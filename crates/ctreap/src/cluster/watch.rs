@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::build::Warning;
-use super::model::ServiceMap;
+use super::model::{IGNORE_ANNOTATION, ServiceMap};
 
 /// Errors of client setup.
 #[derive(Debug, thiserror::Error)]
@@ -415,12 +415,18 @@ impl Drop for ClusterWatch {
     }
 }
 
-/// Drops what the map never reads, so the stores stay small: managed fields and annotations
-/// (`kubectl.kubernetes.io/last-applied-configuration` can be kilobytes per object).
+/// Drops what the map never reads, so the stores stay small: managed fields and every
+/// annotation but [`IGNORE_ANNOTATION`] (`kubectl.kubernetes.io/last-applied-configuration` can
+/// be kilobytes per object).
 fn strip<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
-    meta.annotations = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k == IGNORE_ANNOTATION);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 async fn run<K>(
