@@ -1,0 +1,173 @@
+//! timeline.svg: one row per variant and client, time on x, a green tick per answered
+//! request and a red one per failed request, a vertical line where the old pods were removed.
+//! Hand-written SVG: a few dozen lines, no dependency, opens in any browser.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::clients::{ClientKind, ClientLog};
+use super::report::Report;
+
+const LABEL_W: f64 = 230.0;
+const PLOT_W: f64 = 860.0;
+const ROW_H: f64 = 22.0;
+const GROUP_GAP: f64 = 12.0;
+const TOP: f64 = 48.0;
+const BOTTOM: f64 = 46.0;
+const OK: &str = "#2e9e44";
+const FAIL: &str = "#d62728";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The SVG for a report and its samples (variant -> client -> log).
+pub fn timeline(
+    report: &Report,
+    samples: &BTreeMap<String, BTreeMap<ClientKind, ClientLog>>,
+) -> String {
+    let span = report
+        .variants
+        .iter()
+        .map(|v| v.milestones.end)
+        .fold(report.duration_s, f64::max)
+        .max(1.0);
+    let x = |t: f64| LABEL_W + (t.clamp(0.0, span) / span) * PLOT_W;
+    let rows: usize = report.variants.iter().map(|v| v.clients.len().max(1)).sum();
+    let groups = report.variants.len();
+    let height = TOP + rows as f64 * ROW_H + groups as f64 * GROUP_GAP + BOTTOM;
+    let width = LABEL_W + PLOT_W + 20.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die)</text>"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{LABEL_W}" y="36" fill="#555">NAT {} · kube-proxy sync delay {:.1}s · kernel {}</text>"##,
+        esc(&report.nat),
+        report.sync_delay_s,
+        esc(&report.kernel)
+    );
+    let mut y = TOP;
+    for v in &report.variants {
+        let group_top = y;
+        let logs = samples.get(&v.variant);
+        if !v.ran || v.clients.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<text x="8" y="{:.1}" font-weight="bold">{}</text><text x="{LABEL_W}" y="{:.1}" fill="{FAIL}">did not run: {}</text>"#,
+                y + 15.0,
+                esc(&v.variant),
+                y + 15.0,
+                esc(v.error.as_deref().unwrap_or("unknown error"))
+            );
+            y += ROW_H + GROUP_GAP;
+            continue;
+        }
+        for c in &v.clients {
+            let _ = writeln!(
+                s,
+                r##"<text x="8" y="{:.1}"><tspan font-weight="bold">{}</tspan> {} <tspan fill="#555" font-size="10">{} failed / {}</tspan></text>"##,
+                y + 15.0,
+                esc(&v.variant),
+                c.client,
+                c.failed,
+                c.sent
+            );
+            let _ = writeln!(
+                s,
+                r##"<rect x="{LABEL_W}" y="{:.1}" width="{PLOT_W}" height="{:.1}" fill="#f4f4f4"/>"##,
+                y + 2.0,
+                ROW_H - 4.0
+            );
+            if let Some(log) = logs.and_then(|l| l.get(&c.client)) {
+                let mut ok = String::new();
+                let mut bad = String::new();
+                for smp in &log.samples {
+                    if smp.outcome.is_ok() {
+                        let _ = write!(ok, "M{:.1} {:.1}v{:.1}", x(smp.t), y + 4.0, ROW_H - 8.0);
+                    } else {
+                        // A failure covers the time the client waited for it (its timeout).
+                        let (x0, x1) = (x(smp.t), x(smp.end()));
+                        let _ = write!(
+                            bad,
+                            "M{x0:.1} {:.1}h{:.1}v{:.1}h{:.1}z",
+                            y + 4.0,
+                            (x1 - x0).max(1.2),
+                            ROW_H - 8.0,
+                            -(x1 - x0).max(1.2)
+                        );
+                    }
+                }
+                if !ok.is_empty() {
+                    let _ = writeln!(s, r#"<path d="{ok}" stroke="{OK}" stroke-width="1.2"/>"#);
+                }
+                // Failures last, so that they stay visible between dense green ticks.
+                if !bad.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        r#"<path d="{bad}" fill="{FAIL}" stroke="{FAIL}" stroke-width="0.6"/>"#
+                    );
+                }
+            }
+            y += ROW_H;
+        }
+        // Later deaths (the old pods die one after the other): thin grey lines.
+        for d in v.pod_deaths.iter().skip(1) {
+            let dx = x(d.died);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{dx:.1}" y1="{group_top:.1}" x2="{dx:.1}" y2="{y:.1}" stroke="#777" stroke-width="1" stroke-dasharray="2 3"/>"##
+            );
+        }
+        let rx = x(v.milestones.old_pods_removed);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{rx:.1}" y1="{:.1}" x2="{rx:.1}" y2="{:.1}" stroke="black" stroke-width="1.5" stroke-dasharray="4 3"/>"#,
+            group_top, y
+        );
+        y += GROUP_GAP;
+    }
+    // Time axis.
+    let axis_y = y + 4.0;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{LABEL_W}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="black"/>"#,
+        LABEL_W + PLOT_W
+    );
+    let step = if span > 60.0 {
+        10.0
+    } else if span > 20.0 {
+        5.0
+    } else {
+        2.0
+    };
+    let mut t = 0.0;
+    while t <= span + 1e-9 {
+        let tx = x(t);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{tx:.1}" y1="{axis_y:.1}" x2="{tx:.1}" y2="{:.1}" stroke="black"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle">{t:.0}s</text>"#,
+            axis_y + 5.0,
+            axis_y + 18.0
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since the clients started</text>"#,
+        LABEL_W + PLOT_W / 2.0,
+        axis_y + 36.0
+    );
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,215 @@
+//! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing) and 4
+//! (ctreap) with the UDP and keep-alive clients, asserting the issue's figures from
+//! report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
+//! it never skips.
+
+use std::process::Command;
+
+use ctreap::lab::clients::ClientKind;
+use ctreap::lab::report::{ClientFigures, Report, VariantReport};
+
+/// Seconds of traffic per variant: the rollout takes ~7 s with the default 1 s sync delay,
+/// which leaves ~5 s after the old pods die.
+const DURATION: &str = "12s";
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn variant<'a>(r: &'a Report, name: &str) -> &'a VariantReport {
+    let v = r
+        .variants
+        .iter()
+        .find(|v| v.variant == name)
+        .unwrap_or_else(|| panic!("variant {name} missing from report.json"));
+    assert!(v.ran, "variant {name} did not run: {:?}", v.error);
+    v
+}
+
+fn client(v: &VariantReport, kind: ClientKind) -> &ClientFigures {
+    let c = v
+        .clients
+        .iter()
+        .find(|c| c.client == kind)
+        .unwrap_or_else(|| panic!("{}: client {kind} missing", v.variant));
+    assert!(
+        c.setup_error.is_none(),
+        "{} {kind}: {:?}",
+        v.variant,
+        c.setup_error
+    );
+    c
+}
+
+fn only_new_pods(v: &VariantReport, c: &ClientFigures) {
+    assert!(
+        !c.pods_after_removal.is_empty()
+            && c.pods_after_removal.keys().all(|p| v.new_pods.contains(p)),
+        "{} {}: after the old pods died only new pods should answer: {:?}",
+        v.variant,
+        c.client,
+        c.pods_after_removal
+    );
+}
+
+/// When the pod this client was talking to died.
+fn own_pod_death(v: &VariantReport, c: &ClientFigures) -> f64 {
+    let pod = c
+        .pod_at_removal
+        .as_deref()
+        .unwrap_or_else(|| panic!("{} {}: no answer before the death", v.variant, c.client));
+    v.pod_deaths
+        .iter()
+        .find(|d| d.pod == pod)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} {}: talking to {pod}, which is not an old pod",
+                v.variant, c.client
+            )
+        })
+        .died
+}
+
+fn no_failure_before_the_death(v: &VariantReport, c: &ClientFigures) {
+    assert_eq!(
+        c.failed, c.failed_after_removal,
+        "{} {}: requests failed before the old pods died (the rollout itself must be \
+         clean): {:?}",
+        v.variant, c.client, c.error_windows
+    );
+}
+
+#[test]
+fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
+    assert!(
+        is_root(),
+        "the lab test needs root (network namespaces, nftables, conntrack): run `sudo scripts/test`"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_dir = dir.path().join("report");
+    let child = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args([
+            "lab",
+            "--variant",
+            "nothing,ctreap",
+            "--clients",
+            "udp,keepalive",
+            "--duration",
+            DURATION,
+            "--report",
+        ])
+        .arg(&report_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting ctreap lab");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("running ctreap lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ctreap lab failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+
+    // Nothing left behind: every namespace of this run is gone.
+    let prefix = format!("ctl-{pid}-");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+
+    let text = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json");
+    let report: Report = serde_json::from_str(&text).expect("report.json parses");
+    for f in ["samples.json", "timeline.svg", "agent-ctreap.log"] {
+        assert!(report_dir.join(f).is_file(), "{f} missing from the report");
+    }
+    let svg = std::fs::read_to_string(report_dir.join("timeline.svg")).expect("timeline.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let agent_log = std::fs::read_to_string(report_dir.join("agent-ctreap.log")).expect("log");
+    assert!(
+        agent_log.contains("flushed"),
+        "the agent logged no flush:\n{agent_log}"
+    );
+    assert!(
+        stdout.contains("longest error window"),
+        "the table is printed:\n{stdout}"
+    );
+    let story = format!(
+        "{stdout}\n{}",
+        serde_json::to_string_pretty(&report.variants).unwrap_or_default()
+    );
+
+    // Variant 1, nothing: the UDP resolver fails from its pod's death until the end.
+    let nothing = variant(&report, "nothing");
+    let m = &nothing.milestones;
+    let udp = client(nothing, ClientKind::Udp);
+    no_failure_before_the_death(nothing, udp);
+    let death = own_pod_death(nothing, udp);
+    assert!(!udp.recovered, "nothing/udp recovered:\n{story}");
+    let last = udp
+        .error_windows
+        .last()
+        .expect("nothing/udp has an error window");
+    assert!(
+        !last.closed && last.start <= death + 0.3,
+        "nothing/udp: the last window should open when its pod dies ({death:.3}) and never \
+         close: {last:?}\n{story}"
+    );
+    assert!(
+        last.end - last.start >= m.end - death - 0.3,
+        "nothing/udp: failing {:.2}s of the {:.2}s after its pod died\n{story}",
+        last.end - last.start,
+        m.end - death
+    );
+    // The keep-alive client fails until it gives up on the connection (1 s request timeout)
+    // and reconnects from a new source port; then it reaches a new pod.
+    let ka = client(nothing, ClientKind::Keepalive);
+    no_failure_before_the_death(nothing, ka);
+    assert!(ka.recovered, "nothing/keepalive never reconnected\n{story}");
+    assert!(
+        ka.longest_error_window_after_removal_s >= 0.9
+            && ka.longest_error_window_after_removal_s < 3.0,
+        "nothing/keepalive: expected one window of about its 1 s timeout, got {:.2}s\n{story}",
+        ka.longest_error_window_after_removal_s
+    );
+    assert!(
+        ka.connects >= 2 && ka.source_ports >= 2,
+        "nothing/keepalive recovered without a new connection?\n{story}"
+    );
+    only_new_pods(nothing, ka);
+
+    // Variant 4, ctreap: both recover in under a second, on new pods.
+    let ct = variant(&report, "ctreap");
+    for kind in [ClientKind::Udp, ClientKind::Keepalive] {
+        let c = client(ct, kind);
+        no_failure_before_the_death(ct, c);
+        assert!(c.recovered, "ctreap/{kind} did not recover\n{story}");
+        assert!(
+            c.longest_error_window_after_removal_s < 1.0,
+            "ctreap/{kind}: error window {:.2}s after the death, expected < 1 s\n{story}",
+            c.longest_error_window_after_removal_s
+        );
+        assert!(
+            c.removal_to_last_error_s < 1.5,
+            "ctreap/{kind}: last error {:.2}s after the death\n{story}",
+            c.removal_to_last_error_s
+        );
+        only_new_pods(ct, c);
+    }
+    // The UDP resolver kept its source port: ctreap fixed the flow, not the client.
+    assert_eq!(client(ct, ClientKind::Udp).source_ports, 1);
+}
