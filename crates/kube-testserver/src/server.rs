@@ -532,15 +532,7 @@ impl TestServer {
     ///
     /// [`Error::UnsupportedKind`] if `apiVersion`/`kind` name no served type, [`Error::Invalid`] for an object without a usable name.
     pub fn apply_json(&self, obj: Value) -> Result<Value, Error> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        let kind =
-            ResourceKind::from_api_version_kind(api_version, kind_name).ok_or_else(|| {
-                Error::UnsupportedKind {
-                    api_version: api_version.to_string(),
-                    kind: kind_name.to_string(),
-                }
-            })?;
+        let kind = kind_of_json(&obj)?;
         self.write(kind, obj, WriteMode::Upsert)
     }
 
@@ -576,16 +568,7 @@ impl TestServer {
     pub fn apply_all(&self, objs: Vec<Value>) -> Result<Vec<Value>, Error> {
         let mut typed = Vec::with_capacity(objs.len());
         for obj in objs {
-            let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-            let kind =
-                ResourceKind::from_api_version_kind(api_version, kind_name).ok_or_else(|| {
-                    Error::UnsupportedKind {
-                        api_version: api_version.to_string(),
-                        kind: kind_name.to_string(),
-                    }
-                })?;
-            typed.push((kind, obj));
+            typed.push((kind_of_json(&obj)?, obj));
         }
         let mut store = lock(&self.shared.store);
         let mut out = Vec::with_capacity(typed.len());
@@ -958,4 +941,16 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// The served type an object names with its `apiVersion` and `kind`.
+fn kind_of_json(obj: &Value) -> Result<ResourceKind, Error> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind_name = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    ResourceKind::from_api_version_kind(api_version, kind_name).ok_or_else(|| {
+        Error::UnsupportedKind {
+            api_version: api_version.to_string(),
+            kind: kind_name.to_string(),
+        }
+    })
 }
