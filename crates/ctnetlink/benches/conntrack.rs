@@ -27,43 +27,35 @@
 //! sysctls) is undone on exit, on error, on panic (guards), and on SIGINT/SIGTERM/SIGHUP (a flag
 //! checked between operations turns the signal into an error, so the guards run).
 
+mod support;
+
 use std::fs;
 use std::hint::black_box;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use ctnetlink::codec::format::write_conntrack_line;
 use ctnetlink::codec::message::append_request;
 use ctnetlink::consts::*;
-use ctnetlink::{Conntrack, Entry, Filter, FlushPath, L4, Netns, ProtoInfo, TcpInfo, Tuple};
+use ctnetlink::{Conntrack, Filter, FlushPath, Netns};
 use netlink_sys::{Socket, SocketAddr};
 use serde_json::{Value, json};
+use support::{
+    Knobs, Machine, NF_CONNTRACK_COUNT, NetnsGuard, Only, Workload, bench_main, check_interrupted,
+    check_runs, create_entries, fill_table, fmt_s, in_netns, install_signal_handlers, loadavg,
+    median, num, parse_flags, remove_stale_namespaces, require_root, sorted, table_count,
+    write_raw_samples,
+};
 
 const USAGE: &str = "usage: cargo bench -p ctnetlink --bench conntrack [-- --entries N] [--runs R] [--backends B] [--only list,rss,delete]";
 const GROUPS: [&str; 3] = ["list", "rss", "delete"];
-
-/// The Service every flow was sent to, and the port the backends listen on.
-const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const SERVICE_PORT: u16 = 80;
-const POD_PORT: u16 = 8080;
-/// Clients: 100.64.0.0/10, PORTS_PER_CLIENT source ports each, so every flow is unique.
-const CLIENT_BASE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
-const PORTS_PER_CLIENT: u64 = 50_000;
-const FIRST_CLIENT_PORT: u16 = 10_000;
-/// Long enough that nothing expires during a run.
-const TIMEOUT_S: u32 = 3600;
-/// Entries per create_batch call while filling.
-const FILL_CHUNK: usize = 8192;
-
-const NF_CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const NF_CONNTRACK_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
-const NF_CONNTRACK_COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+/// The namespace is NS_PREFIX + the PID.
+const NS_PREFIX: &str = "ctreap-bench-";
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -76,66 +68,29 @@ struct Args {
     /// Hidden: list the table of this namespace and report VmHWM (the peak-RSS child).
     child_list: Option<String>,
     /// Measure only these groups (default: all).
-    only: Vec<String>,
+    only: Only,
 }
 
-impl Args {
-    fn wants(&self, group: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|g| g == group)
-    }
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         entries: 1_000_000,
         runs: 5,
         backends: 10,
         child_list: None,
-        only: Vec::new(),
+        only: Only::default(),
     };
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        fn num<T: std::str::FromStr>(v: &str, name: &str) -> Result<T, String> {
-            v.replace('_', "")
-                .parse()
-                .map_err(|_| format!("{name}: {v:?} is not a number"))
+    parse_flags(it, USAGE, |flag, value| {
+        match flag {
+            "--entries" => a.entries = num(&value()?, flag)?,
+            "--runs" => a.runs = num(&value()?, flag)?,
+            "--backends" => a.backends = num(&value()?, flag)?,
+            "--child-list" => a.child_list = Some(value()?),
+            "--only" => a.only.add(&value()?, &GROUPS)?,
+            _ => return Ok(false),
         }
-        match flag.as_str() {
-            "--entries" => a.entries = num(&value("--entries")?, "--entries")?,
-            "--runs" => a.runs = num(&value("--runs")?, "--runs")?,
-            "--backends" => a.backends = num(&value("--backends")?, "--backends")?,
-            "--child-list" => a.child_list = Some(value("--child-list")?),
-            "--only" => {
-                for g in value("--only")?.split(',') {
-                    if !GROUPS.contains(&g) {
-                        return Err(format!("--only: unknown group {g:?} (list, rss, delete)"));
-                    }
-                    a.only.push(g.to_string());
-                }
-            }
-            // `cargo bench` passes --bench to every harness = false target.
-            "--bench" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            // A name filter (`cargo bench -p ctnetlink conntrack`): there is one benchmark.
-            f if !f.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
-        }
-    }
-    if a.runs == 0 {
-        return Err("--runs must be at least 1".into());
-    }
+        Ok(true)
+    })?;
+    check_runs(a.runs)?;
     if a.backends == 0 || a.backends > 4096 {
         return Err("--backends must be between 1 and 4096".into());
     }
@@ -146,281 +101,15 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("conntrack bench: {msg}");
-            std::process::exit(64);
-        }
-    };
-    let res = match &args.child_list {
-        Some(ns) => child_list(ns),
-        None => {
-            install_signal_handlers();
-            run(&args)
-        }
-    };
-    if let Err(e) = res {
-        eprintln!("conntrack bench: FAILED: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Signals: a flag checked between operations, so that Ctrl-C still runs the guards.
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; signal(2)
-        // with a valid signal number and an `extern "C" fn(c_int)` handler.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
-fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted by a signal; cleaning up");
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Guards: the namespace and the global sysctls.
-
-/// A line on stderr that never panics: guards log from `drop`, possibly while unwinding from a
-/// panic (a closed stdout makes `println!` panic, and a second panic would abort before the
-/// remaining guards ran).
-fn note(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// `ip netns add NAME`, and `ip netns del NAME` on drop.
-struct NetnsGuard {
-    name: String,
-}
-
-impl NetnsGuard {
-    fn add(name: &str) -> Result<NetnsGuard> {
-        let st = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .context("running `ip netns add` (is iproute2 installed?)")?;
-        ensure!(
-            st.success(),
-            "`ip netns add {name}` failed ({st}); needs root"
-        );
-        Ok(NetnsGuard { name: name.into() })
-    }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-        {
-            Ok(st) if st.success() => note(format_args!("removed network namespace {}", self.name)),
-            Ok(st) => note(format_args!(
-                "WARNING: `ip netns del {}` failed ({st})",
-                self.name
-            )),
-            Err(e) => note(format_args!("WARNING: `ip netns del {}`: {e}", self.name)),
-        }
-    }
-}
-
-/// Namespaces left by a benchmark that was killed (SIGKILL skips the guards): their PID is gone.
-fn remove_stale_namespaces() {
-    let Ok(dir) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for d in dir.flatten() {
-        let name = d.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("ctreap-bench-") else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let ok = Command::new("ip")
-                .args(["netns", "del", &name])
-                .status()
-                .is_ok_and(|s| s.success());
-            println!(
-                "removed stale namespace {name} of a dead benchmark: {}",
-                if ok { "ok" } else { "FAILED" }
-            );
-        }
-    }
-}
-
-/// Raises global knobs and puts the old values back on drop.
-#[derive(Default)]
-struct Knobs {
-    restore: Vec<(&'static str, String)>,
-    changes: Vec<Value>,
-}
-
-fn read_u64(path: &str) -> Result<u64> {
-    let s = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    s.trim()
-        .parse()
-        .with_context(|| format!("{path}: {s:?} is not a number"))
-}
-
-impl Knobs {
-    fn raise(&mut self, path: &'static str, want: u64) -> Result<()> {
-        let cur = read_u64(path)?;
-        if cur >= want {
-            println!("{path} = {cur} (enough for this run, unchanged)");
-            self.changes
-                .push(json!({"path": path, "before": cur, "during": cur}));
-            return Ok(());
-        }
-        fs::write(path, want.to_string()).with_context(|| {
-            format!("raising {path} to {want} (global; needs root in the initial namespace)")
-        })?;
-        self.restore.push((path, cur.to_string()));
-        let now = read_u64(path)?;
-        println!("raised {path}: {cur} -> {now} (global; restored at exit)");
-        self.changes
-            .push(json!({"path": path, "before": cur, "during": now}));
-        Ok(())
-    }
-}
-
-impl Drop for Knobs {
-    fn drop(&mut self) {
-        for (path, v) in self.restore.iter().rev() {
-            match fs::write(path, v) {
-                Ok(()) => note(format_args!("restored {path} = {v}")),
-                Err(e) => note(format_args!(
-                    "WARNING: could not restore {path} to {v}: {e}"
-                )),
+    bench_main("conntrack bench", parse_args, |args| {
+        match &args.child_list {
+            Some(ns) => child_list(ns),
+            None => {
+                install_signal_handlers();
+                run(args)
             }
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The workload: N NAT entries, entry i belongs to backend i % B.
-
-#[derive(Debug, Clone, Copy)]
-struct Workload {
-    entries: u64,
-    backends: u32,
-}
-
-impl Workload {
-    /// 10.244.b.10 (the pod IP the Service DNATs to).
-    fn backend_ip(&self, b: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 10)) + (b << 8))
-    }
-
-    /// Entries of backend `b`: ceil((N - b) / B).
-    fn per_backend(&self, b: u32) -> u64 {
-        (self.entries - u64::from(b)).div_ceil(u64::from(self.backends))
-    }
-
-    fn indices_of(&self, b: u32) -> impl Iterator<Item = u64> + use<> {
-        (u64::from(b)..self.entries).step_by(self.backends as usize)
-    }
-
-    /// `client:port -> 198.18.0.10:80`, DNATed to `10.244.b.10:8080`; half UDP, half TCP
-    /// (ESTABLISHED) in every backend.
-    fn entry(&self, i: u64) -> Entry {
-        let b = (i % u64::from(self.backends)) as u32;
-        let backend = self.backend_ip(b);
-        let client = Ipv4Addr::from(u32::from(CLIENT_BASE) + (i / PORTS_PER_CLIENT) as u32);
-        let port = FIRST_CLIENT_PORT + (i % PORTS_PER_CLIENT) as u16;
-        let tcp = (i / u64::from(self.backends)) % 2 == 1;
-        let num = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-        let orig = Tuple::new(
-            client.into(),
-            SERVICE.into(),
-            L4::ports(num, port, SERVICE_PORT),
-        );
-        let reply = Tuple::new(
-            backend.into(),
-            client.into(),
-            L4::ports(num, POD_PORT, port),
-        );
-        let mut e = Entry::new(orig, reply);
-        e.timeout = Some(TIMEOUT_S);
-        e.status = IPS_SEEN_REPLY | IPS_ASSURED;
-        if tcp {
-            e.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
-                state: TCP_CONNTRACK_ESTABLISHED,
-                ..TcpInfo::default()
-            }));
-        }
-        e
-    }
-}
-
-/// Creates the entries of `indices` with `create_batch`, FILL_CHUNK at a time; every one must
-/// be accepted.
-fn create_entries(
-    ct: &mut Conntrack,
-    w: &Workload,
-    indices: impl Iterator<Item = u64>,
-    progress: bool,
-) -> Result<u64> {
-    let mut chunk = Vec::with_capacity(FILL_CHUNK);
-    let mut created = 0u64;
-    let mut next_report = 100_000u64;
-    let progress = progress && std::io::stderr().is_terminal();
-    let mut send = |chunk: &mut Vec<Entry>, created: &mut u64| -> Result<()> {
-        let r = ct.create_batch(chunk).context("create_batch")?;
-        if let Some((idx, err)) = r.failed.first() {
-            bail!(
-                "creating {} -> {}: {err} ({} of {} failed)",
-                chunk[*idx].orig.src,
-                chunk[*idx].reply.src,
-                r.failed.len(),
-                chunk.len()
-            );
-        }
-        ensure!(
-            r.ok == chunk.len() as u64,
-            "create_batch accepted {} of {}",
-            r.ok,
-            chunk.len()
-        );
-        *created += r.ok;
-        chunk.clear();
-        check_interrupted()
-    };
-    for i in indices {
-        chunk.push(w.entry(i));
-        if chunk.len() == FILL_CHUNK {
-            send(&mut chunk, &mut created)?;
-            if progress && created >= next_report {
-                eprint!("\r  created {created} / {}", w.entries);
-                next_report += 100_000;
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        send(&mut chunk, &mut created)?;
-    }
-    if progress && created >= 100_000 {
-        eprintln!();
-    }
-    Ok(created)
-}
-
-fn table_count(ct: &mut Conntrack) -> Result<u64> {
-    Ok(u64::from(ct.stats().context("CT_GET_STATS")?.entries))
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,12 +220,6 @@ fn timed_command(cmd: &mut Command) -> Result<(f64, String)> {
         stderr.trim()
     );
     Ok((dt, stderr))
-}
-
-fn in_netns(ns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
 }
 
 impl Bench {
@@ -1053,27 +736,16 @@ impl Series {
         }
     }
 
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.samples.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-
     fn median(&self) -> f64 {
-        let v = self.sorted();
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        median(&self.samples)
     }
 
     fn min(&self) -> f64 {
-        self.sorted().first().copied().unwrap_or(f64::NAN)
+        sorted(&self.samples).first().copied().unwrap_or(f64::NAN)
     }
 
     fn max(&self) -> f64 {
-        self.sorted().last().copied().unwrap_or(f64::NAN)
+        sorted(&self.samples).last().copied().unwrap_or(f64::NAN)
     }
 }
 
@@ -1082,12 +754,9 @@ fn find<'a>(all: &'a [Series], key: &str) -> Option<&'a Series> {
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
-    if v.is_nan() {
-        return "n/a".into();
-    }
     match unit {
-        "s" if v >= 1.0 => format!("{v:.3} s"),
-        "s" => format!("{:.1} ms", v * 1000.0),
+        "s" => fmt_s(v),
+        _ if v.is_nan() => "n/a".into(),
         u => format!("{v:.1} {u}"),
     }
 }
@@ -1274,52 +943,7 @@ fn targets(all: &[Series]) -> Vec<TargetResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Machine facts.
-
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    Some(
-        String::from_utf8_lossy(&text)
-            .lines()
-            .next()?
-            .trim()
-            .to_string(),
-    )
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    // target/release/deps/conntrack-HASH
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
+// The ctreap CLI.
 
 /// target/release/ctreap, beside the deps/ directory this bench runs from, if it was built.
 fn ctreap_binary() -> Option<PathBuf> {
@@ -1336,31 +960,17 @@ fn run(args: &Args) -> Result<()> {
         entries: args.entries,
         backends: args.backends,
     };
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    ensure!(
-        euid == 0,
-        "needs root (ip netns, global nf_conntrack sysctls)"
-    );
+    require_root()?;
 
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cpu = cpu_model();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let tools_version = command_line("conntrack", &["--version"]);
-    let date = command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
     let ctreap = ctreap_binary();
     let time_v = Path::new("/usr/bin/time").is_file();
-    let load_before = loadavg();
+    let m = Machine::read();
 
     println!("ctnetlink conntrack benchmark");
-    println!(
-        "  machine: {cpu}, {cpus} cores, kernel {kernel}, load average {load_before} at start"
-    );
+    m.print();
     println!(
         "  conntrack-tools: {}",
-        tools_version
+        m.tools_version
             .as_deref()
             .unwrap_or("not installed (its rows are skipped)")
     );
@@ -1379,12 +989,11 @@ fn run(args: &Args) -> Result<()> {
         args.runs
     );
 
-    remove_stale_namespaces();
+    remove_stale_namespaces(NS_PREFIX);
     // Drop order is the reverse of declaration: the namespace goes first, then the sysctls.
     let mut knobs = Knobs::default();
-    knobs.raise(NF_CONNTRACK_HASHSIZE, w.entries.next_power_of_two())?;
-    knobs.raise(NF_CONNTRACK_MAX, w.entries.saturating_mul(4))?;
-    let ns_name = format!("ctreap-bench-{}", std::process::id());
+    knobs.raise_for_table(w.entries)?;
+    let ns_name = format!("{NS_PREFIX}{}", std::process::id());
     let _ns_guard = NetnsGuard::add(&ns_name)?;
     println!("created network namespace {ns_name} (removed at exit)");
     let ns = Netns::named(&ns_name);
@@ -1408,15 +1017,7 @@ fn run(args: &Args) -> Result<()> {
 
     // Fill.
     println!("filling {} entries with create_batch ...", w.entries);
-    let t = Instant::now();
-    let created = create_entries(&mut ct, &w, 0..w.entries, true)?;
-    let fill_s = t.elapsed().as_secs_f64();
-    let count = table_count(&mut ct)?;
-    ensure!(
-        created == w.entries && count == w.entries,
-        "WRONG COUNT after filling: created {created}, table holds {count}, wanted {}",
-        w.entries
-    );
+    let fill_s = fill_table(&mut ct, &w, true)?;
     let ns_count = ns
         .run(|| fs::read_to_string(NF_CONNTRACK_COUNT))?
         .map(|s| s.trim().to_string())
@@ -1449,18 +1050,18 @@ fn run(args: &Args) -> Result<()> {
         raw_seq: 0,
         w,
         ctreap,
-        conntrack_tools: tools_version.is_some(),
+        conntrack_tools: m.tools_version.is_some(),
         time_v,
         kube_proxy_phases: None,
     };
     let mut all: Vec<Series> = Vec::new();
-    if args.wants("list") {
+    if args.only.wants("list") {
         b.measure_list(args.runs, &mut all)?;
     }
-    if args.wants("rss") {
+    if args.only.wants("rss") {
         b.measure_rss(args.runs, &mut all)?;
     }
-    let deletes = if args.wants("delete") {
+    let deletes = if args.only.wants("delete") {
         b.measure_delete(args.runs, &mut all)?
     } else {
         DeleteLog::default()
@@ -1498,8 +1099,8 @@ fn run(args: &Args) -> Result<()> {
     let load_after = loadavg();
     println!();
     println!(
-        "results: {} entries, {} backends, {} runs; kernel {kernel}; {cpu}, {cpus} cores; load average {load_before} -> {load_after}",
-        w.entries, w.backends, args.runs
+        "results: {} entries, {} backends, {} runs; kernel {}; {}, {} cores; load average {} -> {load_after}",
+        w.entries, w.backends, args.runs, m.kernel, m.cpu, m.cpus, m.load_before
     );
     let rows = print_table(&all, &groups);
     let targets = targets(&all);
@@ -1511,12 +1112,12 @@ fn run(args: &Args) -> Result<()> {
 
     let doc = json!({
         "bench": "ctnetlink/conntrack",
-        "date": date,
-        "kernel": kernel,
-        "conntrack_tools": tools_version,
-        "cpu_model": cpu,
-        "cpus": cpus,
-        "load_average": {"start": load_before, "end": load_after},
+        "date": m.date,
+        "kernel": m.kernel,
+        "conntrack_tools": m.tools_version,
+        "cpu_model": m.cpu,
+        "cpus": m.cpus,
+        "load_average": {"start": m.load_before, "end": load_after},
         "entries": w.entries,
         "backends": w.backends,
         "entries_per_backend": w.per_backend(0),
@@ -1537,13 +1138,7 @@ fn run(args: &Args) -> Result<()> {
             "measured": t.measured,
         })).collect::<Vec<_>>(),
     });
-    let dir = target_dir().join("bench");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("conntrack.json");
-    fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!();
-    println!("raw samples: {}", path.display());
+    write_raw_samples("conntrack.json", &doc)?;
 
     // Empty the table before the namespace goes, so the kernel does not free a million
     // entries in the background while the sysctls are being restored.

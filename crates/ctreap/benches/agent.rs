@@ -43,37 +43,32 @@
 
 #[path = "../tests/support/agent.rs"]
 mod agent;
+#[path = "../../ctnetlink/benches/support/mod.rs"]
+mod support;
 
-use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent::{Agent, Api, Metrics, ctreap_bin, ep, service, slice};
-use anyhow::{Context, Result, bail, ensure};
-use ctnetlink::consts::*;
-use ctnetlink::{Conntrack, Entry, Filter, L4, Netns, ProtoInfo, TcpInfo, Tuple};
+use anyhow::{Context, Result, ensure};
+use ctnetlink::{Conntrack, Filter, Netns};
 use serde_json::{Value, json};
+use support::{
+    Knobs, Machine, NetnsGuard, Only, POD_PORT, SERVICE, SERVICE_PORT, Workload, bench_main,
+    check_interrupted, check_runs, create_entries, fill_table, fmt_s, in_netns,
+    install_signal_handlers, loadavg, median, num, parse_flags, remove_stale_namespaces,
+    require_root, sorted, table_count, write_raw_samples,
+};
 
 const USAGE: &str = "usage: cargo bench -p ctreap --bench agent [-- --entries N[,N..]] [--runs R] [--backends B] [--services S] [--endpoints-per-service E] [--idle SECONDS] [--only latency,tools,idle,rss,sigterm]";
 const GROUPS: [&str; 5] = ["latency", "tools", "idle", "rss", "sigterm"];
 
-const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const SERVICE_PORT: u16 = 80;
-const POD_PORT: u16 = 8080;
-const CLIENT_BASE: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);
-const PORTS_PER_CLIENT: u64 = 50_000;
-const FIRST_CLIENT_PORT: u16 = 10_000;
-const TIMEOUT_S: u32 = 3600;
-const FILL_CHUNK: usize = 8192;
 /// Backends per EndpointSlice (the EndpointSlice controller's default is 100).
 const PER_SLICE: u32 = 100;
-
-const NF_CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-const NF_CONNTRACK_HASHSIZE: &str = "/sys/module/nf_conntrack/parameters/hashsize";
+/// The namespace of a table size is NS_PREFIX + the PID + "-N".
+const NS_PREFIX: &str = "ctreap-agentbench-";
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -86,16 +81,10 @@ struct Args {
     services: u32,
     endpoints_per_service: u32,
     idle_s: u64,
-    only: Vec<String>,
+    only: Only,
 }
 
-impl Args {
-    fn wants(&self, group: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|g| g == group)
-    }
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         entries: vec![100_000, 1_000_000],
         runs: 20,
@@ -103,65 +92,27 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         services: 10_000,
         endpoints_per_service: 10,
         idle_s: 30,
-        only: Vec::new(),
+        only: Only::default(),
     };
-    fn num<T: std::str::FromStr>(v: &str, name: &str) -> Result<T, String> {
-        v.replace('_', "")
-            .parse()
-            .map_err(|_| format!("{name}: {v:?} is not a number"))
-    }
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
+    parse_flags(it, USAGE, |flag, value| {
+        match flag {
             "--entries" => {
-                a.entries = value("--entries")?
+                a.entries = value()?
                     .split(',')
-                    .map(|v| num(v, "--entries"))
+                    .map(|v| num(v, flag))
                     .collect::<Result<_, _>>()?
             }
-            "--runs" => a.runs = num(&value("--runs")?, "--runs")?,
-            "--backends" => a.backends = num(&value("--backends")?, "--backends")?,
-            "--services" => a.services = num(&value("--services")?, "--services")?,
-            "--endpoints-per-service" => {
-                a.endpoints_per_service = num(
-                    &value("--endpoints-per-service")?,
-                    "--endpoints-per-service",
-                )?
-            }
-            "--idle" => a.idle_s = num(&value("--idle")?, "--idle")?,
-            "--only" => {
-                for g in value("--only")?.split(',') {
-                    if !GROUPS.contains(&g) {
-                        return Err(format!(
-                            "--only: unknown group {g:?} ({})",
-                            GROUPS.join(", ")
-                        ));
-                    }
-                    a.only.push(g.to_string());
-                }
-            }
-            // `cargo bench` passes --bench to every harness = false target.
-            "--bench" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            f if !f.starts_with('-') => {}
-            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
+            "--runs" => a.runs = num(&value()?, flag)?,
+            "--backends" => a.backends = num(&value()?, flag)?,
+            "--services" => a.services = num(&value()?, flag)?,
+            "--endpoints-per-service" => a.endpoints_per_service = num(&value()?, flag)?,
+            "--idle" => a.idle_s = num(&value()?, flag)?,
+            "--only" => a.only.add(&value()?, &GROUPS)?,
+            _ => return Ok(false),
         }
-    }
-    if a.runs == 0 {
-        return Err("--runs must be at least 1".into());
-    }
+        Ok(true)
+    })?;
+    check_runs(a.runs)?;
     if a.backends < 2 || a.backends > 25_000 {
         return Err("--backends must be between 2 and 25000".into());
     }
@@ -179,212 +130,16 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("agent bench: {msg}");
-            std::process::exit(64);
-        }
-    };
-    install_signal_handlers();
-    if let Err(e) = run(&args) {
-        eprintln!("agent bench: FAILED: {e:#}");
-        std::process::exit(1);
-    }
+    bench_main("agent bench", parse_args, |args| {
+        install_signal_handlers();
+        run(args)
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signals, guards and knobs: as in crates/ctnetlink/benches/conntrack.rs.
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; signal(2)
-        // with a valid signal number and an `extern "C" fn(c_int)` handler.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
-fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted by a signal; cleaning up");
-    }
-    Ok(())
-}
-
-/// A line on stderr that never panics (guards log from `drop`, possibly while unwinding).
-fn note(msg: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-struct NetnsGuard {
-    name: String,
-}
-
-impl NetnsGuard {
-    fn add(name: &str) -> Result<NetnsGuard> {
-        let st = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .context("running `ip netns add` (is iproute2 installed?)")?;
-        ensure!(
-            st.success(),
-            "`ip netns add {name}` failed ({st}); needs root"
-        );
-        Ok(NetnsGuard { name: name.into() })
-    }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status()
-        {
-            Ok(st) if st.success() => note(format_args!("removed network namespace {}", self.name)),
-            Ok(st) => note(format_args!(
-                "WARNING: `ip netns del {}` failed ({st})",
-                self.name
-            )),
-            Err(e) => note(format_args!("WARNING: `ip netns del {}`: {e}", self.name)),
-        }
-    }
-}
-
-fn remove_stale_namespaces() {
-    let Ok(dir) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for d in dir.flatten() {
-        let name = d.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("ctreap-agentbench-")
-            .and_then(|r| r.split('-').next())
-        else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let ok = Command::new("ip")
-                .args(["netns", "del", &name])
-                .status()
-                .is_ok_and(|s| s.success());
-            println!(
-                "removed stale namespace {name} of a dead benchmark: {}",
-                if ok { "ok" } else { "FAILED" }
-            );
-        }
-    }
-}
-
-#[derive(Default)]
-struct Knobs {
-    restore: Vec<(&'static str, String)>,
-    changes: Vec<Value>,
-}
-
-fn read_u64(path: &str) -> Result<u64> {
-    let s = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    s.trim()
-        .parse()
-        .with_context(|| format!("{path}: {s:?} is not a number"))
-}
-
-impl Knobs {
-    fn raise(&mut self, path: &'static str, want: u64) -> Result<()> {
-        let cur = read_u64(path)?;
-        if cur >= want {
-            println!("{path} = {cur} (enough for this run, unchanged)");
-            self.changes
-                .push(json!({"path": path, "before": cur, "during": cur}));
-            return Ok(());
-        }
-        fs::write(path, want.to_string()).with_context(|| {
-            format!("raising {path} to {want} (global; needs root in the initial namespace)")
-        })?;
-        self.restore.push((path, cur.to_string()));
-        let now = read_u64(path)?;
-        println!("raised {path}: {cur} -> {now} (global; restored at exit)");
-        self.changes
-            .push(json!({"path": path, "before": cur, "during": now}));
-        Ok(())
-    }
-}
-
-impl Drop for Knobs {
-    fn drop(&mut self) {
-        for (path, v) in self.restore.iter().rev() {
-            match fs::write(path, v) {
-                Ok(()) => note(format_args!("restored {path} = {v}")),
-                Err(e) => note(format_args!(
-                    "WARNING: could not restore {path} to {v}: {e}"
-                )),
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The workload: N NAT entries, entry i belongs to backend i % B (as the ctnetlink benchmark's).
-
-#[derive(Debug, Clone, Copy)]
-struct Workload {
-    entries: u64,
-    backends: u32,
-}
+// The workload (support::Workload) as EndpointSlices.
 
 impl Workload {
-    /// 10.244.0.10 + 256·b: 10.244.b.10 for b < 256, continuing into 10.245.x.10 and so on.
-    fn backend_ip(&self, b: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 10)) + (b << 8))
-    }
-
-    fn per_backend(&self, b: u32) -> u64 {
-        (self.entries - u64::from(b)).div_ceil(u64::from(self.backends))
-    }
-
-    fn indices_of(&self, b: u32) -> impl Iterator<Item = u64> + use<> {
-        (u64::from(b)..self.entries).step_by(self.backends as usize)
-    }
-
-    fn entry(&self, i: u64) -> Entry {
-        let b = (i % u64::from(self.backends)) as u32;
-        let backend = self.backend_ip(b);
-        let client = Ipv4Addr::from(u32::from(CLIENT_BASE) + (i / PORTS_PER_CLIENT) as u32);
-        let port = FIRST_CLIENT_PORT + (i % PORTS_PER_CLIENT) as u16;
-        let tcp = (i / u64::from(self.backends)) % 2 == 1;
-        let num = if tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-        let orig = Tuple::new(
-            client.into(),
-            SERVICE.into(),
-            L4::ports(num, port, SERVICE_PORT),
-        );
-        let reply = Tuple::new(
-            backend.into(),
-            client.into(),
-            L4::ports(num, POD_PORT, port),
-        );
-        let mut e = Entry::new(orig, reply);
-        e.timeout = Some(TIMEOUT_S);
-        e.status = IPS_SEEN_REPLY | IPS_ASSURED;
-        if tcp {
-            e.protoinfo = Some(ProtoInfo::Tcp(TcpInfo {
-                state: TCP_CONNTRACK_ESTABLISHED,
-                ..TcpInfo::default()
-            }));
-        }
-        e
-    }
-
     /// The EndpointSlices of the bench Service, `missing` left out.
     fn slices(&self, missing: Option<u32>) -> Vec<Value> {
         (0..self.backends.div_ceil(PER_SLICE))
@@ -406,52 +161,8 @@ impl Workload {
     }
 }
 
-fn create_entries(
-    ct: &mut Conntrack,
-    w: &Workload,
-    indices: impl Iterator<Item = u64>,
-) -> Result<u64> {
-    let mut chunk = Vec::with_capacity(FILL_CHUNK);
-    let mut created = 0u64;
-    let mut send = |chunk: &mut Vec<Entry>, created: &mut u64| -> Result<()> {
-        let r = ct.create_batch(chunk).context("create_batch")?;
-        if let Some((idx, err)) = r.failed.first() {
-            bail!(
-                "creating {} -> {}: {err} ({} of {} failed)",
-                chunk[*idx].orig.src,
-                chunk[*idx].reply.src,
-                r.failed.len(),
-                chunk.len()
-            );
-        }
-        *created += r.ok;
-        chunk.clear();
-        check_interrupted()
-    };
-    for i in indices {
-        chunk.push(w.entry(i));
-        if chunk.len() == FILL_CHUNK {
-            send(&mut chunk, &mut created)?;
-        }
-    }
-    if !chunk.is_empty() {
-        send(&mut chunk, &mut created)?;
-    }
-    Ok(created)
-}
-
-fn table_count(ct: &mut Conntrack) -> Result<u64> {
-    Ok(u64::from(ct.stats().context("CT_GET_STATS")?.entries))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Statistics.
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s
-}
 
 /// Nearest-rank percentile.
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -461,25 +172,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
     s[rank.min(s.len()) - 1]
-}
-
-fn median(v: &[f64]) -> f64 {
-    let s = sorted(v);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-fn fmt_s(v: f64) -> String {
-    if v.is_nan() {
-        "n/a".into()
-    } else if v >= 1.0 {
-        format!("{v:.3} s")
-    } else {
-        format!("{:.1} ms", v * 1000.0)
-    }
 }
 
 /// The cumulative buckets of a histogram: (upper bound, count), sorted.
@@ -583,12 +275,6 @@ fn flushed_since(log: &str, from: usize) -> Vec<(String, f64, u64)> {
         .collect()
 }
 
-fn in_netns(ns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
-}
-
 fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
     let w = Workload {
         entries: n,
@@ -599,7 +285,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
         per_backend: w.per_backend(0),
         ..SizeResult::default()
     };
-    let ns_name = format!("ctreap-agentbench-{}-{n}", std::process::id());
+    let ns_name = format!("{NS_PREFIX}{}-{n}", std::process::id());
     let _ns_guard = NetnsGuard::add(&ns_name)?;
     let ns = Netns::named(&ns_name);
     let mut ct = Conntrack::open_in(Some(&ns)).context("opening ctnetlink in the namespace")?;
@@ -610,14 +296,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
         w.backends,
         w.per_backend(0)
     );
-    let t = Instant::now();
-    let created = create_entries(&mut ct, &w, 0..n)?;
-    res.fill_s = t.elapsed().as_secs_f64();
-    let count = table_count(&mut ct)?;
-    ensure!(
-        created == n && count == n,
-        "WRONG COUNT after filling: created {created}, table holds {count}, wanted {n}"
-    );
+    res.fill_s = fill_table(&mut ct, &w, false)?;
     println!("  filled in {}", fmt_s(res.fill_s));
 
     let api = Api::start();
@@ -655,7 +334,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
         fmt_s(res.startup_pass_s)
     );
 
-    if args.wants("latency") {
+    if args.only.wants("latency") {
         let before = agent.metrics();
         let hist_before = buckets(&before, "ctreap_flush_latency_seconds");
         let count_before = before.or0("ctreap_flush_latency_seconds_count");
@@ -719,7 +398,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
             api.apply(w.slice(s, None));
             std::thread::sleep(Duration::from_millis(300));
             let t = Instant::now();
-            let made = create_entries(&mut ct, &w, w.indices_of(b))?;
+            let made = create_entries(&mut ct, &w, w.indices_of(b), false)?;
             res.refill_s.push(t.elapsed().as_secs_f64());
             std::thread::sleep(Duration::from_millis(200));
             let c = table_count(&mut ct)?;
@@ -740,7 +419,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
         res.hist_p99 = histogram_quantile(&hist_before, &hist_after, 99.0);
     }
 
-    if args.wants("tools") {
+    if args.only.wants("tools") {
         let runs = args.runs.min(5);
         for r in 0..runs {
             check_interrupted()?;
@@ -768,13 +447,13 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
             );
             res.tools_s.push(dt);
             eprintln!("  conntrack -D -r {ip:<14} {}", fmt_s(dt));
-            create_entries(&mut ct, &w, w.indices_of(b))?;
+            create_entries(&mut ct, &w, w.indices_of(b), false)?;
             std::thread::sleep(Duration::from_millis(100));
             ensure!(table_count(&mut ct)? == n, "refill after conntrack -D");
         }
     }
 
-    if args.wants("idle") {
+    if args.only.wants("idle") {
         check_interrupted()?;
         // Let the refills' NEW events drain first.
         std::thread::sleep(Duration::from_secs(2));
@@ -799,7 +478,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
     res.hwm_one_service_mib = Some(agent.status_kib("VmHWM") as f64 / 1024.0);
     agent.stop_quietly();
 
-    if args.wants("rss") || args.wants("sigterm") {
+    if args.only.wants("rss") || args.only.wants("sigterm") {
         check_interrupted()?;
         // Many Services: svc-i at 10.100.x.y:80/TCP, E endpoints each in 10.200.0.0/14.
         let t = Instant::now();
@@ -862,7 +541,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
             "services": args.services, "endpoints": next_ep, "ready_s": ready,
             "vm_hwm_mib": hwm, "vm_rss_mib": rss,
         }));
-        if args.wants("sigterm") {
+        if args.only.wants("sigterm") {
             // Busy: CPU time moving for 3 x 50 ms in a row = inside a full pass.
             let t = Instant::now();
             let mut busy = 0;
@@ -913,86 +592,27 @@ impl StopQuietly for Agent {
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    Some(
-        String::from_utf8_lossy(&text)
-            .lines()
-            .next()?
-            .trim()
-            .to_string(),
-    )
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
 fn run(args: &Args) -> Result<()> {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    ensure!(
-        euid == 0,
-        "needs root (ip netns, global nf_conntrack sysctls)"
-    );
+    require_root()?;
     let bin = ctreap_bin();
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cpu = cpu_model();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let tools_version = command_line("conntrack", &["--version"]);
-    let date = command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
-    let load_before = loadavg();
+    let m = Machine::read();
     println!("ctreap agent benchmark");
-    println!(
-        "  machine: {cpu}, {cpus} cores, kernel {kernel}, load average {load_before} at start"
-    );
+    m.print();
     println!("  agent: {}", bin.display());
     println!(
         "  conntrack-tools: {}",
-        tools_version.as_deref().unwrap_or("not installed")
+        m.tools_version.as_deref().unwrap_or("not installed")
     );
-    if args.wants("tools") {
+    if args.only.wants("tools") {
         ensure!(
-            tools_version.is_some(),
+            m.tools_version.is_some(),
             "the tools group needs conntrack-tools (apt-get install -y conntrack), or --only without it"
         );
     }
-    remove_stale_namespaces();
+    remove_stale_namespaces(NS_PREFIX);
     let max = *args.entries.iter().max().expect("entries");
     let mut knobs = Knobs::default();
-    knobs.raise(NF_CONNTRACK_HASHSIZE, max.next_power_of_two())?;
-    knobs.raise(NF_CONNTRACK_MAX, max.saturating_mul(4))?;
+    knobs.raise_for_table(max)?;
 
     let mut results = Vec::new();
     for &n in &args.entries {
@@ -1003,8 +623,8 @@ fn run(args: &Args) -> Result<()> {
     let load_after = loadavg();
     println!();
     println!(
-        "results: kernel {kernel}; {cpu}, {cpus} cores; load average {load_before} -> {load_after}; {} runs, {} backends",
-        args.runs, args.backends
+        "results: kernel {}; {}, {} cores; load average {} -> {load_after}; {} runs, {} backends",
+        m.kernel, m.cpu, m.cpus, m.load_before, args.runs, args.backends
     );
     println!();
     println!("1. remove one backend in the API server -> its entries gone from the kernel table");
@@ -1160,12 +780,12 @@ fn run(args: &Args) -> Result<()> {
 
     let doc = json!({
         "bench": "ctreap/agent",
-        "date": date,
-        "kernel": kernel,
-        "cpu_model": cpu,
-        "cpus": cpus,
-        "conntrack_tools": tools_version,
-        "load_average": {"start": load_before, "end": load_after},
+        "date": m.date,
+        "kernel": m.kernel,
+        "cpu_model": m.cpu,
+        "cpus": m.cpus,
+        "conntrack_tools": m.tools_version,
+        "load_average": {"start": m.load_before, "end": load_after},
         "agent": bin.display().to_string(),
         "runs": args.runs,
         "backends": args.backends,
@@ -1189,12 +809,6 @@ fn run(args: &Args) -> Result<()> {
         })).collect::<Vec<_>>(),
         "targets": targets,
     });
-    let dir = target_dir().join("bench");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("agent.json");
-    fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!();
-    println!("raw samples: {}", path.display());
+    write_raw_samples("agent.json", &doc)?;
     Ok(())
 }
