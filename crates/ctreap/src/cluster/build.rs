@@ -10,13 +10,12 @@ use std::fmt;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::model::{
     Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, IGNORE_ANNOTATION,
     PortEntry, PortId, Proto, ServiceMap, ServiceName,
 };
+use super::view::{SliceAddress, SliceView};
 
 /// The label that ties an EndpointSlice to its Service (`kubernetes.io/service-name`).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -167,7 +166,9 @@ impl ServiceMap {
     /// NodePorts); `node_local_addrs` are the addresses of the node's interfaces (see
     /// [`local_addresses`](crate::cluster::local_addresses)), which carry NodePorts too.
     ///
-    /// Accepts `&[Service]` as well as the `&[Arc<Service>]` a reflector store returns.
+    /// Accepts `&[Service]` as well as the `&[Arc<Service>]` a reflector store returns, and
+    /// any [`SliceView`]: `EndpointSlice`s, references or `Arc`s of them, or the compact form
+    /// the agent's watch keeps.
     pub fn build<S, E>(
         services: &[S],
         slices: &[E],
@@ -176,7 +177,7 @@ impl ServiceMap {
     ) -> (ServiceMap, Vec<Warning>)
     where
         S: Borrow<Service>,
-        E: Borrow<EndpointSlice>,
+        E: SliceView,
     {
         let mut w = Warnings { list: Vec::new() };
         let node_addrs = node_addresses(node, node_local_addrs, &mut w);
@@ -187,7 +188,7 @@ impl ServiceMap {
             b.add_service(svc.borrow(), &node_addrs, &mut by_name, &mut w);
         }
         for slice in slices {
-            b.add_slice(slice.borrow(), &by_name, &mut w);
+            b.add_slice(slice, &by_name, &mut w);
         }
         (b.finish(node_addrs), w.list)
     }
@@ -195,11 +196,12 @@ impl ServiceMap {
 
 /// The namespace and name of a namespaced object, or a warning naming what is missing.
 fn namespaced<'a>(
-    meta: &'a ObjectMeta,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
     kind: &'static str,
     w: &mut Warnings,
 ) -> Option<(&'a str, &'a str)> {
-    match (meta.namespace.as_deref(), meta.name.as_deref()) {
+    match (namespace, name) {
         (Some(ns), Some(name)) => Some((ns, name)),
         (ns, name) => {
             let what = format!("{}/{}", ns.unwrap_or("?"), name.unwrap_or("?"));
@@ -223,7 +225,9 @@ impl Builder {
         w: &mut Warnings,
     ) {
         const KIND: &str = "Service";
-        let Some((ns, name)) = namespaced(&svc.metadata, KIND, w) else {
+        let meta = &svc.metadata;
+        let Some((ns, name)) = namespaced(meta.namespace.as_deref(), meta.name.as_deref(), KIND, w)
+        else {
             return;
         };
         let id = format!("{ns}/{name}");
@@ -420,26 +424,20 @@ impl Builder {
 
     fn add_slice(
         &mut self,
-        slice: &EndpointSlice,
+        slice: &impl SliceView,
         by_name: &HashMap<(String, String), SvcSlot>,
         w: &mut Warnings,
     ) {
         const KIND: &str = "EndpointSlice";
-        let Some((ns, name)) = namespaced(&slice.metadata, KIND, w) else {
+        let Some((ns, name)) = namespaced(slice.namespace(), slice.name(), KIND, w) else {
             return;
         };
         // Slices without the label belong to no Service (kube-proxy ignores them too).
-        let Some(svc_name) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .filter(|s| !s.is_empty())
-        else {
+        let Some(svc_name) = slice.service_name().filter(|s| !s.is_empty()) else {
             return;
         };
         let id = format!("{ns}/{name}");
-        let Some(svc) = by_name.get(&(ns.to_owned(), svc_name.clone())) else {
+        let Some(svc) = by_name.get(&(ns.to_owned(), svc_name.to_owned())) else {
             w.push(
                 WarningKind::UnknownService,
                 KIND,
@@ -451,7 +449,7 @@ impl Builder {
         if svc.ports.is_empty() {
             return; // headless, ExternalName, or no usable ports: no NAT
         }
-        let fam = match slice.address_type.as_str() {
+        let fam = match slice.address_type() {
             "IPv4" => 4,
             "IPv6" => 6,
             "FQDN" => return,
@@ -465,10 +463,9 @@ impl Builder {
                 return;
             }
         };
-        let slice_ports = match slice.ports.as_deref() {
-            Some(p) if !p.is_empty() => p,
-            _ => return,
-        };
+        if slice.ports().next().is_none() {
+            return;
+        }
 
         // Which port number each service port resolves to in this slice: the slice port
         // whose name equals the service port's name, same protocol (kube-proxy matches by
@@ -476,10 +473,10 @@ impl Builder {
         let mut resolved: Vec<(PortId, u16)> = Vec::with_capacity(svc.ports.len());
         for &pid in &svc.ports {
             let entry = &self.ports[pid as usize];
-            let found = slice_ports.iter().enumerate().find(|(_, p)| {
-                p.name.as_deref().unwrap_or("") == entry.name
-                    && Proto::from_k8s(p.protocol.as_deref()) == Some(entry.proto)
-            });
+            let found = slice
+                .ports()
+                .enumerate()
+                .find(|(_, p)| p.name.unwrap_or("") == entry.name && p.proto == Some(entry.proto));
             let Some((i, sp)) = found else { continue };
             match sp.port {
                 Some(n) => match port_u16(n) {
@@ -506,11 +503,11 @@ impl Builder {
             return;
         }
 
-        let mut eps: Vec<(IpAddr, Conditions)> = Vec::with_capacity(slice.endpoints.len());
-        for (i, ep) in slice.endpoints.iter().enumerate() {
+        let mut eps: Vec<(IpAddr, Conditions)> = Vec::with_capacity(slice.endpoints().len());
+        for (i, ep) in slice.endpoints().enumerate() {
             // Only the first address counts: "No semantics are defined for additional
             // addresses beyond the first, and kube-proxy does not look at them."
-            let Some(raw) = ep.addresses.first() else {
+            let Some(addr) = ep.address else {
                 w.push(
                     WarningKind::MissingField,
                     KIND,
@@ -519,36 +516,39 @@ impl Builder {
                 );
                 continue;
             };
-            let ip = match raw.parse::<IpAddr>() {
-                Ok(ip) => ip,
-                Err(e) => {
-                    w.push(
-                        WarningKind::MalformedAddress,
-                        KIND,
-                        &id,
-                        format!("endpoints[{i}] address {raw:?}: {e}; skipped"),
-                    );
-                    continue;
-                }
+            let ip = match addr {
+                SliceAddress::Ip(ip) => ip,
+                SliceAddress::Text(raw) => match raw.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(e) => {
+                        w.push(
+                            WarningKind::MalformedAddress,
+                            KIND,
+                            &id,
+                            format!("endpoints[{i}] address {raw:?}: {e}; skipped"),
+                        );
+                        continue;
+                    }
+                },
             };
             if family(&ip) != fam {
+                // The address as sent: a parsed one was spelled exactly as it prints.
+                let raw = match addr {
+                    SliceAddress::Text(raw) => raw.to_owned(),
+                    SliceAddress::Ip(ip) => ip.to_string(),
+                };
                 w.push(
                     WarningKind::FamilyMismatch,
                     KIND,
                     &id,
                     format!(
                         "endpoints[{i}] address {raw:?} in a slice of addressType {}; skipped",
-                        slice.address_type
+                        slice.address_type()
                     ),
                 );
                 continue;
             }
-            let c = ep.conditions.as_ref();
-            let cond = Conditions::from_api(
-                c.and_then(|c| c.ready),
-                c.and_then(|c| c.serving),
-                c.and_then(|c| c.terminating),
-            );
+            let cond = Conditions::from_api(ep.ready, ep.serving, ep.terminating);
             eps.push((ip, cond));
         }
         // Duplicates inside one slice are an error of whoever wrote it; across slices they
@@ -657,6 +657,7 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
 
     fn svc(v: serde_json::Value) -> Service {

@@ -10,7 +10,9 @@
 
 mod build;
 mod ifaddrs;
+mod lite;
 mod model;
+mod view;
 mod watch;
 
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
@@ -19,6 +21,7 @@ pub use model::{
     Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef,
     IGNORE_ANNOTATION, MapStats, PortId, PortRef, Proto, ServiceMap, ServiceName,
 };
+pub use view::{SliceAddress, SliceEndpoint, SlicePort, SliceView};
 pub use watch::{
     ClusterWatch, Error, Snapshot, WatchConfig, WatchState, WatchStatus, Watched, kube_client,
     node_name,
