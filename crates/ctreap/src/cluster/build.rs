@@ -3,19 +3,18 @@
 //! Pure: plain values in, a map and a list of warnings out. Nothing from the API server is
 //! trusted to be well formed: a bad field costs a warning and that one item, never the map.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 
 use super::model::{
-    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, IGNORE_ANNOTATION,
-    PortEntry, PortId, Proto, ServiceMap, ServiceName,
+    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, PortId, Proto,
+    ServiceMap, ServiceName,
 };
-use super::view::{SliceAddress, SliceView};
+use super::view::{ServiceView, SliceAddress, SliceView};
 
 /// The label that ties an EndpointSlice to its Service (`kubernetes.io/service-name`).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -166,9 +165,9 @@ impl ServiceMap {
     /// NodePorts); `node_local_addrs` are the addresses of the node's interfaces (see
     /// [`local_addresses`](crate::cluster::local_addresses)), which carry NodePorts too.
     ///
-    /// Accepts `&[Service]` as well as the `&[Arc<Service>]` a reflector store returns, and
-    /// any [`SliceView`]: `EndpointSlice`s, references or `Arc`s of them, or the compact form
-    /// the agent's watch keeps.
+    /// Accepts any [`ServiceView`] and [`SliceView`]: `Service`s and `EndpointSlice`s,
+    /// references or `Arc`s of them (what a reflector store returns), or the compact forms the
+    /// agent's watch keeps.
     pub fn build<S, E>(
         services: &[S],
         slices: &[E],
@@ -176,7 +175,7 @@ impl ServiceMap {
         node_local_addrs: &[IpAddr],
     ) -> (ServiceMap, Vec<Warning>)
     where
-        S: Borrow<Service>,
+        S: ServiceView,
         E: SliceView,
     {
         let mut w = Warnings { list: Vec::new() };
@@ -185,7 +184,7 @@ impl ServiceMap {
         let mut by_name: HashMap<(String, String), SvcSlot> =
             HashMap::with_capacity(services.len());
         for svc in services {
-            b.add_service(svc.borrow(), &node_addrs, &mut by_name, &mut w);
+            b.add_service(svc, &node_addrs, &mut by_name, &mut w);
         }
         for slice in slices {
             b.add_slice(slice, &by_name, &mut w);
@@ -219,15 +218,13 @@ fn namespaced<'a>(
 impl Builder {
     fn add_service(
         &mut self,
-        svc: &Service,
+        svc: &impl ServiceView,
         node_addrs: &[IpAddr],
         by_name: &mut HashMap<(String, String), SvcSlot>,
         w: &mut Warnings,
     ) {
         const KIND: &str = "Service";
-        let meta = &svc.metadata;
-        let Some((ns, name)) = namespaced(meta.namespace.as_deref(), meta.name.as_deref(), KIND, w)
-        else {
+        let Some((ns, name)) = namespaced(svc.namespace(), svc.name(), KIND, w) else {
             return;
         };
         let id = format!("{ns}/{name}");
@@ -243,27 +240,19 @@ impl Builder {
             }
             Entry::Vacant(v) => v.insert(SvcSlot { ports: Vec::new() }),
         };
-        let other_proxy = svc
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
-        if other_proxy {
+        if svc.service_proxy_name().is_some() {
             return;
         }
-        let Some(spec) = svc.spec.as_ref() else {
+        if !svc.has_spec() {
             w.push(WarningKind::MissingField, KIND, &id, "spec missing".into());
             return;
-        };
+        }
         // kube-proxy's ShouldSkipService: ExternalName, headless (None) and not yet
         // allocated ("") Services get no rules, whatever else they say.
-        if spec.type_.as_deref() == Some("ExternalName") {
+        if svc.is_external_name() {
             return;
         }
-        let raw_ips: Vec<&str> = match spec.cluster_ips.as_deref() {
-            Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-            _ => spec.cluster_ip.as_deref().into_iter().collect(),
-        };
+        let raw_ips: Vec<&str> = svc.cluster_ips().collect();
         if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
             return;
         }
@@ -305,21 +294,16 @@ impl Builder {
                 format!("{field} {raw:?}: {e}"),
             ),
         };
-        for raw in spec.external_ips.iter().flatten() {
+        for raw in svc.external_ips() {
             extra_ips(raw, FrontendKind::ExternalIp, "spec.externalIPs", w);
         }
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        for ing in ingress.into_iter().flatten() {
+        for ing in svc.ingress() {
             // ipMode Proxy: the load balancer proxies to the NodePort; kube-proxy programs no
             // rule for the LB IP itself. Hostname-only ingress has no IP to match.
-            if ing.ip_mode.as_deref() == Some("Proxy") {
+            if ing.ip_mode == Some("Proxy") {
                 continue;
             }
-            if let Some(raw) = ing.ip.as_deref() {
+            if let Some(raw) = ing.ip {
                 extra_ips(
                     raw,
                     FrontendKind::LoadBalancer,
@@ -330,22 +314,19 @@ impl Builder {
         }
 
         let ignored = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(IGNORE_ANNOTATION))
+            .ignore_annotation()
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let svc_index = self.services.len() as u32;
         let mut ports = Vec::new();
-        for (i, sp) in spec.ports.iter().flatten().enumerate() {
-            let Some(proto) = Proto::from_k8s(sp.protocol.as_deref()) else {
+        for (i, sp) in svc.ports().enumerate() {
+            let Some(proto) = Proto::from_k8s(sp.protocol) else {
                 w.push(
                     WarningKind::UnsupportedProtocol,
                     KIND,
                     &id,
                     format!(
                         "spec.ports[{i}].protocol {:?} unsupported; port skipped",
-                        sp.protocol.as_deref().unwrap_or("")
+                        sp.protocol.unwrap_or("")
                     ),
                 );
                 continue;
@@ -402,7 +383,7 @@ impl Builder {
             let pid = self.ports.len() as PortId;
             self.ports.push(PortEntry {
                 service: svc_index,
-                name: sp.name.clone().unwrap_or_default(),
+                name: sp.name.unwrap_or_default().to_owned(),
                 proto,
                 port,
                 node_port,
@@ -657,6 +638,7 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
 

@@ -1,22 +1,243 @@
-//! The compact form in which the agent's watch keeps EndpointSlices: only what
-//! [`ServiceMap::build`](super::ServiceMap::build) reads ([`SliceView`]).
+//! The compact forms in which the agent's watch keeps Services and EndpointSlices: only what
+//! [`ServiceMap::build`](super::ServiceMap::build) reads ([`ServiceView`], [`SliceView`]).
 //!
-//! The agent holds every EndpointSlice of the cluster for its whole life. The API type spends
-//! about 350 bytes inline per endpoint (target reference, hints, topology, hostname, node,
-//! zone, all addresses) even with those fields emptied; [`SliceLite`] spends 20: the first
-//! address parsed, and the three conditions. With 100,000 endpoints that is the difference
-//! between 35 MB and 2 MB.
+//! The agent holds every Service and EndpointSlice of the cluster for its whole life. The API
+//! types are big inline whatever fields are emptied: an EndpointSlice spends about 350 bytes
+//! per endpoint (target reference, hints, topology, hostname, node, zone, all addresses),
+//! [`SliceLite`] 20: the first address parsed, and the three conditions; a Service is 824
+//! bytes before its strings, [`ServiceLite`] about 150. With 100,000 endpoints the slices
+//! alone are the difference between 35 MB and 2 MB.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 use kube::runtime::reflector::Lookup;
 
-use super::build::SERVICE_NAME_LABEL;
-use super::model::Proto;
-use super::view::{SliceAddress, SliceEndpoint, SlicePort, SliceView};
+use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
+use super::model::{IGNORE_ANNOTATION, Proto};
+use super::view::{
+    IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
+};
+
+/// A Service reduced to what the map reads; [`ServiceView`] reads it exactly as it reads the
+/// Service it was made from (same map, same warnings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServiceLite {
+    namespace: Option<Box<str>>,
+    name: Option<Box<str>>,
+    /// `metadata.labels["service.kubernetes.io/service-proxy-name"]`
+    service_proxy_name: Option<Box<str>>,
+    /// `metadata.annotations["ctreap.io/ignore"]`
+    ignore_annotation: Option<Box<str>>,
+    spec: Option<ServiceSpecLite>,
+    ingress: Box<[IngressLite]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServiceSpecLite {
+    external_name: bool,
+    /// `clusterIPs`, or `clusterIP` where that is absent or empty.
+    cluster_ips: Box<[Box<str>]>,
+    external_ips: Box<[Box<str>]>,
+    ports: Box<[ServicePortLite]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServicePortLite {
+    name: Option<Box<str>>,
+    protocol: Option<Protocol>,
+    port: i32,
+    node_port: Option<i32>,
+}
+
+/// A `protocol` field as sent, without an allocation for the three the API knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Protocol {
+    Known(Proto),
+    Other(Box<str>),
+}
+
+impl Protocol {
+    fn new(s: String) -> Self {
+        match Proto::from_k8s(Some(&s)) {
+            Some(p) => Protocol::Known(p),
+            None => Protocol::Other(s.into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Protocol::Known(p) => p.as_k8s(),
+            Protocol::Other(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IngressLite {
+    ip: Option<Box<str>>,
+    ip_mode: Option<Box<str>>,
+}
+
+fn boxed_all(v: Option<Vec<String>>) -> Box<[Box<str>]> {
+    v.into_iter()
+        .flatten()
+        .map(String::into_boxed_str)
+        .collect()
+}
+
+impl From<Service> for ServiceLite {
+    fn from(svc: Service) -> Self {
+        let Service {
+            metadata,
+            spec,
+            status,
+        } = svc;
+        let spec = spec.map(|spec| {
+            let cluster_ips = match spec.cluster_ips {
+                Some(ips) if !ips.is_empty() => ips,
+                _ => spec.cluster_ip.into_iter().collect(),
+            };
+            ServiceSpecLite {
+                external_name: spec.type_.as_deref() == Some("ExternalName"),
+                cluster_ips: boxed_all(Some(cluster_ips)),
+                external_ips: boxed_all(spec.external_ips),
+                ports: spec
+                    .ports
+                    .into_iter()
+                    .flatten()
+                    .map(|p| ServicePortLite {
+                        name: boxed(p.name),
+                        protocol: p.protocol.map(Protocol::new),
+                        port: p.port,
+                        node_port: p.node_port,
+                    })
+                    .collect(),
+            }
+        });
+        let ingress = status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .into_iter()
+            .flatten()
+            .map(|i| IngressLite {
+                ip: boxed(i.ip),
+                ip_mode: boxed(i.ip_mode),
+            })
+            .collect();
+        ServiceLite {
+            namespace: boxed(metadata.namespace),
+            name: boxed(metadata.name),
+            service_proxy_name: boxed(
+                metadata
+                    .labels
+                    .and_then(|mut l| l.remove(SERVICE_PROXY_NAME_LABEL)),
+            ),
+            ignore_annotation: boxed(
+                metadata
+                    .annotations
+                    .and_then(|mut a| a.remove(IGNORE_ANNOTATION)),
+            ),
+            spec,
+            ingress,
+        }
+    }
+}
+
+impl ServiceView for ServiceLite {
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn service_proxy_name(&self) -> Option<&str> {
+        self.service_proxy_name.as_deref()
+    }
+
+    fn ignore_annotation(&self) -> Option<&str> {
+        self.ignore_annotation.as_deref()
+    }
+
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+
+    fn is_external_name(&self) -> bool {
+        self.spec.as_ref().is_some_and(|s| s.external_name)
+    }
+
+    fn cluster_ips(&self) -> impl Iterator<Item = &str> {
+        let ips = self.spec.as_ref().map_or(&[][..], |s| &s.cluster_ips);
+        ips.iter().map(|s| &**s)
+    }
+
+    fn external_ips(&self) -> impl Iterator<Item = &str> {
+        let ips = self.spec.as_ref().map_or(&[][..], |s| &s.external_ips);
+        ips.iter().map(|s| &**s)
+    }
+
+    fn ports(&self) -> impl Iterator<Item = ServicePortRef<'_>> {
+        let ports = self.spec.as_ref().map_or(&[][..], |s| &s.ports);
+        ports.iter().map(|p| ServicePortRef {
+            name: p.name.as_deref(),
+            protocol: p.protocol.as_ref().map(Protocol::as_str),
+            port: p.port,
+            node_port: p.node_port,
+        })
+    }
+
+    fn ingress(&self) -> impl Iterator<Item = IngressRef<'_>> {
+        self.ingress.iter().map(|i| IngressRef {
+            ip: i.ip.as_deref(),
+            ip_mode: i.ip_mode.as_deref(),
+        })
+    }
+}
+
+/// What a reflector store needs to key it: the Service's kind and name.
+impl Lookup for ServiceLite {
+    type DynamicType = ();
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::plural(dt)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        self.name.as_deref().map(Cow::Borrowed)
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    /// Not kept: the store never reads it back.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    /// Not kept: the store never reads it back.
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
 
 /// An EndpointSlice reduced to what the map reads; [`SliceView`] reads it exactly as it reads
 /// the EndpointSlice it was made from (same map, same warnings).
@@ -290,11 +511,29 @@ mod tests {
     ) -> (Vec<String>, Vec<Warning>) {
         let local: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip")];
         let (map, warnings) = ServiceMap::build(services, &slices, node, &local);
-        let lite: Vec<SliceLite> = slices.into_iter().map(SliceLite::from).collect();
-        let (lite_map, lite_warnings) = ServiceMap::build(services, &lite, node, &local);
-        assert_eq!(warnings, lite_warnings, "same warnings, same order");
-        assert_eq!(dump(&map), dump(&lite_map), "same map");
-        (dump(&map), warnings)
+        let want = dump(&map);
+        let services_lite: Vec<ServiceLite> =
+            services.iter().cloned().map(ServiceLite::from).collect();
+        let slices_lite: Vec<SliceLite> = slices.iter().cloned().map(SliceLite::from).collect();
+        let cases = [
+            (
+                "compact Services",
+                ServiceMap::build(&services_lite, &slices, node, &local),
+            ),
+            (
+                "compact slices",
+                ServiceMap::build(services, &slices_lite, node, &local),
+            ),
+            (
+                "both compact",
+                ServiceMap::build(&services_lite, &slices_lite, node, &local),
+            ),
+        ];
+        for (what, (lite_map, lite_warnings)) in cases {
+            assert_eq!(warnings, lite_warnings, "{what}: same warnings, same order");
+            assert_eq!(want, dump(&lite_map), "{what}: same map");
+        }
+        (want, warnings)
     }
 
     #[test]
@@ -383,6 +622,79 @@ mod tests {
                 "EndpointSlice default/web-c: endpoints[0] address \"10.244.1.10\" in a slice of addressType IPv6; skipped",
             ]
         );
+    }
+
+    #[test]
+    fn odd_services_read_the_same_from_the_compact_form() {
+        let svc =
+            |v: serde_json::Value| -> Service { serde_json::from_value(v).expect("Service JSON") };
+        let services = vec![
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "odd"},
+                "spec": {"clusterIPs": ["10.96.0.30", "10.96.0.999"],
+                         "externalIPs": ["fd00::1", "not-an-ip", "198.51.100.7"],
+                         "ports": [{"name": "a", "port": 80, "protocol": "ICMP"},
+                                   {"name": "b", "port": 70000},
+                                   {"name": "c", "port": 53, "protocol": "UDP", "nodePort": -1},
+                                   {"name": "d", "port": 54, "protocol": "tcp"},
+                                   {"name": "e", "port": 55, "protocol": "SCTP"}]}
+            })),
+            svc(json!({"metadata": {"name": "nons"}, "spec": {"clusterIP": "10.96.0.1"}})),
+            svc(json!({"metadata": {"namespace": "default", "name": "nospec"}})),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "odd"},
+                "spec": {"clusterIP": "10.96.0.31", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "old",
+                             "annotations": {"ctreap.io/ignore": " True ", "other": "x"}},
+                "spec": {"clusterIP": "10.96.0.32", "clusterIPs": [],
+                         "ports": [{"port": 80, "nodePort": 30080}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "cilium",
+                             "labels": {"service.kubernetes.io/service-proxy-name": "cilium"}},
+                "spec": {"clusterIP": "10.96.0.33", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "ext"},
+                "spec": {"type": "ExternalName", "externalName": "example.com",
+                         "clusterIP": "10.96.0.34", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "headless"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "pending"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "lb"},
+                "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.35", "fd00:96::35"],
+                         "ports": [{"name": "https", "port": 443, "nodePort": 30443}]},
+                "status": {"loadBalancer": {"ingress": [
+                    {"ip": "203.0.113.5"},
+                    {"ip": "203.0.113.6", "ipMode": "Proxy"},
+                    {"ip": "2001:db8::7", "ipMode": "VIP"},
+                    {"ip": "203.0.113.999"},
+                    {"hostname": "lb.example.com"}
+                ]}}
+            })),
+        ];
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node-a"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"},
+                                     {"type": "InternalIP", "address": "fd00::10"}]}
+        }))
+        .expect("Node JSON");
+        let (map, warnings) = both(&services, Vec::new(), Some(&node));
+        assert!(
+            map.iter()
+                .any(|l| l.contains("default/old:80/TCP") && l.contains("ignored=true")),
+            "{map:#?}"
+        );
+        assert_eq!(warnings.len(), 11, "{warnings:#?}");
     }
 
     #[test]
