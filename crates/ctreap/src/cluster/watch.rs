@@ -22,12 +22,13 @@ use kube::Resource;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
+use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
 
 /// Errors of client setup.
@@ -276,8 +277,8 @@ impl Shared {
 /// Dropping it stops the watches.
 pub struct ClusterWatch {
     shared: Arc<Shared>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Store<ServiceLite>,
+    slices: Store<SliceLite>,
     node: Option<Store<Node>>,
     node_local_addrs: Vec<IpAddr>,
     cache: Mutex<Option<Arc<Snapshot>>>,
@@ -308,16 +309,16 @@ impl ClusterWatch {
         });
         let mut tasks = Vec::new();
 
-        let (services, w) = reflector::store::<Service>();
-        tasks.push(tokio::spawn(run(
+        let (services, w) = reflector::store::<ServiceLite>();
+        tasks.push(tokio::spawn(run::<Service>(
             Api::all(client.clone()),
             watcher::Config::default(),
             w,
             shared.clone(),
             Watched::Services,
         )));
-        let (slices, w) = reflector::store::<EndpointSlice>();
-        tasks.push(tokio::spawn(run(
+        let (slices, w) = reflector::store::<SliceLite>();
+        tasks.push(tokio::spawn(run::<EndpointSlice>(
             Api::all(client.clone()),
             watcher::Config::default(),
             w,
@@ -326,7 +327,7 @@ impl ClusterWatch {
         )));
         let node = config.node_name.as_ref().map(|name| {
             let (node, w) = reflector::store::<Node>();
-            tasks.push(tokio::spawn(run(
+            tasks.push(tokio::spawn(run::<Node>(
                 Api::all(client.clone()),
                 watcher::Config::default().fields(&format!("metadata.name={name}")),
                 w,
@@ -419,11 +420,13 @@ impl Drop for ClusterWatch {
 /// What the stores keep of an object: only what [`ServiceMap::build`] reads. The agent holds
 /// every Service and EndpointSlice of the cluster for its whole life, so every field kept is
 /// paid for per object (10,000 Services with 100,000 endpoints took 108 MiB before this).
-pub(crate) trait Strip {
-    fn strip(&mut self);
+pub(crate) trait Keep {
+    /// The form the store holds.
+    type Kept;
+    fn keep(self) -> Self::Kept;
 }
 
-/// Metadata: name, namespace and resourceVersion, the labels the map reads
+/// Metadata (of the Node): name, namespace and resourceVersion, the labels the map reads
 /// (`kubernetes.io/service-name`, `service.kubernetes.io/service-proxy-name`) and the one
 /// annotation it reads ([`IGNORE_ANNOTATION`]). Managed fields and
 /// `kubectl.kubernetes.io/last-applied-configuration` alone can be kilobytes per object.
@@ -449,35 +452,29 @@ fn strip_meta(meta: &mut ObjectMeta) {
     }
 }
 
-impl Strip for Service {
-    fn strip(&mut self) {
-        strip_meta(&mut self.metadata);
-        if let Some(spec) = self.spec.as_mut() {
-            spec.selector = None;
-            spec.session_affinity_config = None;
-        }
-        if let Some(status) = self.status.as_mut() {
-            status.conditions = None;
-        }
+/// The compact form: emptying the API type's fields would still leave 824 bytes inline.
+impl Keep for Service {
+    type Kept = ServiceLite;
+
+    fn keep(self) -> ServiceLite {
+        ServiceLite::from(self)
     }
 }
 
-impl Strip for EndpointSlice {
-    fn strip(&mut self) {
-        strip_meta(&mut self.metadata);
-        for ep in &mut self.endpoints {
-            ep.target_ref = None;
-            ep.hints = None;
-            ep.deprecated_topology = None;
-            ep.hostname = None;
-            ep.node_name = None;
-            ep.zone = None;
-        }
+/// The compact form: emptying the API type's fields would still leave ~350 bytes inline per
+/// endpoint.
+impl Keep for EndpointSlice {
+    type Kept = SliceLite;
+
+    fn keep(self) -> SliceLite {
+        SliceLite::from(self)
     }
 }
 
-impl Strip for Node {
-    fn strip(&mut self) {
+impl Keep for Node {
+    type Kept = Node;
+
+    fn keep(mut self) -> Node {
         strip_meta(&mut self.metadata);
         self.spec = None;
         if let Some(status) = self.status.as_mut() {
@@ -486,24 +483,37 @@ impl Strip for Node {
             *status = Default::default();
             status.addresses = addresses;
         }
+        self
+    }
+}
+
+/// The same event, carrying what the store keeps of its object.
+fn keep_event<K: Keep>(ev: Event<K>) -> Event<K::Kept> {
+    match ev {
+        Event::Apply(k) => Event::Apply(k.keep()),
+        Event::Delete(k) => Event::Delete(k.keep()),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(k.keep()),
+        Event::InitDone => Event::InitDone,
     }
 }
 
 async fn run<K>(
     api: Api<K>,
     config: watcher::Config,
-    mut writer: reflector::store::Writer<K>,
+    mut writer: reflector::store::Writer<K::Kept>,
     shared: Arc<Shared>,
     which: Watched,
 ) where
     K: Resource<DynamicType = ()>
-        + Strip
+        + Keep
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
+    K::Kept: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let reader = writer.as_reader();
     let mut events = kube::runtime::watcher(api, config)
@@ -512,7 +522,9 @@ async fn run<K>(
     while let Some(item) = events.next().await {
         match item {
             Ok(ev) => {
-                let ev = ev.modify(Strip::strip);
+                // Reduced before the store copies it: the store's buffered list (kept aside
+                // until InitDone swaps it in) holds only the reduced form.
+                let ev = keep_event(ev);
                 writer.apply_watcher_event(&ev);
                 shared.on_event(which, &ev, reader.len());
             }

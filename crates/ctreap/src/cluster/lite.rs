@@ -1,0 +1,704 @@
+//! The compact forms in which the agent's watch keeps Services and EndpointSlices: only what
+//! [`ServiceMap::build`](super::ServiceMap::build) reads ([`ServiceView`], [`SliceView`]).
+//!
+//! The agent holds every Service and EndpointSlice of the cluster for its whole life. The API
+//! types are big inline whatever fields are emptied: an EndpointSlice spends about 350 bytes
+//! per endpoint (target reference, hints, topology, hostname, node, zone, all addresses),
+//! [`SliceLite`] 20: the first address parsed, and the three conditions; a Service is 824
+//! bytes before its strings, [`ServiceLite`] about 150. With 100,000 endpoints the slices
+//! alone are the difference between 35 MB and 2 MB.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource;
+use kube::runtime::reflector::Lookup;
+
+use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
+use super::model::{IGNORE_ANNOTATION, Proto};
+use super::view::{
+    IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
+};
+
+/// A Service reduced to what the map reads; [`ServiceView`] reads it exactly as it reads the
+/// Service it was made from (same map, same warnings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServiceLite {
+    namespace: Option<Box<str>>,
+    name: Option<Box<str>>,
+    /// `metadata.labels["service.kubernetes.io/service-proxy-name"]`
+    service_proxy_name: Option<Box<str>>,
+    /// `metadata.annotations["ctreap.io/ignore"]`
+    ignore_annotation: Option<Box<str>>,
+    spec: Option<ServiceSpecLite>,
+    ingress: Box<[IngressLite]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServiceSpecLite {
+    external_name: bool,
+    /// `clusterIPs`, or `clusterIP` where that is absent or empty.
+    cluster_ips: Box<[Box<str>]>,
+    external_ips: Box<[Box<str>]>,
+    ports: Box<[ServicePortLite]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServicePortLite {
+    name: Option<Box<str>>,
+    protocol: Option<Protocol>,
+    port: i32,
+    node_port: Option<i32>,
+}
+
+/// A `protocol` field as sent, without an allocation for the three the API knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Protocol {
+    Known(Proto),
+    Other(Box<str>),
+}
+
+impl Protocol {
+    fn new(s: String) -> Self {
+        match Proto::from_k8s(Some(&s)) {
+            Some(p) => Protocol::Known(p),
+            None => Protocol::Other(s.into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Protocol::Known(p) => p.as_k8s(),
+            Protocol::Other(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IngressLite {
+    ip: Option<Box<str>>,
+    ip_mode: Option<Box<str>>,
+}
+
+fn boxed_all(v: Option<Vec<String>>) -> Box<[Box<str>]> {
+    v.into_iter()
+        .flatten()
+        .map(String::into_boxed_str)
+        .collect()
+}
+
+impl From<Service> for ServiceLite {
+    fn from(svc: Service) -> Self {
+        let Service {
+            metadata,
+            spec,
+            status,
+        } = svc;
+        let spec = spec.map(|spec| {
+            let cluster_ips = match spec.cluster_ips {
+                Some(ips) if !ips.is_empty() => ips,
+                _ => spec.cluster_ip.into_iter().collect(),
+            };
+            ServiceSpecLite {
+                external_name: spec.type_.as_deref() == Some("ExternalName"),
+                cluster_ips: boxed_all(Some(cluster_ips)),
+                external_ips: boxed_all(spec.external_ips),
+                ports: spec
+                    .ports
+                    .into_iter()
+                    .flatten()
+                    .map(|p| ServicePortLite {
+                        name: boxed(p.name),
+                        protocol: p.protocol.map(Protocol::new),
+                        port: p.port,
+                        node_port: p.node_port,
+                    })
+                    .collect(),
+            }
+        });
+        let ingress = status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .into_iter()
+            .flatten()
+            .map(|i| IngressLite {
+                ip: boxed(i.ip),
+                ip_mode: boxed(i.ip_mode),
+            })
+            .collect();
+        ServiceLite {
+            namespace: boxed(metadata.namespace),
+            name: boxed(metadata.name),
+            service_proxy_name: boxed(
+                metadata
+                    .labels
+                    .and_then(|mut l| l.remove(SERVICE_PROXY_NAME_LABEL)),
+            ),
+            ignore_annotation: boxed(
+                metadata
+                    .annotations
+                    .and_then(|mut a| a.remove(IGNORE_ANNOTATION)),
+            ),
+            spec,
+            ingress,
+        }
+    }
+}
+
+impl ServiceView for ServiceLite {
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn service_proxy_name(&self) -> Option<&str> {
+        self.service_proxy_name.as_deref()
+    }
+
+    fn ignore_annotation(&self) -> Option<&str> {
+        self.ignore_annotation.as_deref()
+    }
+
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+
+    fn is_external_name(&self) -> bool {
+        self.spec.as_ref().is_some_and(|s| s.external_name)
+    }
+
+    fn cluster_ips(&self) -> impl Iterator<Item = &str> {
+        let ips = self.spec.as_ref().map_or(&[][..], |s| &s.cluster_ips);
+        ips.iter().map(|s| &**s)
+    }
+
+    fn external_ips(&self) -> impl Iterator<Item = &str> {
+        let ips = self.spec.as_ref().map_or(&[][..], |s| &s.external_ips);
+        ips.iter().map(|s| &**s)
+    }
+
+    fn ports(&self) -> impl Iterator<Item = ServicePortRef<'_>> {
+        let ports = self.spec.as_ref().map_or(&[][..], |s| &s.ports);
+        ports.iter().map(|p| ServicePortRef {
+            name: p.name.as_deref(),
+            protocol: p.protocol.as_ref().map(Protocol::as_str),
+            port: p.port,
+            node_port: p.node_port,
+        })
+    }
+
+    fn ingress(&self) -> impl Iterator<Item = IngressRef<'_>> {
+        self.ingress.iter().map(|i| IngressRef {
+            ip: i.ip.as_deref(),
+            ip_mode: i.ip_mode.as_deref(),
+        })
+    }
+}
+
+/// What a reflector store needs to key it: the Service's kind and name.
+impl Lookup for ServiceLite {
+    type DynamicType = ();
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <Service as Resource>::plural(dt)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        self.name.as_deref().map(Cow::Borrowed)
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    /// Not kept: the store never reads it back.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    /// Not kept: the store never reads it back.
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+/// An EndpointSlice reduced to what the map reads; [`SliceView`] reads it exactly as it reads
+/// the EndpointSlice it was made from (same map, same warnings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SliceLite {
+    namespace: Option<Box<str>>,
+    name: Option<Box<str>>,
+    /// `metadata.labels["kubernetes.io/service-name"]`
+    service_name: Option<Box<str>>,
+    address_type: AddressType,
+    ports: Box<[PortLite]>,
+    endpoints: Box<[EndpointLite]>,
+    /// The endpoints whose first address is not kept parsed in `endpoints`, by index, sorted:
+    /// no address at all (`None`), or text that does not parse or is not spelled the way
+    /// [`IpAddr`] prints it (kept as sent, for the builder's warning). Empty for any slice
+    /// the EndpointSlice controller writes.
+    odd_addresses: Box<[(usize, Option<Box<str>>)]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AddressType {
+    IPv4,
+    IPv6,
+    Fqdn,
+    Other(Box<str>),
+}
+
+impl AddressType {
+    fn new(s: String) -> Self {
+        match s.as_str() {
+            "IPv4" => AddressType::IPv4,
+            "IPv6" => AddressType::IPv6,
+            "FQDN" => AddressType::Fqdn,
+            _ => AddressType::Other(s.into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            AddressType::IPv4 => "IPv4",
+            AddressType::IPv6 => "IPv6",
+            AddressType::Fqdn => "FQDN",
+            AddressType::Other(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PortLite {
+    name: Option<Box<str>>,
+    proto: Option<Proto>,
+    port: Option<i32>,
+}
+
+/// 20 bytes: `Option<IpAddr>` is 17.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndpointLite {
+    /// `None`: see [`SliceLite::odd_addresses`].
+    ip: Option<IpAddr>,
+    ready: Option<bool>,
+    serving: Option<bool>,
+    terminating: Option<bool>,
+}
+
+fn boxed(s: Option<String>) -> Option<Box<str>> {
+    s.map(String::into_boxed_str)
+}
+
+impl From<EndpointSlice> for SliceLite {
+    fn from(slice: EndpointSlice) -> Self {
+        let EndpointSlice {
+            address_type,
+            endpoints,
+            metadata,
+            ports,
+        } = slice;
+        let service_name = metadata
+            .labels
+            .and_then(|mut l| l.remove(SERVICE_NAME_LABEL))
+            .map(String::into_boxed_str);
+        let mut odd_addresses = Vec::new();
+        let endpoints = endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, ep)| {
+                let ip = match ep.addresses.into_iter().next() {
+                    None => {
+                        odd_addresses.push((i, None));
+                        None
+                    }
+                    Some(raw) => match raw.parse::<IpAddr>() {
+                        // Kept parsed only if printing it gives back the text: the builder's
+                        // warnings quote the address as sent.
+                        Ok(ip) if ip.to_string() == raw => Some(ip),
+                        _ => {
+                            odd_addresses.push((i, Some(raw.into_boxed_str())));
+                            None
+                        }
+                    },
+                };
+                let c = ep.conditions.unwrap_or_default();
+                EndpointLite {
+                    ip,
+                    ready: c.ready,
+                    serving: c.serving,
+                    terminating: c.terminating,
+                }
+            })
+            .collect();
+        let ports = ports
+            .into_iter()
+            .flatten()
+            .map(|p| PortLite {
+                proto: Proto::from_k8s(p.protocol.as_deref()),
+                name: boxed(p.name),
+                port: p.port,
+            })
+            .collect();
+        SliceLite {
+            namespace: boxed(metadata.namespace),
+            name: boxed(metadata.name),
+            service_name,
+            address_type: AddressType::new(address_type),
+            ports,
+            endpoints,
+            odd_addresses: odd_addresses.into_boxed_slice(),
+        }
+    }
+}
+
+impl SliceLite {
+    fn odd_address(&self, i: usize) -> Option<SliceAddress<'_>> {
+        let at = self
+            .odd_addresses
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()?;
+        self.odd_addresses[at].1.as_deref().map(SliceAddress::Text)
+    }
+}
+
+impl SliceView for SliceLite {
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn service_name(&self) -> Option<&str> {
+        self.service_name.as_deref()
+    }
+
+    fn address_type(&self) -> &str {
+        self.address_type.as_str()
+    }
+
+    fn ports(&self) -> impl Iterator<Item = SlicePort<'_>> {
+        self.ports.iter().map(|p| SlicePort {
+            name: p.name.as_deref(),
+            proto: p.proto,
+            port: p.port,
+        })
+    }
+
+    fn endpoints(&self) -> impl ExactSizeIterator<Item = SliceEndpoint<'_>> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| SliceEndpoint {
+                address: match ep.ip {
+                    Some(ip) => Some(SliceAddress::Ip(ip)),
+                    None => self.odd_address(i),
+                },
+                ready: ep.ready,
+                serving: ep.serving,
+                terminating: ep.terminating,
+            })
+    }
+}
+
+/// What a reflector store needs to key it: the EndpointSlice's kind and name.
+impl Lookup for SliceLite {
+    type DynamicType = ();
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <EndpointSlice as Resource>::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        <EndpointSlice as Resource>::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        <EndpointSlice as Resource>::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <EndpointSlice as Resource>::plural(dt)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        self.name.as_deref().map(Cow::Borrowed)
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    /// Not kept: the store never reads it back.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    /// Not kept: the store never reads it back.
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ServiceMap, Warning};
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use serde_json::json;
+
+    fn items<T: serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+        #[derive(serde::Deserialize)]
+        struct List<T> {
+            items: Vec<T>,
+        }
+        let list: List<T> = serde_json::from_str(text).expect("fixture list");
+        list.items
+    }
+
+    /// Everything a map answers, in an order that does not depend on hashing.
+    fn dump(map: &ServiceMap) -> Vec<String> {
+        let mut out: Vec<String> = map
+            .ports()
+            .map(|p| {
+                format!(
+                    "{p} id={} ignored={} node_port={:?} fe={:?} be={:?}",
+                    p.id(),
+                    p.ignored(),
+                    p.node_port(),
+                    p.frontends(),
+                    p.backends()
+                )
+            })
+            .collect();
+        let mut fes: Vec<String> = map
+            .frontends()
+            .map(|f| {
+                let ids: Vec<_> = f.ports().map(|p| p.id()).collect();
+                format!("{} -> {ids:?}", f.key())
+            })
+            .collect();
+        fes.sort();
+        out.extend(fes);
+        out.push(format!("{:?}", map.node_addresses()));
+        out.push(format!("{:?}", map.stats()));
+        out
+    }
+
+    /// Builds from the slices and from their compact form; both must agree in every detail.
+    fn both(
+        services: &[Service],
+        slices: Vec<EndpointSlice>,
+        node: Option<&Node>,
+    ) -> (Vec<String>, Vec<Warning>) {
+        let local: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip")];
+        let (map, warnings) = ServiceMap::build(services, &slices, node, &local);
+        let want = dump(&map);
+        let services_lite: Vec<ServiceLite> =
+            services.iter().cloned().map(ServiceLite::from).collect();
+        let slices_lite: Vec<SliceLite> = slices.iter().cloned().map(SliceLite::from).collect();
+        let cases = [
+            (
+                "compact Services",
+                ServiceMap::build(&services_lite, &slices, node, &local),
+            ),
+            (
+                "compact slices",
+                ServiceMap::build(services, &slices_lite, node, &local),
+            ),
+            (
+                "both compact",
+                ServiceMap::build(&services_lite, &slices_lite, node, &local),
+            ),
+        ];
+        for (what, (lite_map, lite_warnings)) in cases {
+            assert_eq!(warnings, lite_warnings, "{what}: same warnings, same order");
+            assert_eq!(want, dump(&lite_map), "{what}: same map");
+        }
+        (want, warnings)
+    }
+
+    #[test]
+    fn the_fixture_cluster_is_the_same_from_the_compact_form() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cluster/");
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("{dir}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+        };
+        let services: Vec<Service> = items(&read("services.json"));
+        let slices: Vec<EndpointSlice> = items(&read("endpointslices.json"));
+        let node: Node = serde_json::from_str(&read("node.json")).expect("node.json");
+        let (map, warnings) = both(&services, slices, Some(&node));
+        assert!(map.len() > 10, "the fixtures have a map: {map:#?}");
+        assert_eq!(
+            warnings.len(),
+            5,
+            "the fixtures' bad objects: {warnings:#?}"
+        );
+    }
+
+    #[test]
+    fn odd_addresses_warn_the_same_from_the_compact_form() {
+        let web: Service = serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"clusterIPs": ["10.96.0.10"],
+                     "ports": [{"name": "http", "port": 80},
+                               {"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "no-number", "port": 81}]}
+        }))
+        .expect("Service JSON");
+        let slice = |name: &str, address_type: &str, eps: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": name,
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": address_type,
+                "ports": [{"name": "http", "port": 8080},
+                          {"name": "dns", "port": 5353, "protocol": "UDP"},
+                          {"name": "dns", "port": 5354, "protocol": "ICMP"},
+                          {"name": "no-number"}],
+                "endpoints": eps
+            }))
+            .expect("EndpointSlice JSON")
+        };
+        let slices = vec![
+            slice(
+                "web-a",
+                "IPv4",
+                json!([
+                    {"addresses": ["10.244.1.5"]},
+                    {"addresses": []},
+                    {"addresses": ["10.0.0.999", "10.244.1.9"]},
+                    {"addresses": ["fd00::1"]},
+                    {"addresses": ["FD00::2"]},
+                    {"addresses": ["10.244.1.5"], "conditions": {"ready": false}},
+                    {"addresses": ["10.244.1.6"],
+                     "conditions": {"ready": false, "serving": true, "terminating": true}},
+                    {"addresses": [" 10.244.1.7"]}
+                ]),
+            ),
+            slice("web-b", "Hostname", json!([{"addresses": ["10.244.1.8"]}])),
+            slice("web-c", "IPv6", json!([{"addresses": ["10.244.1.10"]}])),
+        ];
+        let lite = SliceLite::from(slices[0].clone());
+        assert_eq!(
+            lite.odd_addresses
+                .iter()
+                .map(|(i, _)| *i)
+                .collect::<Vec<_>>(),
+            [1, 2, 4, 7],
+            "only these are not kept parsed: {lite:?}"
+        );
+        let (_, warnings) = both(&[web], slices, None);
+        let got: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "EndpointSlice default/web-a: ports[3] (\"no-number\") has no port number; port skipped",
+                "EndpointSlice default/web-a: endpoints[1] has no address; skipped",
+                "EndpointSlice default/web-a: endpoints[2] address \"10.0.0.999\": invalid IP address syntax; skipped",
+                "EndpointSlice default/web-a: endpoints[3] address \"fd00::1\" in a slice of addressType IPv4; skipped",
+                "EndpointSlice default/web-a: endpoints[4] address \"FD00::2\" in a slice of addressType IPv4; skipped",
+                "EndpointSlice default/web-a: endpoints[7] address \" 10.244.1.7\": invalid IP address syntax; skipped",
+                "EndpointSlice default/web-a: address 10.244.1.5 listed more than once; merged",
+                "EndpointSlice default/web-b: addressType \"Hostname\" unsupported; slice ignored",
+                "EndpointSlice default/web-c: ports[3] (\"no-number\") has no port number; port skipped",
+                "EndpointSlice default/web-c: endpoints[0] address \"10.244.1.10\" in a slice of addressType IPv6; skipped",
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_services_read_the_same_from_the_compact_form() {
+        let svc =
+            |v: serde_json::Value| -> Service { serde_json::from_value(v).expect("Service JSON") };
+        let services = vec![
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "odd"},
+                "spec": {"clusterIPs": ["10.96.0.30", "10.96.0.999"],
+                         "externalIPs": ["fd00::1", "not-an-ip", "198.51.100.7"],
+                         "ports": [{"name": "a", "port": 80, "protocol": "ICMP"},
+                                   {"name": "b", "port": 70000},
+                                   {"name": "c", "port": 53, "protocol": "UDP", "nodePort": -1},
+                                   {"name": "d", "port": 54, "protocol": "tcp"},
+                                   {"name": "e", "port": 55, "protocol": "SCTP"}]}
+            })),
+            svc(json!({"metadata": {"name": "nons"}, "spec": {"clusterIP": "10.96.0.1"}})),
+            svc(json!({"metadata": {"namespace": "default", "name": "nospec"}})),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "odd"},
+                "spec": {"clusterIP": "10.96.0.31", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "old",
+                             "annotations": {"ctreap.io/ignore": " True ", "other": "x"}},
+                "spec": {"clusterIP": "10.96.0.32", "clusterIPs": [],
+                         "ports": [{"port": 80, "nodePort": 30080}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "cilium",
+                             "labels": {"service.kubernetes.io/service-proxy-name": "cilium"}},
+                "spec": {"clusterIP": "10.96.0.33", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "ext"},
+                "spec": {"type": "ExternalName", "externalName": "example.com",
+                         "clusterIP": "10.96.0.34", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "headless"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "pending"},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+            })),
+            svc(json!({
+                "metadata": {"namespace": "default", "name": "lb"},
+                "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.35", "fd00:96::35"],
+                         "ports": [{"name": "https", "port": 443, "nodePort": 30443}]},
+                "status": {"loadBalancer": {"ingress": [
+                    {"ip": "203.0.113.5"},
+                    {"ip": "203.0.113.6", "ipMode": "Proxy"},
+                    {"ip": "2001:db8::7", "ipMode": "VIP"},
+                    {"ip": "203.0.113.999"},
+                    {"hostname": "lb.example.com"}
+                ]}}
+            })),
+        ];
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node-a"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.10"},
+                                     {"type": "InternalIP", "address": "fd00::10"}]}
+        }))
+        .expect("Node JSON");
+        let (map, warnings) = both(&services, Vec::new(), Some(&node));
+        assert!(
+            map.iter()
+                .any(|l| l.contains("default/old:80/TCP") && l.contains("ignored=true")),
+            "{map:#?}"
+        );
+        assert_eq!(warnings.len(), 11, "{warnings:#?}");
+    }
+
+    #[test]
+    fn an_endpoint_is_20_bytes() {
+        assert_eq!(std::mem::size_of::<EndpointLite>(), 20);
+    }
+}
