@@ -22,6 +22,49 @@ use super::view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
 };
 
+/// What a reflector store needs to key a compact form: the kind of the API type it stands for,
+/// and its namespace and name. The resourceVersion and uid are not kept: the store never reads
+/// them back.
+macro_rules! lookup_as {
+    ($lite:ty, $api:ty) => {
+        impl Lookup for $lite {
+            type DynamicType = ();
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$api as Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$api as Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$api as Resource>::version(dt)
+            }
+
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$api as Resource>::plural(dt)
+            }
+
+            fn name(&self) -> Option<Cow<'_, str>> {
+                self.name.as_deref().map(Cow::Borrowed)
+            }
+
+            fn namespace(&self) -> Option<Cow<'_, str>> {
+                self.namespace.as_deref().map(Cow::Borrowed)
+            }
+
+            fn resource_version(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+
+            fn uid(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+        }
+    };
+}
+
 /// A Service reduced to what the map reads; [`ServiceView`] reads it exactly as it reads the
 /// Service it was made from (same map, same warnings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,44 +243,7 @@ impl ServiceView for ServiceLite {
     }
 }
 
-/// What a reflector store needs to key it: the Service's kind and name.
-impl Lookup for ServiceLite {
-    type DynamicType = ();
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        <Service as Resource>::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        <Service as Resource>::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        <Service as Resource>::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        <Service as Resource>::plural(dt)
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        self.name.as_deref().map(Cow::Borrowed)
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        self.namespace.as_deref().map(Cow::Borrowed)
-    }
-
-    /// Not kept: the store never reads it back.
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-
-    /// Not kept: the store never reads it back.
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-}
+lookup_as!(ServiceLite, Service);
 
 /// An EndpointSlice reduced to what the map reads; [`SliceView`] reads it exactly as it reads
 /// the EndpointSlice it was made from (same map, same warnings).
@@ -419,44 +425,7 @@ impl SliceView for SliceLite {
     }
 }
 
-/// What a reflector store needs to key it: the EndpointSlice's kind and name.
-impl Lookup for SliceLite {
-    type DynamicType = ();
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        <EndpointSlice as Resource>::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        <EndpointSlice as Resource>::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        <EndpointSlice as Resource>::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        <EndpointSlice as Resource>::plural(dt)
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        self.name.as_deref().map(Cow::Borrowed)
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        self.namespace.as_deref().map(Cow::Borrowed)
-    }
-
-    /// Not kept: the store never reads it back.
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-
-    /// Not kept: the store never reads it back.
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-}
+lookup_as!(SliceLite, EndpointSlice);
 
 #[cfg(test)]
 mod tests {
