@@ -196,6 +196,20 @@ fn serving_services(map: &ServiceMap) -> HashSet<&ServiceName> {
         .collect()
 }
 
+/// How many distinct Services among `services` have no serving (or draining) backend left in
+/// `map`, or no longer exist in it: what the circuit breaker calls emptied.
+fn emptied_services<'a>(
+    map: &ServiceMap,
+    services: impl IntoIterator<Item = &'a ServiceName>,
+) -> usize {
+    let serving = serving_services(map);
+    services
+        .into_iter()
+        .filter(|s| !serving.contains(s))
+        .collect::<HashSet<_>>()
+        .len()
+}
+
 /// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
 type StaleCounts = HashMap<(ServiceName, &'static str, &'static str), u64>;
 
@@ -552,13 +566,13 @@ impl Agent {
     /// Takes the current snapshot as the trusted map if deleting is allowed ([`Self::view_ok`]);
     /// otherwise withdraws the event listener's view. Returns whether deleting is allowed now.
     fn take_trusted(&mut self) -> bool {
-        if !self.view_ok() {
+        let ok = self.view_ok();
+        self.observe_status();
+        if !ok {
             self.publish(None);
-            self.observe_status();
             return false;
         }
         let snap = tokio::task::block_in_place(|| self.watch.snapshot());
-        self.observe_status();
         match snap {
             Some(s) if s.status.current() => {
                 self.publish(Some(&s));
@@ -756,14 +770,9 @@ impl Agent {
         let (filters, keys) = match scope {
             Scope::Full => (vec![Filter::default()], None),
             Scope::Keys(keys) => {
-                let serving = serving_services(&snap.map);
-                let emptied: HashSet<&ServiceName> = keys
-                    .values()
-                    .map(|i| &i.service)
-                    .filter(|s| !serving.contains(s))
-                    .collect();
+                let emptied = emptied_services(&snap.map, keys.values().map(|i| &i.service));
                 let filters = key_filters(&keys);
-                let filters = if emptied.len() >= 2 || filters.len() > MAX_FILTERED_WALKS {
+                let filters = if emptied >= 2 || filters.len() > MAX_FILTERED_WALKS {
                     vec![Filter::default()]
                 } else {
                     filters
@@ -859,13 +868,8 @@ impl Agent {
         if trigger != Trigger::Breaker
             && let Some(service_flows) = found.service_flows
         {
-            let serving = serving_services(&snap.map);
-            let emptied: HashSet<&ServiceName> = groups
-                .keys()
-                .map(|g| &g.service)
-                .filter(|s| !serving.contains(s))
-                .collect();
-            if breaker::holds(self.limits, to_delete, service_flows, emptied.len()) {
+            let emptied = emptied_services(&snap.map, groups.keys().map(|g| &g.service));
+            if breaker::holds(self.limits, to_delete, service_flows, emptied) {
                 let mut services: Vec<ServiceName> =
                     groups.keys().map(|g| g.service.clone()).collect();
                 services.sort();
@@ -874,11 +878,10 @@ impl Agent {
                     trigger = trigger.as_str(),
                     to_delete,
                     service_flows,
-                    emptied_services = emptied.len(),
+                    emptied_services = emptied,
                     services = services.len(),
                     hold_s = self.cmd.breaker_hold.as_secs_f64(),
-                    "circuit breaker open: this pass would delete {to_delete} of {service_flows} Service flows and empties {} Services; holding it until a fresh re-list confirms the view",
-                    emptied.len()
+                    "circuit breaker open: this pass would delete {to_delete} of {service_flows} Service flows and empties {emptied} Services; holding it until a fresh re-list confirms the view"
                 );
                 self.health.metrics.breaker_tripped();
                 self.health.metrics.breaker(&services);

@@ -265,4 +265,14 @@ fn emptied_services_are_those_without_a_serving_backend() {
     let serving = serving_services(&m);
     let names: Vec<String> = serving.iter().map(|s| s.to_string()).collect();
     assert_eq!(names, vec!["default/a".to_string()]);
+    let name = |n: &str| ServiceName {
+        namespace: "default".into(),
+        name: n.into(),
+    };
+    let (a, b, gone) = (name("a"), name("b"), name("deleted"));
+    assert_eq!(
+        emptied_services(&m, [&a, &b, &b, &gone]),
+        2,
+        "b (no serving backend) and a Service that no longer exists, each counted once"
+    );
 }
