@@ -125,15 +125,22 @@ async fn a_watcher_sees_a_partial_list_that_never_completes() {
         let api: Api<EndpointSlice> = Api::all(client_with(&server, false).await);
         let mut w = watcher::watcher(api, watcher::Config::default()).boxed();
         let mut seen = Vec::new();
+        // The objects of the list attempt in progress, across both loops below: a retry
+        // whose Init and first page the first loop consumed goes on in the second.
+        let mut attempt: Vec<String> = Vec::new();
         let mut errors = 0;
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while tokio::time::Instant::now() < until {
             match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
-                Ok(Some(Ok(Event::Init))) => seen.push("Init".to_string()),
-                Ok(Some(Ok(Event::InitApply(s)))) => seen.push(format!(
-                    "InitApply({})",
-                    s.metadata.name.unwrap_or_default()
-                )),
+                Ok(Some(Ok(Event::Init))) => {
+                    seen.push("Init".to_string());
+                    attempt.clear();
+                }
+                Ok(Some(Ok(Event::InitApply(s)))) => {
+                    let name = s.metadata.name.unwrap_or_default();
+                    seen.push(format!("InitApply({name})"));
+                    attempt.push(name);
+                }
                 Ok(Some(Ok(Event::InitDone))) => panic!("InitDone despite the fault: {seen:?}"),
                 Ok(Some(Ok(_))) => panic!("a watch event before the list completed: {seen:?}"),
                 Ok(Some(Err(_))) => {
@@ -155,7 +162,7 @@ async fn a_watcher_sees_a_partial_list_that_never_completes() {
         );
         server.clear_faults();
         let deadline = tokio::time::Instant::now() + WAIT;
-        let mut applied = Vec::new();
+        let mut applied = attempt;
         loop {
             assert!(tokio::time::Instant::now() < deadline, "no InitDone");
             match tokio::time::timeout(WAIT, w.next()).await {
