@@ -15,7 +15,7 @@ use ctnetlink::{Error, EventKind, EventSocket, Groups, Netns, Tuple};
 use tokio::sync::mpsc;
 
 use crate::cli::stale::flow_of;
-use crate::cluster::Snapshot;
+use crate::cluster::ClusterState;
 use crate::reconcile::{Flow, Policy, classify};
 
 /// What the listener hands to the agent loop.
@@ -32,9 +32,27 @@ pub enum EventMsg {
     Failed(Error),
 }
 
-/// The map the listener judges with; `None` while deleting is not allowed (not synced,
-/// re-listing, breaker open).
-pub type SharedView = Arc<RwLock<Option<Arc<Snapshot>>>>;
+/// The model the listener judges with, lent only while deleting is allowed (synced, not
+/// re-listing, breaker closed).
+pub struct View {
+    trusted: AtomicBool,
+    model: Arc<RwLock<ClusterState>>,
+}
+
+impl View {
+    pub fn new(model: Arc<RwLock<ClusterState>>) -> Self {
+        View {
+            trusted: AtomicBool::new(false),
+            model,
+        }
+    }
+
+    pub fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::SeqCst);
+    }
+}
+
+pub type SharedView = Arc<View>;
 
 /// How often the listener looks at the shutdown flag while no event arrives.
 const POLL: Duration = Duration::from_millis(100);
@@ -85,13 +103,14 @@ fn listen(
                 if ev.kind != EventKind::New {
                     return;
                 }
-                let Some(snap) = view.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+                if !view.trusted.load(Ordering::SeqCst) {
                     return;
-                };
+                }
                 let Some(flow) = flow_of(&ev.entry) else {
                     return;
                 };
-                let d = classify(&snap.map, &flow);
+                let model = view.model.read().unwrap_or_else(|e| e.into_inner());
+                let d = classify(model.map(), &flow);
                 if policy.deletes(d.verdict, d.proto) && !d.port.is_some_and(|p| p.ignored()) {
                     out.push(EventMsg::Flow {
                         tuple: ev.entry.orig,

@@ -2,9 +2,10 @@
 //! entries whose backend is gone, within milliseconds, safely.
 //!
 //! Four triggers feed one loop, which alone decides and deletes:
-//! - **watch**: a change of the cluster, coalesced over [`COALESCE`], is diffed against the last
-//!   trusted map ([`plan_diff`]); the (frontend, backend) pairs that became deletable are
-//!   flushed at once (or after `--grace`);
+//! - **watch**: a change of the cluster, coalesced over [`COALESCE`]: the live model rebuilt
+//!   only the Services it names and recorded the (frontend, backend) pairs whose backend got
+//!   worse ([`ClusterState::take_changes`]); those the policy deletes are flushed at once (or
+//!   after `--grace`);
 //! - **event**: a conntrack NEW event towards a backend already known gone ([`events`]);
 //! - **resync**: a full pass every `--resync`, streaming the table through the verdict;
 //! - **startup**: one full pass once every watch has delivered its list.
@@ -17,7 +18,7 @@
 //! 3. The circuit breaker ([`breaker`]) holds back a pass that looks like a broken view.
 //! 4. `--dry-run` runs everything but the delete.
 //!
-//! Data flows one way: watches -> snapshots -> pure decisions (`reconcile`) -> kernel.
+//! Data flows one way: watches -> live model -> pure decisions (`reconcile`) -> kernel.
 
 pub mod breaker;
 pub mod config;
@@ -45,10 +46,10 @@ use self::events::{EventMsg, SharedView};
 use self::http::Health;
 use self::kernel::{Kernel, Selected};
 use crate::cluster::{
-    BackendState, ClusterWatch, Proto, ServiceMap, ServiceName, Snapshot, WatchConfig, Watched,
+    Change, ClusterState, ClusterWatch, Pair, Proto, ServiceMap, ServiceName, WatchConfig, Watched,
     kube_client, local_addresses, node_name,
 };
-use crate::reconcile::{Flow, FlushKey, Policy, StaleReason, Verdict, classify, plan_diff};
+use crate::reconcile::{Flow, FlushKey, Policy, StaleReason, Verdict, classify};
 
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
 /// slice several times within a millisecond or two.
@@ -184,30 +185,44 @@ fn deletable_key(
     deletable(map, flow, policy)
 }
 
-/// Services that have at least one serving (or draining) backend in `map`.
-fn serving_services(map: &ServiceMap) -> HashSet<&ServiceName> {
-    map.ports()
-        .filter(|p| {
-            p.backends()
-                .iter()
-                .any(|b| b.conditions.state() != BackendState::NotServing)
-        })
-        .map(|p| p.service())
-        .collect()
-}
-
 /// How many distinct Services among `services` have no serving (or draining) backend left in
-/// `map`, or no longer exist in it: what the circuit breaker calls emptied.
+/// `map`, or no longer exist in it: what the circuit breaker calls emptied. Proportional to
+/// those Services.
 fn emptied_services<'a>(
     map: &ServiceMap,
     services: impl IntoIterator<Item = &'a ServiceName>,
 ) -> usize {
-    let serving = serving_services(map);
     services
         .into_iter()
-        .filter(|s| !serving.contains(s))
         .collect::<HashSet<_>>()
-        .len()
+        .into_iter()
+        .filter(|s| !map.has_serving_backend(s))
+        .count()
+}
+
+/// The recorded changes the policy deletes, as watch-planned keys: a backend that got worse
+/// and is now deletable but was not before (what was deletable already was an earlier
+/// flush's business), of a Service that did not opt out.
+fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> HashMap<FlushKey, KeyInfo> {
+    changes
+        .into_iter()
+        .filter(|(p, c)| {
+            let proto = p.frontend.proto;
+            !c.ignored
+                && policy.deletes_backend(c.new, proto)
+                && !policy.deletes_backend(c.old, proto)
+        })
+        .map(|(p, c)| {
+            let key = FlushKey {
+                proto: p.frontend.proto.ip_proto(),
+                orig_dst: p.frontend.ip,
+                orig_dport: p.frontend.port,
+                reply_src: p.backend.ip(),
+                reply_sport: p.backend.port(),
+            };
+            (key, KeyInfo { service: c.service })
+        })
+        .collect()
 }
 
 /// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
@@ -274,12 +289,10 @@ struct Agent {
     health: Arc<Health>,
     kernel: Arc<Mutex<Kernel>>,
     cancel: Arc<AtomicBool>,
-    client: kube::Client,
-    watch_config: WatchConfig,
     watch: ClusterWatch,
+    /// The live model (the watch's, for the agent's whole life: a restart keeps it).
+    model: Arc<RwLock<ClusterState>>,
     changes: watch::Receiver<u64>,
-    /// The last map taken while every watch was current: the base of the next diff.
-    trusted: Option<Arc<Snapshot>>,
     /// What the event listener judges with; `None` while deleting is not allowed.
     view: SharedView,
     pending: HashMap<FlushKey, Pending>,
@@ -369,8 +382,9 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         node_name: Some(node.clone()),
         node_local_addrs,
     };
-    let watch = ClusterWatch::start(client.clone(), watch_config.clone());
+    let watch = ClusterWatch::start(client.clone(), watch_config);
     let changes = watch.changes();
+    let model = watch.state().clone();
     info!(node = %node, dry_run = cmd.dry_run, "watching Services, EndpointSlices and the Node");
 
     let mut agent = Agent {
@@ -383,12 +397,10 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         health,
         kernel,
         cancel: cancel.clone(),
-        client,
-        watch_config,
         watch,
+        view: Arc::new(events::View::new(model.clone())),
+        model,
         changes,
-        trusted: None,
-        view: Arc::new(RwLock::new(None)),
         pending: HashMap::new(),
         held: None,
         netlink_error: None,
@@ -555,43 +567,27 @@ impl Agent {
     /// Replaces the watches with fresh ones (a full list of every resource).
     fn restart_watch(&mut self, why: &str) {
         warn!("{why}; deleting nothing until the new lists are complete");
-        self.watch = ClusterWatch::start(self.client.clone(), self.watch_config.clone());
+        self.watch.restart();
         self.watch_errors_seen = 0;
-        self.changes = self.watch.changes();
         self.changes.mark_changed();
-        self.publish(None);
+        self.publish(false);
         self.observe_status();
     }
 
-    /// Takes the current snapshot as the trusted map if deleting is allowed ([`Self::view_ok`]);
-    /// otherwise withdraws the event listener's view. Returns whether deleting is allowed now.
+    /// Whether deleting is allowed now ([`Self::view_ok`]); lends or withdraws the event
+    /// listener's view to match.
     fn take_trusted(&mut self) -> bool {
         let ok = self.view_ok();
         self.observe_status();
-        if !ok {
-            self.publish(None);
-            return false;
-        }
-        let snap = tokio::task::block_in_place(|| self.watch.snapshot());
-        match snap {
-            Some(s) if s.status.current() => {
-                self.publish(Some(&s));
-                self.trusted = Some(s);
-                true
-            }
-            _ => {
-                self.publish(None);
-                false
-            }
-        }
+        self.publish(ok);
+        ok
     }
 
-    fn publish(&self, snap: Option<&Arc<Snapshot>>) {
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = snap.cloned();
+    fn publish(&self, trusted: bool) {
+        self.view.set_trusted(trusted);
     }
 
     async fn on_change(&mut self, arrival: Instant) {
-        let old = self.trusted.clone();
         if let Some(h) = &self.held
             && h.relisting
         {
@@ -614,26 +610,18 @@ impl Agent {
             return;
         }
         if !self.take_trusted() {
+            // The changes stay recorded in the model until the view is current again.
             debug!("view not current (re-listing or breaker held): deleting nothing");
             return;
         }
-        let (Some(old), Some(new)) = (old, self.trusted.clone()) else {
+        let changes = self
+            .model
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_changes();
+        let planned = planned(changes, &self.policy);
+        if planned.is_empty() {
             return;
-        };
-        if Arc::ptr_eq(&old, &new) {
-            return;
-        }
-        let policy = self.policy;
-        let keys = tokio::task::block_in_place(|| plan_diff(&old.map, &new.map, &policy));
-        if keys.is_empty() {
-            return;
-        }
-        let mut planned = HashMap::with_capacity(keys.len());
-        for k in keys {
-            let Some(service) = key_service(&old.map, &k) else {
-                continue;
-            };
-            planned.insert(k, KeyInfo { service });
         }
         if !self.cmd.grace.is_zero() {
             let due = arrival + self.cmd.grace;
@@ -697,16 +685,16 @@ impl Agent {
         if flows.is_empty() || !self.take_trusted() {
             return;
         }
-        let Some(snap) = self.trusted.clone() else {
-            return;
-        };
         let mut groups: HashMap<Group, Vec<(Tuple, Option<u16>)>> = HashMap::new();
-        for (tuple, zone, flow) in flows {
-            if self.pending.contains_key(&key_of(&flow)) {
-                continue; // within --grace
-            }
-            if let Some(g) = deletable(&snap.map, &flow, &self.policy) {
-                groups.entry(g).or_default().push((tuple, zone));
+        {
+            let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+            for (tuple, zone, flow) in flows {
+                if self.pending.contains_key(&key_of(&flow)) {
+                    continue; // within --grace
+                }
+                if let Some(g) = deletable(model.map(), &flow, &self.policy) {
+                    groups.entry(g).or_default().push((tuple, zone));
+                }
             }
         }
         if !groups.is_empty() {
@@ -758,9 +746,6 @@ impl Agent {
     /// the policy says (unless the breaker holds the pass).
     #[tracing::instrument(name = "pass", skip_all, fields(trigger = trigger.as_str(), full = matches!(scope, Scope::Full)))]
     async fn pass(&mut self, scope: Scope, trigger: Trigger, arrival: Option<Instant>) {
-        let Some(snap) = self.trusted.clone() else {
-            return;
-        };
         let started = Instant::now();
         let full = matches!(scope, Scope::Full);
         let policy = self.policy;
@@ -770,7 +755,10 @@ impl Agent {
         let (filters, keys) = match scope {
             Scope::Full => (vec![Filter::default()], None),
             Scope::Keys(keys) => {
-                let emptied = emptied_services(&snap.map, keys.values().map(|i| &i.service));
+                let emptied = {
+                    let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+                    emptied_services(model.map(), keys.values().map(|i| &i.service))
+                };
                 let filters = key_filters(&keys);
                 let filters = if emptied >= 2 || filters.len() > MAX_FILTERED_WALKS {
                     vec![Filter::default()]
@@ -782,14 +770,17 @@ impl Agent {
         };
         let counting = filters.len() == 1 && filters[0].is_empty();
         let k = self.kernel.clone();
-        let map_snap = snap.clone();
+        let model = self.model.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let map = &map_snap.map;
             let keys = keys;
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
             let sweep = kernel.sweep(&filters, |flow, _e: &Entry| {
+                // Each entry is judged with the model as it is now (the watches go on
+                // updating it during a long pass); the lock is held for one entry.
+                let model = model.read().unwrap_or_else(|e| e.into_inner());
+                let map = model.map();
                 if counting {
                     let d = classify(map, flow);
                     if !matches!(d.verdict, Verdict::NotService(_)) {
@@ -868,7 +859,10 @@ impl Agent {
         if trigger != Trigger::Breaker
             && let Some(service_flows) = found.service_flows
         {
-            let emptied = emptied_services(&snap.map, groups.keys().map(|g| &g.service));
+            let emptied = {
+                let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+                emptied_services(model.map(), groups.keys().map(|g| &g.service))
+            };
             if breaker::holds(self.limits, to_delete, service_flows, emptied) {
                 let mut services: Vec<ServiceName> =
                     groups.keys().map(|g| g.service.clone()).collect();
@@ -890,7 +884,7 @@ impl Agent {
                     relisting: false,
                     keys,
                 });
-                self.publish(None);
+                self.publish(false);
                 return;
             }
         }
@@ -1012,23 +1006,6 @@ impl Agent {
         }
         gone
     }
-}
-
-/// The Service whose (frontend, backend) pair `key` names in `map`.
-fn key_service(map: &ServiceMap, key: &FlushKey) -> Option<ServiceName> {
-    let fe = map.frontend(
-        Proto::from_ip_proto(key.proto)?,
-        key.orig_dst,
-        key.orig_dport,
-    )?;
-    let port = fe
-        .backend(key.reply_src, key.reply_sport)
-        .map(|(p, _)| p)
-        .or_else(|| fe.first_port())?;
-    if port.ignored() {
-        return None;
-    }
-    Some(port.service().clone())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::cluster::{ServiceLite, SliceLite};
 use crate::reconcile::ProtoSet;
 
 const UDP: u8 = 17;
@@ -64,28 +65,45 @@ fn map(services: &[Service], slices: &[EndpointSlice]) -> ServiceMap {
     m
 }
 
-fn keys_of(map: &ServiceMap, keys: Vec<FlushKey>) -> HashMap<FlushKey, KeyInfo> {
-    keys.into_iter()
-        .filter_map(|k| key_service(map, &k).map(|service| (k, KeyInfo { service })))
-        .collect()
+/// The live model holding `services` and `slices`, its changes taken.
+fn model(services: &[Service], slices: &[EndpointSlice]) -> ClusterState {
+    let mut st = ClusterState::new(Vec::new());
+    st.replace_services(services.iter().cloned().map(ServiceLite::from).collect());
+    st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
+    assert!(st.warnings().is_empty(), "{:?}", st.warnings());
+    st.take_changes();
+    st
+}
+
+/// What the watch path plans when `st` moves to `services` and `slices` (as after a re-list):
+/// the recorded changes the default policy deletes.
+fn plan_move(
+    st: &mut ClusterState,
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> HashMap<FlushKey, KeyInfo> {
+    st.replace_services(services.iter().cloned().map(ServiceLite::from).collect());
+    st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
+    planned(st.take_changes(), &Policy::default())
 }
 
 #[test]
 fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
     let svc = service("a", "198.19.0.10", json!({}));
-    let old = map(
+    let mut st = model(
         std::slice::from_ref(&svc),
         &[slice("a", json!([ready("192.0.2.1"), ready("192.0.2.2")]))],
     );
-    let new = map(
+    let keys = plan_move(
+        &mut st,
         std::slice::from_ref(&svc),
         &[slice("a", json!([ready("192.0.2.2")]))],
     );
-    let keys = keys_of(&old, plan_diff(&old, &new, &Policy::default()));
+    let new = st.map();
     assert_eq!(keys.len(), 2, "{keys:?}");
     let p = Policy::default();
     let gone_udp = deletable_key(
-        &new,
+        new,
         &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
         &keys,
         &p,
@@ -95,7 +113,7 @@ fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
     assert_eq!(gone_udp.service.to_string(), "default/a");
     assert!(
         deletable_key(
-            &new,
+            new,
             &flow(TCP, "198.19.0.10", 80, "192.0.2.1", 8080),
             &keys,
             &p
@@ -104,7 +122,7 @@ fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
     );
     assert!(
         deletable_key(
-            &new,
+            new,
             &flow(UDP, "198.19.0.10", 53, "192.0.2.2", 5353),
             &keys,
             &p
@@ -123,25 +141,33 @@ fn a_backend_that_came_back_keeps_its_flows() {
         std::slice::from_ref(&svc),
         &[slice("a", json!([ready("192.0.2.1")]))],
     );
-    let without = map(std::slice::from_ref(&svc), &[slice("a", json!([]))]);
-    let keys = keys_of(&with, plan_diff(&with, &without, &Policy::default()));
+    let mut st = model(
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([ready("192.0.2.1")]))],
+    );
+    let keys = plan_move(
+        &mut st,
+        std::slice::from_ref(&svc),
+        &[slice("a", json!([]))],
+    );
+    let without = st.map();
     assert_eq!(keys.len(), 2);
     let f = flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353);
-    assert!(deletable_key(&without, &f, &keys, &Policy::default()).is_some());
+    assert!(deletable_key(without, &f, &keys, &Policy::default()).is_some());
     assert!(deletable_key(&with, &f, &keys, &Policy::default()).is_none());
 }
 
 #[test]
 fn a_deleted_service_is_flushed_from_the_old_maps_memory() {
     let svc = service("a", "198.19.0.10", json!({}));
-    let old = map(
+    let mut st = model(
         std::slice::from_ref(&svc),
         &[slice("a", json!([ready("192.0.2.1")]))],
     );
-    let new = map(&[], &[]);
-    let keys = keys_of(&old, plan_diff(&old, &new, &Policy::default()));
+    let keys = plan_move(&mut st, &[], &[]);
+    let new = st.map();
     let g = deletable_key(
-        &new,
+        new,
         &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
         &keys,
         &Policy::default(),
@@ -151,32 +177,30 @@ fn a_deleted_service_is_flushed_from_the_old_maps_memory() {
     assert_eq!(g.reason, StaleReason::Gone);
     // An entry that was never translated is not the Service's NAT traffic.
     let untranslated = flow(UDP, "198.19.0.10", 53, "198.19.0.10", 53);
-    assert!(deletable_key(&new, &untranslated, &keys, &Policy::default()).is_none());
+    assert!(deletable_key(new, &untranslated, &keys, &Policy::default()).is_none());
 }
 
 #[test]
 fn ignored_services_are_never_planned_or_deleted() {
     let svc = service("a", "198.19.0.10", json!({"ctreap.io/ignore": "true"}));
-    let old = map(
+    let mut st = model(
         std::slice::from_ref(&svc),
         &[slice("a", json!([ready("192.0.2.1")]))],
     );
-    let new = map(std::slice::from_ref(&svc), &[slice("a", json!([]))]);
-    let keys = plan_diff(&old, &new, &Policy::default());
+    st.replace_slices(vec![SliceLite::from(slice("a", json!([])))]);
+    let changes = st.take_changes();
     assert!(
-        !keys.is_empty(),
-        "plan_diff itself does not know the annotation"
+        changes.values().all(|c| c.ignored) && !changes.is_empty(),
+        "the model records the change and marks it ignored: {changes:?}"
     );
     assert!(
-        keys_of(&old, keys).is_empty(),
-        "key_service drops ignored Services"
+        planned(changes, &Policy::default()).is_empty(),
+        "the plan drops ignored Services"
     );
+    let new = st.map();
     let f = flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353);
-    assert_eq!(
-        classify(&new, &f).verdict,
-        Verdict::Stale(StaleReason::Gone)
-    );
-    assert!(deletable(&new, &f, &Policy::default()).is_none());
+    assert_eq!(classify(new, &f).verdict, Verdict::Stale(StaleReason::Gone));
+    assert!(deletable(new, &f, &Policy::default()).is_none());
 }
 
 #[test]
@@ -262,9 +286,6 @@ fn emptied_services_are_those_without_a_serving_backend() {
             ),
         ],
     );
-    let serving = serving_services(&m);
-    let names: Vec<String> = serving.iter().map(|s| s.to_string()).collect();
-    assert_eq!(names, vec!["default/a".to_string()]);
     let name = |n: &str| ServiceName {
         namespace: "default".into(),
         name: n.into(),

@@ -3,16 +3,15 @@
 //! Pure: plain values in, a map and a list of warnings out. Nothing from the API server is
 //! trusted to be well formed: a bad field costs a warning and that one item, never the map.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
 
 use super::model::{
-    Backend, BackendKey, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, PortId, Proto,
-    ServiceMap, ServiceName,
+    Backend, Conditions, Frontend, FrontendKey, FrontendKind, NewPort, Proto, ServiceMap,
+    ServiceName,
 };
 use super::view::{ServiceView, SliceAddress, SliceView};
 
@@ -82,12 +81,14 @@ impl fmt::Display for Warning {
     }
 }
 
-struct Warnings {
-    list: Vec<Warning>,
+/// The warnings of one build, in the order they were found.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    pub(crate) list: Vec<Warning>,
 }
 
 impl Warnings {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         kind: WarningKind,
         object_kind: &'static str,
@@ -117,7 +118,11 @@ fn port_u16(n: i32) -> Option<u16> {
 /// The node's NodePort addresses: `status.addresses` of types InternalIP and ExternalIP plus
 /// the local interface addresses, sorted and deduplicated. kube-proxy with
 /// `nodePortAddresses` unset accepts NodePorts on every local address (`--dst-type LOCAL`).
-fn node_addresses(node: Option<&Node>, local: &[IpAddr], w: &mut Warnings) -> Vec<IpAddr> {
+pub(crate) fn node_addresses(
+    node: Option<&Node>,
+    local: &[IpAddr],
+    w: &mut Warnings,
+) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = local.to_vec();
     if let Some(node) = node {
         let name = node.metadata.name.as_deref().unwrap_or("?");
@@ -142,21 +147,6 @@ fn node_addresses(node: Option<&Node>, local: &[IpAddr], w: &mut Warnings) -> Ve
     out
 }
 
-/// What the builder remembers of a Service while it reads the slices.
-struct SvcSlot {
-    /// Service ports with NAT frontends; empty for headless and ExternalName Services.
-    ports: Vec<PortId>,
-}
-
-/// Accumulates ports, frontends and backends; `finish` lays them out in the map's arenas.
-#[derive(Default)]
-struct Builder {
-    services: Vec<ServiceName>,
-    ports: Vec<PortEntry>,
-    port_frontends: Vec<Vec<Frontend>>,
-    backends: HashMap<BackendKey, Conditions>,
-}
-
 impl ServiceMap {
     /// Builds the map from the cluster's objects, as kube-proxy on this node would program
     /// its NAT rules (`kubectl get svc,endpointslices -A -o json` and `kubectl get node NODE`).
@@ -166,8 +156,8 @@ impl ServiceMap {
     /// [`local_addresses`](crate::cluster::local_addresses)), which carry NodePorts too.
     ///
     /// Accepts any [`ServiceView`] and [`SliceView`]: `Service`s and `EndpointSlice`s,
-    /// references or `Arc`s of them (what a reflector store returns), or the compact forms the
-    /// agent's watch keeps.
+    /// references or `Arc`s of them, or the compact forms the agent's watch keeps. The live
+    /// model builds each Service with the same [`service_ports`], one Service at a time.
     pub fn build<S, E>(
         services: &[S],
         slices: &[E],
@@ -178,23 +168,84 @@ impl ServiceMap {
         S: ServiceView,
         E: SliceView,
     {
-        let mut w = Warnings { list: Vec::new() };
+        let mut w = Warnings::default();
         let node_addrs = node_addresses(node, node_local_addrs, &mut w);
-        let mut b = Builder::default();
-        // Keyed by the Services' own strings: no copy of 10,000 names while the map is built.
-        let mut by_name: HashMap<(&str, &str), SvcSlot> = HashMap::with_capacity(services.len());
+        let mut map = ServiceMap::empty();
+        map.set_node_addrs(node_addrs.clone());
+        // Slices by the Service they are labelled for, keyed by the objects' own strings.
+        let mut slices_of: HashMap<(&str, &str), Vec<(usize, &E)>> = HashMap::new();
+        for (i, slice) in slices.iter().enumerate() {
+            if let Some(key) = slice_service(slice, &mut w) {
+                slices_of.entry(key).or_default().push((i, slice));
+            }
+        }
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(services.len());
+        let mut batch: Vec<&E> = Vec::new();
         for svc in services {
-            b.add_service(svc, &node_addrs, &mut by_name, &mut w);
+            let Some((ns, name)) = namespaced(svc.namespace(), svc.name(), "Service", &mut w)
+            else {
+                continue;
+            };
+            if !seen.insert((ns, name)) {
+                w.push(
+                    WarningKind::DuplicateObject,
+                    "Service",
+                    &format!("{ns}/{name}"),
+                    "listed twice; the first one is used".into(),
+                );
+                continue;
+            }
+            batch.clear();
+            if let Some(of) = slices_of.remove(&(ns, name)) {
+                batch.extend(of.into_iter().map(|(_, e)| e));
+            }
+            let ports = service_ports(svc, ns, name, &batch, &node_addrs, &mut w);
+            map.insert_service(
+                ServiceName {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                },
+                ports,
+            );
         }
-        for slice in slices {
-            b.add_slice(slice, &by_name, &mut w);
+        // What is left is labelled for Services that do not exist; reported in slice order.
+        let mut orphans: Vec<(usize, &E)> = slices_of.into_values().flatten().collect();
+        orphans.sort_by_key(|(i, _)| *i);
+        for (_, slice) in orphans {
+            unknown_service(slice, &mut w);
         }
-        (b.finish(node_addrs), w.list)
+        (map, w.list)
     }
 }
 
+/// The (namespace, Service name) an EndpointSlice is labelled for; `None` (with a warning if
+/// its metadata is incomplete) when it belongs to no Service: slices without the label are
+/// ignored, as kube-proxy ignores them.
+pub(crate) fn slice_service<'a>(
+    slice: &'a impl SliceView,
+    w: &mut Warnings,
+) -> Option<(&'a str, &'a str)> {
+    let (ns, _) = namespaced(slice.namespace(), slice.name(), "EndpointSlice", w)?;
+    let svc = slice.service_name().filter(|s| !s.is_empty())?;
+    Some((ns, svc))
+}
+
+/// The warning for a slice labelled for a Service that does not exist.
+pub(crate) fn unknown_service(slice: &impl SliceView, w: &mut Warnings) {
+    let (Some(ns), Some(name), Some(svc)) = (slice.namespace(), slice.name(), slice.service_name())
+    else {
+        return;
+    };
+    w.push(
+        WarningKind::UnknownService,
+        "EndpointSlice",
+        &format!("{ns}/{name}"),
+        format!("labelled for Service {ns}/{svc}, which does not exist; ignored"),
+    );
+}
+
 /// The namespace and name of a namespaced object, or a warning naming what is missing.
-fn namespaced<'a>(
+pub(crate) fn namespaced<'a>(
     namespace: Option<&'a str>,
     name: Option<&'a str>,
     kind: &'static str,
@@ -215,432 +266,339 @@ fn namespaced<'a>(
     }
 }
 
-impl Builder {
-    fn add_service<'s>(
-        &mut self,
-        svc: &'s impl ServiceView,
-        node_addrs: &[IpAddr],
-        by_name: &mut HashMap<(&'s str, &'s str), SvcSlot>,
-        w: &mut Warnings,
-    ) {
-        const KIND: &str = "Service";
-        let Some((ns, name)) = namespaced(svc.namespace(), svc.name(), KIND, w) else {
-            return;
-        };
-        let id = format!("{ns}/{name}");
-        let slot = match by_name.entry((ns, name)) {
-            Entry::Occupied(_) => {
-                w.push(
-                    WarningKind::DuplicateObject,
-                    KIND,
-                    &id,
-                    "listed twice; the first one is used".into(),
-                );
-                return;
-            }
-            Entry::Vacant(v) => v.insert(SvcSlot { ports: Vec::new() }),
-        };
-        if svc.service_proxy_name().is_some() {
-            return;
-        }
-        if !svc.has_spec() {
-            w.push(WarningKind::MissingField, KIND, &id, "spec missing".into());
-            return;
-        }
-        // kube-proxy's ShouldSkipService: ExternalName, headless (None) and not yet
-        // allocated ("") Services get no rules, whatever else they say.
-        if svc.is_external_name() {
-            return;
-        }
-        let raw_ips: Vec<&str> = svc.cluster_ips().collect();
-        if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
-            return;
-        }
-        let mut cluster_ips = Vec::with_capacity(raw_ips.len());
-        for raw in raw_ips {
-            match raw.parse::<IpAddr>() {
-                Ok(ip) => cluster_ips.push(ip),
-                Err(e) => w.push(
-                    WarningKind::MalformedAddress,
-                    KIND,
-                    &id,
-                    format!("spec.clusterIPs {raw:?}: {e}"),
-                ),
-            }
-        }
-        if cluster_ips.is_empty() {
-            return;
-        }
-        // A Service serves only the IP families of its ClusterIPs (kube-proxy runs one
-        // proxier per family and each skips Services without a ClusterIP of its family).
-        let has_family = |ip: &IpAddr| cluster_ips.iter().any(|c| family(c) == family(ip));
+/// One Service's ports with their frontends and backends, from the Service and the slices
+/// labelled for it, as kube-proxy programs them. Empty for Services with no NAT (headless,
+/// ExternalName, not yet allocated, another proxy's). Costs in proportion to this Service.
+pub(crate) fn service_ports<S: ServiceView, E: SliceView>(
+    svc: &S,
+    ns: &str,
+    name: &str,
+    slices: &[&E],
+    node_addrs: &[IpAddr],
+    w: &mut Warnings,
+) -> Vec<NewPort> {
+    let id = format!("{ns}/{name}");
+    let mut ports = service_frontends(svc, &id, node_addrs, w);
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let mut backends: HashMap<(usize, IpAddr, u16), Conditions> = HashMap::new();
+    for slice in slices {
+        add_slice(*slice, &ports, &mut backends, w);
+    }
+    let mut per_port: Vec<Vec<Backend>> = vec![Vec::new(); ports.len()];
+    for ((i, ip, port), conditions) in backends {
+        per_port[i].push(Backend {
+            ip,
+            port,
+            conditions,
+        });
+    }
+    for (p, mut b) in ports.iter_mut().zip(per_port) {
+        b.sort_unstable_by_key(|b| (b.ip, b.port));
+        p.backends = b.into_boxed_slice();
+    }
+    ports
+}
 
-        // externalIPs and load-balancer IPs: frontends on the service port, like ClusterIPs.
-        let mut extra: Vec<(IpAddr, FrontendKind)> = Vec::new();
-        let mut extra_ips = |raw: &str, kind: FrontendKind, field: &str, w: &mut Warnings| match raw
-            .parse::<IpAddr>()
-        {
-            Ok(ip) if has_family(&ip) => extra.push((ip, kind)),
-            Ok(_) => w.push(
-                WarningKind::FamilyMismatch,
-                KIND,
-                &id,
-                format!("{field} {raw:?} is of no IP family of the Service's clusterIPs; ignored"),
-            ),
+/// A Service's ports and frontends, without backends.
+fn service_frontends(
+    svc: &impl ServiceView,
+    id: &str,
+    node_addrs: &[IpAddr],
+    w: &mut Warnings,
+) -> Vec<NewPort> {
+    const KIND: &str = "Service";
+    if svc.service_proxy_name().is_some() {
+        return Vec::new();
+    }
+    if !svc.has_spec() {
+        w.push(WarningKind::MissingField, KIND, id, "spec missing".into());
+        return Vec::new();
+    }
+    // kube-proxy's ShouldSkipService: ExternalName, headless (None) and not yet
+    // allocated ("") Services get no rules, whatever else they say.
+    if svc.is_external_name() {
+        return Vec::new();
+    }
+    let raw_ips: Vec<&str> = svc.cluster_ips().collect();
+    if raw_ips.is_empty() || raw_ips.iter().any(|ip| *ip == "None" || ip.is_empty()) {
+        return Vec::new();
+    }
+    let mut cluster_ips = Vec::with_capacity(raw_ips.len());
+    for raw in raw_ips {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) => cluster_ips.push(ip),
             Err(e) => w.push(
                 WarningKind::MalformedAddress,
                 KIND,
-                &id,
-                format!("{field} {raw:?}: {e}"),
+                id,
+                format!("spec.clusterIPs {raw:?}: {e}"),
             ),
-        };
-        for raw in svc.external_ips() {
-            extra_ips(raw, FrontendKind::ExternalIp, "spec.externalIPs", w);
         }
-        for ing in svc.ingress() {
-            // ipMode Proxy: the load balancer proxies to the NodePort; kube-proxy programs no
-            // rule for the LB IP itself. Hostname-only ingress has no IP to match.
-            if ing.ip_mode == Some("Proxy") {
-                continue;
-            }
-            if let Some(raw) = ing.ip {
-                extra_ips(
-                    raw,
-                    FrontendKind::LoadBalancer,
-                    "status.loadBalancer.ingress[].ip",
-                    w,
-                );
-            }
-        }
+    }
+    if cluster_ips.is_empty() {
+        return Vec::new();
+    }
+    // A Service serves only the IP families of its ClusterIPs (kube-proxy runs one
+    // proxier per family and each skips Services without a ClusterIP of its family).
+    let has_family = |ip: &IpAddr| cluster_ips.iter().any(|c| family(c) == family(ip));
 
-        let ignored = svc
-            .ignore_annotation()
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let svc_index = self.services.len() as u32;
-        let mut ports = Vec::new();
-        for (i, sp) in svc.ports().enumerate() {
-            let Some(proto) = Proto::from_k8s(sp.protocol) else {
-                w.push(
-                    WarningKind::UnsupportedProtocol,
-                    KIND,
-                    &id,
-                    format!(
-                        "spec.ports[{i}].protocol {:?} unsupported; port skipped",
-                        sp.protocol.unwrap_or("")
-                    ),
-                );
-                continue;
-            };
-            let Some(port) = port_u16(sp.port) else {
-                w.push(
+    // externalIPs and load-balancer IPs: frontends on the service port, like ClusterIPs.
+    let mut extra: Vec<(IpAddr, FrontendKind)> = Vec::new();
+    let mut extra_ips = |raw: &str, kind: FrontendKind, field: &str, w: &mut Warnings| match raw
+        .parse::<IpAddr>(
+    ) {
+        Ok(ip) if has_family(&ip) => extra.push((ip, kind)),
+        Ok(_) => w.push(
+            WarningKind::FamilyMismatch,
+            KIND,
+            id,
+            format!("{field} {raw:?} is of no IP family of the Service's clusterIPs; ignored"),
+        ),
+        Err(e) => w.push(
+            WarningKind::MalformedAddress,
+            KIND,
+            id,
+            format!("{field} {raw:?}: {e}"),
+        ),
+    };
+    for raw in svc.external_ips() {
+        extra_ips(raw, FrontendKind::ExternalIp, "spec.externalIPs", w);
+    }
+    for ing in svc.ingress() {
+        // ipMode Proxy: the load balancer proxies to the NodePort; kube-proxy programs no
+        // rule for the LB IP itself. Hostname-only ingress has no IP to match.
+        if ing.ip_mode == Some("Proxy") {
+            continue;
+        }
+        if let Some(raw) = ing.ip {
+            extra_ips(
+                raw,
+                FrontendKind::LoadBalancer,
+                "status.loadBalancer.ingress[].ip",
+                w,
+            );
+        }
+    }
+
+    let ignored = svc
+        .ignore_annotation()
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let mut ports = Vec::new();
+    for (i, sp) in svc.ports().enumerate() {
+        let Some(proto) = Proto::from_k8s(sp.protocol) else {
+            w.push(
+                WarningKind::UnsupportedProtocol,
+                KIND,
+                id,
+                format!(
+                    "spec.ports[{i}].protocol {:?} unsupported; port skipped",
+                    sp.protocol.unwrap_or("")
+                ),
+            );
+            continue;
+        };
+        let Some(port) = port_u16(sp.port) else {
+            w.push(
+                WarningKind::InvalidPort,
+                KIND,
+                id,
+                format!(
+                    "spec.ports[{i}].port {} out of range; port skipped",
+                    sp.port
+                ),
+            );
+            continue;
+        };
+        let node_port = match sp.node_port {
+            None => None,
+            Some(n) => match port_u16(n) {
+                Some(p) => Some(p),
+                None => {
+                    w.push(
+                        WarningKind::InvalidPort,
+                        KIND,
+                        id,
+                        format!("spec.ports[{i}].nodePort {n} out of range; ignored"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut fes: Vec<Frontend> = Vec::new();
+        let mut add = |ip: IpAddr, port: u16, kind: FrontendKind| {
+            fes.push(Frontend {
+                key: FrontendKey { proto, ip, port },
+                kind,
+            })
+        };
+        for ip in &cluster_ips {
+            add(*ip, port, FrontendKind::ClusterIp);
+        }
+        for &(ip, kind) in &extra {
+            add(ip, port, kind);
+        }
+        if let Some(np) = node_port {
+            for ip in node_addrs.iter().filter(|ip| has_family(ip)) {
+                add(*ip, np, FrontendKind::NodePort);
+            }
+        }
+        // The same address can be both, e.g. an externalIP that is a node address and a
+        // port equal to the nodePort: keep the first kind.
+        let mut seen = HashSet::with_capacity(fes.len());
+        fes.retain(|f| seen.insert(f.key));
+        ports.push(NewPort {
+            name: sp.name.unwrap_or_default().into(),
+            proto,
+            port,
+            node_port,
+            frontends: fes.into_boxed_slice(),
+            backends: Box::new([]),
+            ignored,
+        });
+    }
+    ports
+}
+
+/// One slice's endpoints, added to the backends of the Service's `ports` (by index).
+fn add_slice(
+    slice: &impl SliceView,
+    ports: &[NewPort],
+    backends: &mut HashMap<(usize, IpAddr, u16), Conditions>,
+    w: &mut Warnings,
+) {
+    const KIND: &str = "EndpointSlice";
+    let (Some(ns), Some(name)) = (slice.namespace(), slice.name()) else {
+        return;
+    };
+    let id = format!("{ns}/{name}");
+    let fam = match slice.address_type() {
+        "IPv4" => 4,
+        "IPv6" => 6,
+        "FQDN" => return,
+        other => {
+            w.push(
+                WarningKind::UnsupportedAddressType,
+                KIND,
+                &id,
+                format!("addressType {other:?} unsupported; slice ignored"),
+            );
+            return;
+        }
+    };
+    if slice.ports().next().is_none() {
+        return;
+    }
+
+    // Which port number each service port resolves to in this slice: the slice port
+    // whose name equals the service port's name, same protocol (kube-proxy matches by
+    // name; the slice port number is the resolved targetPort).
+    let mut resolved: Vec<(usize, u16)> = Vec::with_capacity(ports.len());
+    for (pi, entry) in ports.iter().enumerate() {
+        let found = slice
+            .ports()
+            .enumerate()
+            .find(|(_, p)| p.name.unwrap_or("") == &*entry.name && p.proto == Some(entry.proto));
+        let Some((i, sp)) = found else { continue };
+        match sp.port {
+            Some(n) => match port_u16(n) {
+                Some(p) => resolved.push((pi, p)),
+                None => w.push(
                     WarningKind::InvalidPort,
                     KIND,
                     &id,
-                    format!(
-                        "spec.ports[{i}].port {} out of range; port skipped",
-                        sp.port
-                    ),
-                );
-                continue;
-            };
-            let node_port = match sp.node_port {
-                None => None,
-                Some(n) => match port_u16(n) {
-                    Some(p) => Some(p),
-                    None => {
-                        w.push(
-                            WarningKind::InvalidPort,
-                            KIND,
-                            &id,
-                            format!("spec.ports[{i}].nodePort {n} out of range; ignored"),
-                        );
-                        None
-                    }
-                },
-            };
-            let mut fes: Vec<Frontend> = Vec::new();
-            let mut add = |ip: IpAddr, port: u16, kind: FrontendKind| {
-                fes.push(Frontend {
-                    key: FrontendKey { proto, ip, port },
-                    kind,
-                })
-            };
-            for ip in &cluster_ips {
-                add(*ip, port, FrontendKind::ClusterIp);
-            }
-            for &(ip, kind) in &extra {
-                add(ip, port, kind);
-            }
-            if let Some(np) = node_port {
-                for ip in node_addrs.iter().filter(|ip| has_family(ip)) {
-                    add(*ip, np, FrontendKind::NodePort);
-                }
-            }
-            // The same address can be both, e.g. an externalIP that is a node address and a
-            // port equal to the nodePort: keep the first kind.
-            let mut seen = std::collections::HashSet::with_capacity(fes.len());
-            fes.retain(|f| seen.insert(f.key));
-            let pid = self.ports.len() as PortId;
-            self.ports.push(PortEntry {
-                service: svc_index,
-                name: sp.name.unwrap_or_default().to_owned(),
-                proto,
-                port,
-                node_port,
-                frontends: 0..0,
-                backends: 0..0,
-                ignored,
-            });
-            self.port_frontends.push(fes);
-            ports.push(pid);
-        }
-        if !ports.is_empty() {
-            self.services.push(ServiceName {
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-            });
-        }
-        slot.ports = ports;
-    }
-
-    fn add_slice(
-        &mut self,
-        slice: &impl SliceView,
-        by_name: &HashMap<(&str, &str), SvcSlot>,
-        w: &mut Warnings,
-    ) {
-        const KIND: &str = "EndpointSlice";
-        let Some((ns, name)) = namespaced(slice.namespace(), slice.name(), KIND, w) else {
-            return;
-        };
-        // Slices without the label belong to no Service (kube-proxy ignores them too).
-        let Some(svc_name) = slice.service_name().filter(|s| !s.is_empty()) else {
-            return;
-        };
-        let id = format!("{ns}/{name}");
-        let Some(svc) = by_name.get(&(ns, svc_name)) else {
-            w.push(
-                WarningKind::UnknownService,
+                    format!("ports[{i}].port {n} out of range; port skipped"),
+                ),
+            },
+            None => w.push(
+                WarningKind::MissingField,
                 KIND,
                 &id,
-                format!("labelled for Service {ns}/{svc_name}, which does not exist; ignored"),
-            );
-            return;
-        };
-        if svc.ports.is_empty() {
-            return; // headless, ExternalName, or no usable ports: no NAT
-        }
-        let fam = match slice.address_type() {
-            "IPv4" => 4,
-            "IPv6" => 6,
-            "FQDN" => return,
-            other => {
-                w.push(
-                    WarningKind::UnsupportedAddressType,
-                    KIND,
-                    &id,
-                    format!("addressType {other:?} unsupported; slice ignored"),
-                );
-                return;
-            }
-        };
-        if slice.ports().next().is_none() {
-            return;
-        }
-
-        // Which port number each service port resolves to in this slice: the slice port
-        // whose name equals the service port's name, same protocol (kube-proxy matches by
-        // name; the slice port number is the resolved targetPort).
-        let mut resolved: Vec<(PortId, u16)> = Vec::with_capacity(svc.ports.len());
-        for &pid in &svc.ports {
-            let entry = &self.ports[pid as usize];
-            let found = slice
-                .ports()
-                .enumerate()
-                .find(|(_, p)| p.name.unwrap_or("") == entry.name && p.proto == Some(entry.proto));
-            let Some((i, sp)) = found else { continue };
-            match sp.port {
-                Some(n) => match port_u16(n) {
-                    Some(p) => resolved.push((pid, p)),
-                    None => w.push(
-                        WarningKind::InvalidPort,
-                        KIND,
-                        &id,
-                        format!("ports[{i}].port {n} out of range; port skipped"),
-                    ),
-                },
-                None => w.push(
-                    WarningKind::MissingField,
-                    KIND,
-                    &id,
-                    format!(
-                        "ports[{i}] ({:?}) has no port number; port skipped",
-                        entry.name
-                    ),
+                format!(
+                    "ports[{i}] ({:?}) has no port number; port skipped",
+                    entry.name
                 ),
-            }
-        }
-        if resolved.is_empty() {
-            return;
-        }
-
-        let mut eps: Vec<(IpAddr, Conditions)> = Vec::with_capacity(slice.endpoints().len());
-        for (i, ep) in slice.endpoints().enumerate() {
-            // Only the first address counts: "No semantics are defined for additional
-            // addresses beyond the first, and kube-proxy does not look at them."
-            let Some(addr) = ep.address else {
-                w.push(
-                    WarningKind::MissingField,
-                    KIND,
-                    &id,
-                    format!("endpoints[{i}] has no address; skipped"),
-                );
-                continue;
-            };
-            let ip = match addr {
-                SliceAddress::Ip(ip) => ip,
-                SliceAddress::Text(raw) => match raw.parse::<IpAddr>() {
-                    Ok(ip) => ip,
-                    Err(e) => {
-                        w.push(
-                            WarningKind::MalformedAddress,
-                            KIND,
-                            &id,
-                            format!("endpoints[{i}] address {raw:?}: {e}; skipped"),
-                        );
-                        continue;
-                    }
-                },
-            };
-            if family(&ip) != fam {
-                // The address as sent: a parsed one was spelled exactly as it prints.
-                let raw = match addr {
-                    SliceAddress::Text(raw) => raw.to_owned(),
-                    SliceAddress::Ip(ip) => ip.to_string(),
-                };
-                w.push(
-                    WarningKind::FamilyMismatch,
-                    KIND,
-                    &id,
-                    format!(
-                        "endpoints[{i}] address {raw:?} in a slice of addressType {}; skipped",
-                        slice.address_type()
-                    ),
-                );
-                continue;
-            }
-            let cond = Conditions::from_api(ep.ready, ep.serving, ep.terminating);
-            eps.push((ip, cond));
-        }
-        // Duplicates inside one slice are an error of whoever wrote it; across slices they
-        // are normal during updates (the docs ask consumers to tolerate them) and merged
-        // silently below.
-        eps.sort_by_key(|(ip, _)| *ip);
-        let mut merged: Vec<(IpAddr, Conditions)> = Vec::with_capacity(eps.len());
-        for (ip, cond) in eps {
-            match merged.last_mut() {
-                Some((last, c)) if *last == ip => {
-                    w.push(
-                        WarningKind::DuplicateEndpoint,
-                        KIND,
-                        &id,
-                        format!("address {ip} listed more than once; merged"),
-                    );
-                    *c = c.merge(cond);
-                }
-                _ => merged.push((ip, cond)),
-            }
-        }
-        for (pid, port) in resolved {
-            for &(ip, cond) in &merged {
-                let key = BackendKey {
-                    port_id: pid,
-                    ip,
-                    port,
-                };
-                self.backends
-                    .entry(key)
-                    .and_modify(|c| *c = c.merge(cond))
-                    .or_insert(cond);
-            }
+            ),
         }
     }
+    if resolved.is_empty() {
+        return;
+    }
 
-    fn finish(self, node_addrs: Vec<IpAddr>) -> ServiceMap {
-        let Builder {
-            services,
-            mut ports,
-            port_frontends,
-            backends: backend_index,
-        } = self;
-
-        let mut frontend_list = Vec::with_capacity(port_frontends.iter().map(Vec::len).sum());
-        let mut fe_ports: HashMap<FrontendKey, Vec<PortId>> =
-            HashMap::with_capacity(frontend_list.capacity());
-        for (pid, fes) in port_frontends.into_iter().enumerate() {
-            let start = frontend_list.len() as u32;
-            for fe in fes {
-                fe_ports.entry(fe.key).or_default().push(pid as PortId);
-                frontend_list.push(fe);
-            }
-            ports[pid].frontends = start..frontend_list.len() as u32;
-        }
-        let mut frontends = HashMap::with_capacity(fe_ports.len());
-        let mut frontend_ports = Vec::with_capacity(frontend_list.len());
-        for (key, pids) in fe_ports {
-            let start = frontend_ports.len() as u32;
-            frontend_ports.extend(pids);
-            frontends.insert(key, (start, frontend_ports.len() as u32));
-        }
-
-        // The backend arena in (port, ip, port number) order, built in place: count each
-        // port's backends, give each port its range, drop every backend into its port's
-        // range, sort each range. No second copy of the arena is ever alive (with 100,000
-        // backends a (port, backend) list to sort would be 2.8 MB more at the build's peak).
-        let mut next: Vec<u32> = vec![0; ports.len()];
-        for k in backend_index.keys() {
-            next[k.port_id as usize] += 1;
-        }
-        let mut start = 0;
-        for (entry, next) in ports.iter_mut().zip(&mut next) {
-            entry.backends = start..start + *next;
-            *next = start;
-            start = entry.backends.end;
-        }
-        let unset = Backend {
-            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            port: 0,
-            conditions: Conditions::default(),
+    let mut eps: Vec<(IpAddr, Conditions)> = Vec::with_capacity(slice.endpoints().len());
+    for (i, ep) in slice.endpoints().enumerate() {
+        // Only the first address counts: "No semantics are defined for additional
+        // addresses beyond the first, and kube-proxy does not look at them."
+        let Some(addr) = ep.address else {
+            w.push(
+                WarningKind::MissingField,
+                KIND,
+                &id,
+                format!("endpoints[{i}] has no address; skipped"),
+            );
+            continue;
         };
-        let mut backends = vec![unset; backend_index.len()];
-        for (k, c) in &backend_index {
-            let at = &mut next[k.port_id as usize];
-            backends[*at as usize] = Backend {
-                ip: k.ip,
-                port: k.port,
-                conditions: *c,
+        let ip = match addr {
+            SliceAddress::Ip(ip) => ip,
+            SliceAddress::Text(raw) => match raw.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(e) => {
+                    w.push(
+                        WarningKind::MalformedAddress,
+                        KIND,
+                        &id,
+                        format!("endpoints[{i}] address {raw:?}: {e}; skipped"),
+                    );
+                    continue;
+                }
+            },
+        };
+        if family(&ip) != fam {
+            // The address as sent: a parsed one was spelled exactly as it prints.
+            let raw = match addr {
+                SliceAddress::Text(raw) => raw.to_owned(),
+                SliceAddress::Ip(ip) => ip.to_string(),
             };
-            *at += 1;
+            w.push(
+                WarningKind::FamilyMismatch,
+                KIND,
+                &id,
+                format!(
+                    "endpoints[{i}] address {raw:?} in a slice of addressType {}; skipped",
+                    slice.address_type()
+                ),
+            );
+            continue;
         }
-        for entry in &ports {
-            let r = entry.backends.start as usize..entry.backends.end as usize;
-            backends[r].sort_unstable_by_key(|b| (b.ip, b.port));
+        let cond = Conditions::from_api(ep.ready, ep.serving, ep.terminating);
+        eps.push((ip, cond));
+    }
+    // Duplicates inside one slice are an error of whoever wrote it; across slices they
+    // are normal during updates (the docs ask consumers to tolerate them) and merged
+    // silently below.
+    eps.sort_by_key(|(ip, _)| *ip);
+    let mut merged: Vec<(IpAddr, Conditions)> = Vec::with_capacity(eps.len());
+    for (ip, cond) in eps {
+        match merged.last_mut() {
+            Some((last, c)) if *last == ip => {
+                w.push(
+                    WarningKind::DuplicateEndpoint,
+                    KIND,
+                    &id,
+                    format!("address {ip} listed more than once; merged"),
+                );
+                *c = c.merge(cond);
+            }
+            _ => merged.push((ip, cond)),
         }
-        // Arena order is (port, ip, port number), so sorting indices by (ip, index) gives
-        // (ip, port) order.
-        let mut by_backend_ip: Vec<u32> = (0..backends.len() as u32).collect();
-        by_backend_ip.sort_unstable_by_key(|&i| (backends[i as usize].ip, i));
-
-        ServiceMap {
-            services,
-            ports,
-            frontend_list,
-            backends,
-            frontends,
-            frontend_ports,
-            backend_index,
-            by_backend_ip,
-            node_addrs,
+    }
+    for (pi, port) in resolved {
+        for &(ip, cond) in &merged {
+            backends
+                .entry((pi, ip, port))
+                .and_modify(|c| *c = c.merge(cond))
+                .or_insert(cond);
         }
     }
 }

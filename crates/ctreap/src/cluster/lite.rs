@@ -1,4 +1,4 @@
-//! The compact forms in which the agent's watch keeps Services and EndpointSlices: only what
+//! The compact forms in which the live model (`cluster::state`) keeps Services and EndpointSlices: only what
 //! [`ServiceMap::build`](super::ServiceMap::build) reads ([`ServiceView`], [`SliceView`]).
 //!
 //! The agent holds every Service and EndpointSlice of the cluster for its whole life. The API
@@ -8,62 +8,16 @@
 //! bytes before its strings, [`ServiceLite`] about 150. With 100,000 endpoints the slices
 //! alone are the difference between 35 MB and 2 MB.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Resource;
-use kube::runtime::reflector::Lookup;
 
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
 use super::model::{IGNORE_ANNOTATION, Proto};
 use super::view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
 };
-
-/// What a reflector store needs to key a compact form: the kind of the API type it stands for,
-/// and its namespace and name. The resourceVersion and uid are not kept: the store never reads
-/// them back.
-macro_rules! lookup_as {
-    ($lite:ty, $api:ty) => {
-        impl Lookup for $lite {
-            type DynamicType = ();
-
-            fn kind(dt: &()) -> Cow<'_, str> {
-                <$api as Resource>::kind(dt)
-            }
-
-            fn group(dt: &()) -> Cow<'_, str> {
-                <$api as Resource>::group(dt)
-            }
-
-            fn version(dt: &()) -> Cow<'_, str> {
-                <$api as Resource>::version(dt)
-            }
-
-            fn plural(dt: &()) -> Cow<'_, str> {
-                <$api as Resource>::plural(dt)
-            }
-
-            fn name(&self) -> Option<Cow<'_, str>> {
-                self.name.as_deref().map(Cow::Borrowed)
-            }
-
-            fn namespace(&self) -> Option<Cow<'_, str>> {
-                self.namespace.as_deref().map(Cow::Borrowed)
-            }
-
-            fn resource_version(&self) -> Option<Cow<'_, str>> {
-                None
-            }
-
-            fn uid(&self) -> Option<Cow<'_, str>> {
-                None
-            }
-        }
-    };
-}
 
 /// A Service reduced to what the map reads; [`ServiceView`] reads it exactly as it reads the
 /// Service it was made from (same map, same warnings).
@@ -242,8 +196,6 @@ impl ServiceView for ServiceLite {
         })
     }
 }
-
-lookup_as!(ServiceLite, Service);
 
 /// An EndpointSlice reduced to what the map reads; [`SliceView`] reads it exactly as it reads
 /// the EndpointSlice it was made from (same map, same warnings).
@@ -424,8 +376,6 @@ impl SliceView for SliceLite {
             })
     }
 }
-
-lookup_as!(SliceLite, EndpointSlice);
 
 #[cfg(test)]
 mod tests {

@@ -5,8 +5,9 @@
 //! - [`ServiceMap::build`]: pure, from plain `Service`/`EndpointSlice`/`Node` values
 //!   (what `kubectl get svc,endpointslices -A -o json` prints), or anything that reads like
 //!   them ([`ServiceView`], [`SliceView`]);
-//! - [`ClusterWatch`]: the live model, reflector stores fed by list/watch (holding compact
-//!   forms of Services and EndpointSlices), snapshots on demand;
+//! - [`ClusterState`]: the live model, compact Services and EndpointSlices and the map kept
+//!   current one Service per event, recording the (frontend, backend) pairs that got worse;
+//! - [`ClusterWatch`]: list/watch into a [`ClusterState`], snapshots on demand;
 //! - [`local_addresses`]: the node's interface addresses, which carry NodePorts too;
 //! - [`kube_client`], [`node_name`]: setup helpers for the binary.
 
@@ -14,15 +15,19 @@ mod build;
 mod ifaddrs;
 mod lite;
 mod model;
+mod state;
 mod view;
 mod watch;
 
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
 pub use ifaddrs::local_addresses;
+#[cfg(test)]
+pub(crate) use lite::{ServiceLite, SliceLite};
 pub use model::{
     Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef,
     IGNORE_ANNOTATION, MapStats, PortId, PortRef, Proto, ServiceMap, ServiceName,
 };
+pub use state::{Change, ClusterState, Pair};
 pub use view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
 };

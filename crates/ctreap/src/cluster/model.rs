@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 
 /// A transport protocol that a Service port can use, numbered as in `netinet/in.h`
 /// (`IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_SCTP`): the numbers conntrack reports.
@@ -218,34 +217,39 @@ impl fmt::Display for ServiceName {
     }
 }
 
-/// Index of a service port in a [`ServiceMap`]; valid only for the map that produced it.
+/// Index of a service port in a [`ServiceMap`]; valid until its Service changes (a Service's
+/// update gives its ports new ids, and freed ids are reused).
 pub type PortId = u32;
 
-/// One entry of `spec.ports` of a Service that has NAT frontends.
+/// One entry of `spec.ports` of a Service that has NAT frontends, with its frontends and its
+/// backends (sorted by address, one per (ip, port), conditions merged across slices).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PortEntry {
     pub(crate) service: u32,
     /// `spec.ports[].name`; empty when unnamed (single-port Services).
-    pub(crate) name: String,
+    pub(crate) name: Box<str>,
     pub(crate) proto: Proto,
     pub(crate) port: u16,
     pub(crate) node_port: Option<u16>,
-    pub(crate) frontends: Range<u32>,
-    pub(crate) backends: Range<u32>,
+    pub(crate) frontends: Box<[Frontend]>,
+    pub(crate) backends: Box<[Backend]>,
     /// The Service is annotated [`IGNORE_ANNOTATION`]`: "true"`.
     pub(crate) ignored: bool,
+}
+
+impl PortEntry {
+    /// The conditions of backend `ip:port` (binary search: the backends are sorted).
+    pub(crate) fn backend(&self, ip: IpAddr, port: u16) -> Option<Conditions> {
+        self.backends
+            .binary_search_by(|b| (b.ip, b.port).cmp(&(ip, port)))
+            .ok()
+            .map(|i| self.backends[i].conditions)
+    }
 }
 
 /// A Service with this annotation set to `"true"` is judged like any other, but the agent never
 /// deletes its flows (an opt-out for Services whose clients must not be reset).
 pub const IGNORE_ANNOTATION: &str = "ctreap.io/ignore";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct BackendKey {
-    pub(crate) port_id: PortId,
-    pub(crate) ip: IpAddr,
-    pub(crate) port: u16,
-}
 
 /// Sizes of a [`ServiceMap`], for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -261,23 +265,43 @@ pub struct MapStats {
     pub backend_ips: usize,
 }
 
+/// A Service with NAT frontends: its name and its ports' ids.
+#[derive(Clone, Debug)]
+struct ServiceSlot {
+    name: ServiceName,
+    ports: Box<[PortId]>,
+}
+
 /// Every NAT frontend of the cluster as seen from one node, and the backends behind each.
 ///
 /// Built by [`ServiceMap::build`](crate::cluster::ServiceMap::build) from Service,
-/// EndpointSlice and Node objects; immutable afterwards (a new snapshot is a new map).
+/// EndpointSlice and Node objects, or kept current one Service at a time by the live model
+/// (`cluster::state`): each Service's ports live in slots of their own, so replacing one
+/// Service costs in proportion to that Service, never to the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceMap {
-    pub(crate) services: Vec<ServiceName>,
-    pub(crate) ports: Vec<PortEntry>,
-    pub(crate) frontend_list: Vec<Frontend>,
-    pub(crate) backends: Vec<Backend>,
-    /// Frontend key -> range in `frontend_ports`.
-    pub(crate) frontends: HashMap<FrontendKey, (u32, u32)>,
-    pub(crate) frontend_ports: Vec<PortId>,
-    pub(crate) backend_index: HashMap<BackendKey, Conditions>,
-    /// Indices into `backends`, sorted by (IP, service port).
-    pub(crate) by_backend_ip: Vec<u32>,
-    pub(crate) node_addrs: Vec<IpAddr>,
+    /// Slots by service index; `None` is free (listed in `free_services`).
+    services: Vec<Option<ServiceSlot>>,
+    free_services: Vec<u32>,
+    service_ids: HashMap<ServiceName, u32>,
+    /// Slots by [`PortId`]; `None` is free (listed in `free_ports`).
+    ports: Vec<Option<PortEntry>>,
+    free_ports: Vec<PortId>,
+    /// Frontend key -> the service ports published on it (almost always one).
+    frontends: HashMap<FrontendKey, Box<[PortId]>>,
+    node_addrs: Vec<IpAddr>,
+}
+
+/// A service port as the builder makes it, before it has an id and a Service index.
+#[derive(Clone, Debug)]
+pub(crate) struct NewPort {
+    pub(crate) name: Box<str>,
+    pub(crate) proto: Proto,
+    pub(crate) port: u16,
+    pub(crate) node_port: Option<u16>,
+    pub(crate) frontends: Box<[Frontend]>,
+    pub(crate) backends: Box<[Backend]>,
+    pub(crate) ignored: bool,
 }
 
 impl ServiceMap {
@@ -290,59 +314,70 @@ impl ServiceMap {
     /// (the question `iptables -t nat -L KUBE-SERVICES` answers).
     pub fn frontend(&self, proto: Proto, ip: IpAddr, port: u16) -> Option<FrontendRef<'_>> {
         let key = FrontendKey { proto, ip, port };
-        let &(start, end) = self.frontends.get(&key)?;
+        let ports = self.frontends.get(&key)?;
         Some(FrontendRef {
             map: self,
             key,
-            ports: &self.frontend_ports[start as usize..end as usize],
+            ports,
         })
     }
 
     /// All frontends, in no particular order.
     pub fn frontends(&self) -> impl Iterator<Item = FrontendRef<'_>> + '_ {
-        self.frontends
-            .iter()
-            .map(move |(key, &(start, end))| FrontendRef {
-                map: self,
-                key: *key,
-                ports: &self.frontend_ports[start as usize..end as usize],
-            })
-    }
-
-    /// All service ports with NAT frontends, ordered by Service then `spec.ports` order.
-    pub fn ports(&self) -> impl ExactSizeIterator<Item = PortRef<'_>> + '_ {
-        (0..self.ports.len()).map(move |i| PortRef {
+        self.frontends.iter().map(move |(key, ports)| FrontendRef {
             map: self,
-            id: i as PortId,
+            key: *key,
+            ports,
         })
     }
 
-    /// The service port with this id, if the id belongs to this map.
+    /// All service ports with NAT frontends, ordered by Service (namespace, name) then
+    /// `spec.ports` order. Sorts: O(ports log ports), for reports, not for hot paths.
+    pub fn ports(&self) -> impl ExactSizeIterator<Item = PortRef<'_>> + '_ {
+        let mut slots: Vec<&ServiceSlot> = self.services.iter().flatten().collect();
+        slots.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let ids: Vec<PortId> = slots.iter().flat_map(|s| s.ports.iter().copied()).collect();
+        ids.into_iter().map(move |id| PortRef { map: self, id })
+    }
+
+    /// The service port with this id, if the id is in use in this map.
     pub fn port(&self, id: PortId) -> Option<PortRef<'_>> {
-        ((id as usize) < self.ports.len()).then_some(PortRef { map: self, id })
+        self.ports
+            .get(id as usize)
+            .is_some_and(Option::is_some)
+            .then_some(PortRef { map: self, id })
+    }
+
+    /// The ports of the Service `name`, in `spec.ports` order; empty if it has no NAT
+    /// frontends (or does not exist).
+    pub fn service_ports(&self, name: &ServiceName) -> impl Iterator<Item = PortRef<'_>> + '_ {
+        let ids: &[PortId] = self
+            .service_ids
+            .get(name)
+            .and_then(|&i| self.services[i as usize].as_ref())
+            .map_or(&[], |s| &s.ports);
+        ids.iter().map(move |&id| PortRef { map: self, id })
+    }
+
+    /// The Service has a serving (or draining) backend on some port: what the circuit breaker
+    /// asks of each Service a pass would touch. Proportional to that Service.
+    pub fn has_serving_backend(&self, name: &ServiceName) -> bool {
+        self.service_ports(name).any(|p| {
+            p.backends()
+                .iter()
+                .any(|b| b.conditions.state() != BackendState::NotServing)
+        })
     }
 
     /// The service ports that list `ip` as a backend (any port, any condition): which
-    /// Services a pod IP serves (`kubectl get endpointslices -A | grep IP`).
+    /// Services a pod IP serves (`kubectl get endpointslices -A | grep IP`). Walks every
+    /// port: for reports and tests, not for hot paths.
     pub fn ports_of_backend_ip(&self, ip: IpAddr) -> impl Iterator<Item = PortRef<'_>> + '_ {
-        let start = self
-            .by_backend_ip
-            .partition_point(|&i| self.backends[i as usize].ip < ip);
-        let mut last = None;
-        self.by_backend_ip[start..]
-            .iter()
-            .take_while(move |&&i| self.backends[i as usize].ip == ip)
-            .filter_map(move |&i| {
-                // Same IP, several target ports of one service port: report the port once.
-                let id = self.port_of_backend(i);
-                (last.replace(id) != Some(id)).then_some(PortRef { map: self, id })
-            })
-    }
-
-    /// The service port whose arena range holds backend `i` (ranges are contiguous and
-    /// ordered by port id).
-    fn port_of_backend(&self, i: u32) -> PortId {
-        self.ports.partition_point(|p| p.backends.end <= i) as PortId
+        self.ports().filter(move |p| {
+            let b = p.backends();
+            let at = b.partition_point(|x| x.ip < ip);
+            b.get(at).is_some_and(|x| x.ip == ip)
+        })
     }
 
     /// The node addresses NodePorts were published on (Node status + local interfaces).
@@ -351,30 +386,25 @@ impl ServiceMap {
     }
 
     pub fn stats(&self) -> MapStats {
-        let mut services = 0;
-        let mut last = None;
-        for p in &self.ports {
-            if last != Some(p.service) {
-                services += 1;
-                last = Some(p.service);
-            }
-        }
-        let mut backend_ips = 0;
-        let mut last_ip = None;
-        for &i in &self.by_backend_ip {
-            let ip = &self.backends[i as usize].ip;
-            if last_ip != Some(ip) {
-                backend_ips += 1;
-                last_ip = Some(ip);
-            }
-        }
-        MapStats {
-            services,
-            service_ports: self.ports.len(),
+        let mut ips = std::collections::HashSet::new();
+        let mut stats = MapStats {
+            services: self.service_ids.len(),
             frontends: self.frontends.len(),
-            backends: self.backends.len(),
-            backend_ips,
+            ..MapStats::default()
+        };
+        for p in self.ports.iter().flatten() {
+            stats.service_ports += 1;
+            stats.backends += p.backends.len();
+            ips.extend(p.backends.iter().map(|b| b.ip));
         }
+        stats.backend_ips = ips.len();
+        stats
+    }
+
+    fn entry(&self, id: PortId) -> &PortEntry {
+        self.ports[id as usize]
+            .as_ref()
+            .expect("a PortRef names a port in use")
     }
 
     pub(crate) fn backend_conditions(
@@ -383,13 +413,105 @@ impl ServiceMap {
         ip: IpAddr,
         port: u16,
     ) -> Option<Conditions> {
-        self.backend_index
-            .get(&BackendKey {
-                port_id: id,
-                ip,
-                port,
-            })
-            .copied()
+        self.entry(id).backend(ip, port)
+    }
+
+    pub(crate) fn set_node_addrs(&mut self, addrs: Vec<IpAddr>) {
+        self.node_addrs = addrs;
+    }
+
+    /// Takes Service `name` out of the map; returns its ports as they were (their service
+    /// index is stale). Proportional to the Service.
+    pub(crate) fn remove_service(&mut self, name: &ServiceName) -> Vec<PortEntry> {
+        let Some(si) = self.service_ids.remove(name) else {
+            return Vec::new();
+        };
+        let Some(slot) = self.services[si as usize].take() else {
+            return Vec::new();
+        };
+        self.free_services.push(si);
+        let mut out = Vec::with_capacity(slot.ports.len());
+        for &id in slot.ports.iter() {
+            let Some(entry) = self.ports[id as usize].take() else {
+                continue;
+            };
+            for fe in entry.frontends.iter() {
+                if let std::collections::hash_map::Entry::Occupied(mut o) =
+                    self.frontends.entry(fe.key)
+                {
+                    let left: Box<[PortId]> =
+                        o.get().iter().copied().filter(|&p| p != id).collect();
+                    if left.is_empty() {
+                        o.remove();
+                    } else {
+                        *o.get_mut() = left;
+                    }
+                }
+            }
+            self.free_ports.push(id);
+            out.push(entry);
+        }
+        out
+    }
+
+    /// Puts Service `name` with `ports` into the map (replacing nothing: remove it first).
+    /// A Service without ports takes no slot. Proportional to the Service.
+    pub(crate) fn insert_service(&mut self, name: ServiceName, ports: Vec<NewPort>) {
+        debug_assert!(!self.service_ids.contains_key(&name), "insert after remove");
+        if ports.is_empty() {
+            return;
+        }
+        let si = match self.free_services.pop() {
+            Some(i) => i,
+            None => {
+                self.services.push(None);
+                (self.services.len() - 1) as u32
+            }
+        };
+        let mut ids = Vec::with_capacity(ports.len());
+        for p in ports {
+            let id = match self.free_ports.pop() {
+                Some(i) => i,
+                None => {
+                    self.ports.push(None);
+                    (self.ports.len() - 1) as PortId
+                }
+            };
+            for fe in p.frontends.iter() {
+                let e = self.frontends.entry(fe.key).or_default();
+                let mut v = std::mem::take(e).into_vec();
+                v.push(id);
+                *e = v.into_boxed_slice();
+            }
+            self.ports[id as usize] = Some(PortEntry {
+                service: si,
+                name: p.name,
+                proto: p.proto,
+                port: p.port,
+                node_port: p.node_port,
+                frontends: p.frontends,
+                backends: p.backends,
+                ignored: p.ignored,
+            });
+            ids.push(id);
+        }
+        self.service_ids.insert(name.clone(), si);
+        self.services[si as usize] = Some(ServiceSlot {
+            name,
+            ports: ids.into_boxed_slice(),
+        });
+    }
+
+    /// The service index of a port (for telling one Service's ports from another's).
+    pub(crate) fn service_index(&self, name: &ServiceName) -> Option<u32> {
+        self.service_ids.get(name).copied()
+    }
+
+    fn service_name(&self, si: u32) -> &ServiceName {
+        &self.services[si as usize]
+            .as_ref()
+            .expect("a port's Service is in use")
+            .name
     }
 }
 
@@ -455,15 +577,20 @@ pub struct PortRef<'m> {
 
 impl<'m> PortRef<'m> {
     fn entry(&self) -> &'m PortEntry {
-        &self.map.ports[self.id as usize]
+        self.map.entry(self.id)
     }
 
     pub fn id(&self) -> PortId {
         self.id
     }
 
+    /// The map's index of this port's Service (tells one Service's ports from another's).
+    pub(crate) fn service_index(&self) -> u32 {
+        self.entry().service
+    }
+
     pub fn service(&self) -> &'m ServiceName {
-        &self.map.services[self.entry().service as usize]
+        self.map.service_name(self.entry().service)
     }
 
     /// `spec.ports[].name`, empty when unnamed.
@@ -491,18 +618,16 @@ impl<'m> PortRef<'m> {
     }
 
     pub fn frontends(&self) -> &'m [Frontend] {
-        let r = &self.entry().frontends;
-        &self.map.frontend_list[r.start as usize..r.end as usize]
+        &self.entry().frontends
     }
 
     /// Backends sorted by address.
     pub fn backends(&self) -> &'m [Backend] {
-        let r = &self.entry().backends;
-        &self.map.backends[r.start as usize..r.end as usize]
+        &self.entry().backends
     }
 
     pub fn backend(&self, ip: IpAddr, port: u16) -> Option<Conditions> {
-        self.map.backend_conditions(self.id, ip, port)
+        self.entry().backend(ip, port)
     }
 }
 

@@ -1,18 +1,21 @@
-//! The live model: list/watch Services, EndpointSlices and this node's Node, keep them in
-//! reflector stores, and build [`ServiceMap`] snapshots from them on demand
+//! List/watch Services, EndpointSlices and this node's Node into the live model
+//! ([`ClusterState`]: compact objects and the [`ServiceMap`], updated one Service per event),
+//! and copy [`ServiceMap`] snapshots from it on demand for the CLI
 //! (`kubectl get svc,endpointslices -A --watch`, `kubectl get node NODE --watch`).
 //!
 //! Safety rules this module enforces or exposes:
 //! - no snapshot until every watch has delivered its initial list (a half-listed cluster
 //!   would make every endpoint not yet listed look gone);
-//! - while a watch re-lists (after a 410 Gone or a failed watch restart) the store keeps the
+//! - while a watch re-lists (after a 410 Gone or a failed watch restart) the model keeps the
 //!   previous complete list, and [`WatchStatus::current`] is false: the agent must not delete
-//!   then, since backends added meanwhile are not in the map yet.
+//!   then, since backends added meanwhile are not in the map yet. The list, once complete, is
+//!   applied as a diff, so what changed meanwhile is recorded like any other change.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -22,7 +25,6 @@ use kube::Resource;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +32,7 @@ use tokio::task::JoinHandle;
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
 use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
+use super::state::ClusterState;
 
 /// Errors of client setup.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +142,7 @@ pub struct WatchState {
     /// The initial list has been delivered (stays true through later re-lists).
     pub synced: bool,
     /// A list is in progress (initial, or a re-list after 410 Gone / a failed watch); the
-    /// store holds the previous complete list until it ends.
+    /// model holds the previous complete list until it ends.
     pub relisting: bool,
     /// Completed lists after the first one.
     pub relists: u64,
@@ -147,7 +150,7 @@ pub struct WatchState {
     pub errors: u64,
     /// The latest error, cleared by the next successful event.
     pub last_error: Option<String>,
-    /// Objects in the store.
+    /// Objects in the model.
     pub objects: usize,
 }
 
@@ -180,8 +183,7 @@ impl WatchStatus {
     }
 }
 
-/// A map built from the stores, with what the build warned about and the watch state at the
-/// time the stores were read.
+/// A copy of the live map, with its current warnings and the watch state when it was taken.
 #[derive(Debug)]
 pub struct Snapshot {
     pub map: ServiceMap,
@@ -203,6 +205,9 @@ pub struct WatchConfig {
 struct Shared {
     status: Mutex<WatchStatus>,
     changes: watch::Sender<u64>,
+    /// Bumped (under the state's write lock) when the watches restart: a task of an older
+    /// epoch writes nothing more.
+    epoch: AtomicU64,
 }
 
 impl Shared {
@@ -272,15 +277,28 @@ impl Shared {
     }
 }
 
-/// Services, EndpointSlices and this node's Node, watched; [`ServiceMap`] snapshots on demand.
+/// The shared live model.
+pub(crate) type SharedState = Arc<RwLock<ClusterState>>;
+
+/// Reads the live model; a poisoned lock (a panic mid-update elsewhere) still holds a
+/// consistent map, since every update replaces whole Services.
+pub(crate) fn read_state(state: &SharedState) -> RwLockReadGuard<'_, ClusterState> {
+    state.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_state(state: &SharedState) -> RwLockWriteGuard<'_, ClusterState> {
+    state.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Services, EndpointSlices and this node's Node, watched into one live [`ClusterState`];
+/// [`ServiceMap`] snapshots on demand.
 ///
 /// Dropping it stops the watches.
 pub struct ClusterWatch {
     shared: Arc<Shared>,
-    services: Store<ServiceLite>,
-    slices: Store<SliceLite>,
-    node: Option<Store<Node>>,
-    node_local_addrs: Vec<IpAddr>,
+    state: SharedState,
+    client: kube::Client,
+    config: WatchConfig,
     cache: Mutex<Option<Arc<Snapshot>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -306,49 +324,84 @@ impl ClusterWatch {
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
             changes,
+            epoch: AtomicU64::new(0),
         });
-        let mut tasks = Vec::new();
+        let state = Arc::new(RwLock::new(ClusterState::new(
+            config.node_local_addrs.clone(),
+        )));
+        let mut w = ClusterWatch {
+            shared,
+            state,
+            client,
+            config,
+            cache: Mutex::new(None),
+            tasks: Vec::new(),
+        };
+        w.spawn(0);
+        w
+    }
 
-        let (services, w) = reflector::store::<ServiceLite>();
-        tasks.push(tokio::spawn(run::<Service>(
+    fn spawn(&mut self, epoch: u64) {
+        let client = &self.client;
+        let task = |which| Task {
+            shared: self.shared.clone(),
+            state: self.state.clone(),
+            which,
+            epoch,
+        };
+        self.tasks.push(tokio::spawn(run::<Service>(
             Api::all(client.clone()),
             watcher::Config::default(),
-            w,
-            shared.clone(),
-            Watched::Services,
+            task(Watched::Services),
         )));
-        let (slices, w) = reflector::store::<SliceLite>();
-        tasks.push(tokio::spawn(run::<EndpointSlice>(
+        self.tasks.push(tokio::spawn(run::<EndpointSlice>(
             Api::all(client.clone()),
             watcher::Config::default(),
-            w,
-            shared.clone(),
-            Watched::EndpointSlices,
+            task(Watched::EndpointSlices),
         )));
-        let node = config.node_name.as_ref().map(|name| {
-            let (node, w) = reflector::store::<Node>();
-            tasks.push(tokio::spawn(run::<Node>(
+        if let Some(name) = &self.config.node_name {
+            self.tasks.push(tokio::spawn(run::<Node>(
                 Api::all(client.clone()),
                 watcher::Config::default().fields(&format!("metadata.name={name}")),
-                w,
-                shared.clone(),
-                Watched::Node,
+                task(Watched::Node),
             )));
-            node
-        });
-        ClusterWatch {
-            shared,
-            services,
-            slices,
-            node,
-            node_local_addrs: config.node_local_addrs,
-            cache: Mutex::new(None),
-            tasks,
         }
+    }
+
+    /// Restarts every watch with a fresh list, keeping the model: until the new lists are
+    /// complete the status says re-listing, and each list, once complete, is applied as a
+    /// diff against the model (what changed while the watches were broken is recorded like
+    /// any other change).
+    pub fn restart(&mut self) {
+        {
+            let state = self.state.clone();
+            let _model = write_state(&state);
+            let epoch = self.shared.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut status = self.shared.status();
+            for (w, st) in status.watches.iter_mut() {
+                if *w == Watched::Node && self.config.node_name.is_none() {
+                    continue;
+                }
+                st.relisting = true;
+                st.errors = 0;
+                st.last_error = None;
+            }
+            drop(status);
+            for t in self.tasks.drain(..) {
+                t.abort();
+            }
+            self.spawn(epoch);
+        }
+        self.shared.bump();
     }
 
     pub fn status(&self) -> WatchStatus {
         self.shared.status().clone()
+    }
+
+    /// The live model, shared with the watches (which write it under the lock).
+    pub(crate) fn state(&self) -> &SharedState {
+        &self.state
     }
 
     /// Every watch has delivered its initial list.
@@ -364,17 +417,17 @@ impl ClusterWatch {
         let _ = rx.wait_for(|_| self.is_synced()).await;
     }
 
-    /// A counter that moves on every change of the stores or of the watch status:
-    /// `changed().await` on it, then take a new [`snapshot`](Self::snapshot).
+    /// A counter that moves on every change of the model or of the watch status:
+    /// `changed().await` on it, then read the model again.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changes.subscribe()
     }
 
-    /// The map as of now, `None` until every watch has delivered its initial list.
+    /// A copy of the map as of now, `None` until every watch has delivered its initial list.
     ///
-    /// Rebuilt only when something changed since the last call, otherwise the same `Arc`.
-    /// A rebuild is CPU work proportional to the cluster (about 0.1 s for 100,000
-    /// endpoints): async callers with large clusters should call it from `spawn_blocking`.
+    /// Copied only when something changed since the last call, otherwise the same `Arc`. A
+    /// copy is proportional to the cluster: for the CLI and the lab; the agent reads the live
+    /// model instead.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let generation = *self.shared.changes.borrow();
@@ -383,24 +436,14 @@ impl ClusterWatch {
         {
             return Some(snap.clone());
         }
+        let model = read_state(&self.state);
         let status = self.status();
         if !status.synced() {
             return None;
         }
-        let services = self.services.state();
-        let slices = self.slices.state();
-        let node = self
-            .node
-            .as_ref()
-            .and_then(|s| s.state().into_iter().next());
-        let (map, warnings) =
-            ServiceMap::build(&services, &slices, node.as_deref(), &self.node_local_addrs);
-        if !warnings.is_empty() {
-            tracing::debug!(warnings = warnings.len(), "service map built with warnings");
-        }
         let snap = Arc::new(Snapshot {
-            map,
-            warnings,
+            map: model.map().clone(),
+            warnings: model.warnings(),
             generation,
             status,
         });
@@ -417,11 +460,11 @@ impl Drop for ClusterWatch {
     }
 }
 
-/// What the stores keep of an object: only what [`ServiceMap::build`] reads. The agent holds
+/// What the model keeps of an object: only what [`ServiceMap::build`] reads. The agent holds
 /// every Service and EndpointSlice of the cluster for its whole life, so every field kept is
 /// paid for per object (10,000 Services with 100,000 endpoints took 108 MiB before this).
 pub(crate) trait Keep {
-    /// The form the store holds.
+    /// The form the model holds.
     type Kept;
     fn keep(self) -> Self::Kept;
 }
@@ -487,24 +530,78 @@ impl Keep for Node {
     }
 }
 
-/// The same event, carrying what the store keeps of its object.
-fn keep_event<K: Keep>(ev: Event<K>) -> Event<K::Kept> {
-    match ev {
-        Event::Apply(k) => Event::Apply(k.keep()),
-        Event::Delete(k) => Event::Delete(k.keep()),
-        Event::Init => Event::Init,
-        Event::InitApply(k) => Event::InitApply(k.keep()),
-        Event::InitDone => Event::InitDone,
+/// How a compact form enters the model.
+pub(crate) trait Model: Sized {
+    fn apply(self, st: &mut ClusterState);
+    fn delete(self, st: &mut ClusterState);
+    fn replace(list: Vec<Self>, st: &mut ClusterState);
+    fn count(st: &ClusterState) -> usize;
+}
+
+impl Model for ServiceLite {
+    fn apply(self, st: &mut ClusterState) {
+        st.apply_service(self);
+    }
+
+    fn delete(self, st: &mut ClusterState) {
+        st.delete_service(&self);
+    }
+
+    fn replace(list: Vec<Self>, st: &mut ClusterState) {
+        st.replace_services(list);
+    }
+
+    fn count(st: &ClusterState) -> usize {
+        st.service_count()
     }
 }
 
-async fn run<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    mut writer: reflector::store::Writer<K::Kept>,
+impl Model for SliceLite {
+    fn apply(self, st: &mut ClusterState) {
+        st.apply_slice(self);
+    }
+
+    fn delete(self, st: &mut ClusterState) {
+        st.delete_slice(&self);
+    }
+
+    fn replace(list: Vec<Self>, st: &mut ClusterState) {
+        st.replace_slices(list);
+    }
+
+    fn count(st: &ClusterState) -> usize {
+        st.slice_count()
+    }
+}
+
+impl Model for Node {
+    fn apply(self, st: &mut ClusterState) {
+        st.set_node(Some(self));
+    }
+
+    fn delete(self, st: &mut ClusterState) {
+        st.set_node(None);
+    }
+
+    fn replace(list: Vec<Self>, st: &mut ClusterState) {
+        st.set_node(list.into_iter().next());
+    }
+
+    fn count(_: &ClusterState) -> usize {
+        1
+    }
+}
+
+/// What one watch task writes to.
+struct Task {
     shared: Arc<Shared>,
+    state: SharedState,
     which: Watched,
-) where
+    epoch: u64,
+}
+
+async fn run<K>(api: Api<K>, config: watcher::Config, task: Task)
+where
     K: Resource<DynamicType = ()>
         + Keep
         + Clone
@@ -513,23 +610,55 @@ async fn run<K>(
         + Send
         + Sync
         + 'static,
-    K::Kept: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
+    K::Kept: Model + Send + 'static,
 {
-    let reader = writer.as_reader();
     let mut events = kube::runtime::watcher(api, config)
         .default_backoff()
         .boxed();
+    // A list in progress: the model keeps the previous complete one until it ends.
+    let mut listing: Vec<K::Kept> = Vec::new();
     while let Some(item) = events.next().await {
-        match item {
-            Ok(ev) => {
-                // Reduced before the store copies it: the store's buffered list (kept aside
-                // until InitDone swaps it in) holds only the reduced form.
-                let ev = keep_event(ev);
-                writer.apply_watcher_event(&ev);
-                shared.on_event(which, &ev, reader.len());
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(err) => {
+                if task.shared.epoch.load(Ordering::SeqCst) != task.epoch {
+                    return;
+                }
+                task.shared.on_error(task.which, &err);
+                continue;
             }
-            Err(err) => shared.on_error(which, &err),
+        };
+        // Reduced before anything keeps it.
+        let (tag, kept): (Event<()>, Option<K::Kept>) = match ev {
+            Event::Init => (Event::Init, None),
+            Event::InitApply(k) => {
+                listing.push(k.keep());
+                (Event::InitApply(()), None)
+            }
+            Event::InitDone => (Event::InitDone, None),
+            Event::Apply(k) => (Event::Apply(()), Some(k.keep())),
+            Event::Delete(k) => (Event::Delete(()), Some(k.keep())),
+        };
+        if matches!(tag, Event::Init) {
+            listing.clear();
         }
+        if matches!(tag, Event::InitApply(_)) {
+            continue;
+        }
+        let mut model = write_state(&task.state);
+        if task.shared.epoch.load(Ordering::SeqCst) != task.epoch {
+            return; // restarted: a newer task owns this watch
+        }
+        match (tag.clone(), kept) {
+            (Event::InitDone, _) => K::Kept::replace(std::mem::take(&mut listing), &mut model),
+            (Event::Apply(()), Some(k)) => k.apply(&mut model),
+            (Event::Delete(()), Some(k)) => k.delete(&mut model),
+            _ => {}
+        }
+        let objects = K::Kept::count(&model);
+        // The status moves while the model is locked: whoever sees "current" sees the model
+        // that made it so.
+        task.shared.on_event(task.which, &tag, objects);
     }
 }
 
@@ -587,6 +716,7 @@ mod tests {
         let shared = Shared {
             status: Mutex::new(WatchStatus::default()),
             changes,
+            epoch: AtomicU64::new(0),
         };
         let w = Watched::Services;
         shared.on_event::<Service>(w, &Event::Init, 0);

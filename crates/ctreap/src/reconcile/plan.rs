@@ -80,7 +80,7 @@ impl Policy {
     }
 
     /// The same question for a backend's conditions on a frontend (`None`: not listed).
-    fn deletes_backend(&self, c: Option<Conditions>, p: Proto) -> bool {
+    pub fn deletes_backend(&self, c: Option<Conditions>, p: Proto) -> bool {
         match c.map(Conditions::state) {
             None => self.gone.contains(p),
             Some(BackendState::NotServing) => self.not_serving.contains(p),

@@ -1,0 +1,710 @@
+//! The live model: the cluster's Services, EndpointSlices and this node's Node in their compact
+//! forms, and the [`ServiceMap`] kept current one Service at a time.
+//!
+//! A watch event costs in proportion to the object it names: an EndpointSlice update rebuilds
+//! the ports of the one Service it is labelled for (from that Service and its slices), never
+//! the map. Each rebuild records the (frontend, backend) pairs whose backend got worse
+//! (gone, or serving -> not serving): [`ClusterState::take_changes`] hands them to the agent,
+//! which flushes what its policy deletes. kube-proxy does the same with its per-Service change
+//! trackers (`pkg/proxy/endpointschangetracker.go`). A full rebuild happens only on a re-list
+//! ([`ClusterState::replace_services`], [`ClusterState::replace_slices`]), and even then only
+//! the Services whose objects differ are rebuilt.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::build::{
+    Warning, Warnings, namespaced, node_addresses, service_ports, slice_service, unknown_service,
+};
+use super::lite::{ServiceLite, SliceLite};
+#[cfg(test)]
+use super::model::Proto;
+use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::view::{ServiceView, SliceView};
+
+/// An object's namespace and name.
+type ObjKey = (Box<str>, Box<str>);
+
+fn obj_key(ns: &str, name: &str) -> ObjKey {
+    (ns.into(), name.into())
+}
+
+/// A (frontend, backend) pair: the entries `conntrack -D -p P --orig-dst F --orig-port-dst FP
+/// --reply-src B --reply-port-src BP` deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pair {
+    pub frontend: FrontendKey,
+    pub backend: SocketAddr,
+}
+
+/// A pair whose backend got worse since the changes were last taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The Service the pair belonged to before the change.
+    pub service: ServiceName,
+    /// That Service opted out of deletions ([`IGNORE_ANNOTATION`](super::IGNORE_ANNOTATION)).
+    pub ignored: bool,
+    /// The backend's best conditions on the frontend before the first change.
+    pub old: Option<Conditions>,
+    /// Its best conditions now (`None`: not a backend of the frontend any more).
+    pub new: Option<Conditions>,
+}
+
+/// How useful a backend's conditions are, `None` (gone) lowest.
+fn rank(c: Option<Conditions>) -> u8 {
+    c.map_or(0, |c| c.state() as u8 + 1)
+}
+
+/// The cluster as the watches delivered it, and the map derived from it.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    services: HashMap<ObjKey, ServiceLite>,
+    slices: HashMap<ObjKey, SliceLite>,
+    /// (namespace, Service name) -> the names of the slices labelled for it.
+    slices_of: HashMap<ObjKey, Vec<Box<str>>>,
+    node: Option<Node>,
+    local_addrs: Vec<IpAddr>,
+    /// The Services have been listed: before that, every slice's Service looks missing.
+    services_listed: bool,
+    map: ServiceMap,
+    /// The current warnings of each Service (its own and its slices'), and of slices labelled
+    /// for a Service that does not exist, by (namespace, Service name).
+    warnings: BTreeMap<ObjKey, Vec<Warning>>,
+    node_warnings: Vec<Warning>,
+    changes: HashMap<Pair, Change>,
+}
+
+impl ClusterState {
+    /// An empty cluster on a node with these interface addresses.
+    pub fn new(local_addrs: Vec<IpAddr>) -> Self {
+        let mut st = ClusterState {
+            local_addrs,
+            ..ClusterState::default()
+        };
+        st.node_changed();
+        st
+    }
+
+    pub fn map(&self) -> &ServiceMap {
+        &self.map
+    }
+
+    /// Every current warning: the Node's, then by Service.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = self.node_warnings.clone();
+        out.extend(self.warnings.values().flatten().cloned());
+        out
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// The pairs whose backend got worse since the last call, with their state now.
+    pub fn take_changes(&mut self) -> HashMap<Pair, Change> {
+        let mut out = std::mem::take(&mut self.changes);
+        for (pair, c) in out.iter_mut() {
+            let fe = pair.frontend;
+            c.new = self
+                .map
+                .frontend(fe.proto, fe.ip, fe.port)
+                .and_then(|f| f.backend(pair.backend.ip(), pair.backend.port()))
+                .map(|(_, c)| c);
+        }
+        out.retain(|_, c| rank(c.new) < rank(c.old));
+        out
+    }
+
+    /// Changes not taken yet.
+    pub fn pending_changes(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// A Service was added or changed (a watch's Apply event).
+    pub fn apply_service_object(&mut self, svc: Service) {
+        self.apply_service(ServiceLite::from(svc));
+    }
+
+    /// An EndpointSlice was added or changed (a watch's Apply event).
+    pub fn apply_endpoint_slice(&mut self, slice: EndpointSlice) {
+        self.apply_slice(SliceLite::from(slice));
+    }
+
+    /// Complete lists of Services and EndpointSlices (a watch's list, or a re-list).
+    pub fn replace_objects(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
+        self.replace_services(services.into_iter().map(ServiceLite::from).collect());
+        self.replace_slices(slices.into_iter().map(SliceLite::from).collect());
+    }
+
+    pub(crate) fn apply_service(&mut self, svc: ServiceLite) {
+        let Some(key) = self.key_of(svc.namespace(), svc.name(), "Service") else {
+            return;
+        };
+        if self.services.get(&key) == Some(&svc) {
+            return;
+        }
+        self.services.insert(key.clone(), svc);
+        self.rebuild(&key);
+    }
+
+    pub(crate) fn delete_service(&mut self, svc: &ServiceLite) {
+        let Some(key) = self.key_of(svc.namespace(), svc.name(), "Service") else {
+            return;
+        };
+        if self.services.remove(&key).is_some() {
+            self.rebuild(&key);
+        }
+    }
+
+    pub(crate) fn apply_slice(&mut self, slice: SliceLite) {
+        let Some(key) = self.key_of(slice.namespace(), slice.name(), "EndpointSlice") else {
+            return;
+        };
+        let old = self.slices.remove(&key);
+        if old.as_ref() == Some(&slice) {
+            self.slices.insert(key, slice);
+            return;
+        }
+        let mut touched = Vec::with_capacity(2);
+        if let Some(old) = &old {
+            touched.extend(self.unlink(&key, old));
+        }
+        touched.extend(self.link(&key, &slice));
+        self.slices.insert(key, slice);
+        touched.dedup();
+        for svc in touched {
+            self.rebuild(&svc);
+        }
+    }
+
+    pub(crate) fn delete_slice(&mut self, slice: &SliceLite) {
+        let Some(key) = self.key_of(slice.namespace(), slice.name(), "EndpointSlice") else {
+            return;
+        };
+        if let Some(old) = self.slices.remove(&key)
+            && let Some(svc) = self.unlink(&key, &old)
+        {
+            self.rebuild(&svc);
+        }
+    }
+
+    /// A fresh list of every Service: rebuilds the Services that were added, removed or
+    /// changed since the last view.
+    pub(crate) fn replace_services(&mut self, list: Vec<ServiceLite>) {
+        let mut new: HashMap<ObjKey, ServiceLite> = HashMap::with_capacity(list.len());
+        for svc in list {
+            if let Some(key) = self.key_of(svc.namespace(), svc.name(), "Service") {
+                new.insert(key, svc);
+            }
+        }
+        let mut touched: Vec<ObjKey> = self
+            .services
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        for (k, svc) in &new {
+            if self.services.get(k) != Some(svc) {
+                touched.push(k.clone());
+            }
+        }
+        self.services = new;
+        if !self.services_listed {
+            // Slices listed before the Services: their "unknown Service" warnings were held
+            // back until now; every Service with slices is rebuilt to decide.
+            self.services_listed = true;
+            touched.extend(self.slices_of.keys().cloned());
+            touched.sort();
+            touched.dedup();
+        }
+        for k in touched {
+            self.rebuild(&k);
+        }
+    }
+
+    /// A fresh list of every EndpointSlice: rebuilds the Services whose slices were added,
+    /// removed or changed since the last view.
+    pub(crate) fn replace_slices(&mut self, list: Vec<SliceLite>) {
+        let mut new: HashMap<ObjKey, SliceLite> = HashMap::with_capacity(list.len());
+        for slice in list {
+            if let Some(key) = self.key_of(slice.namespace(), slice.name(), "EndpointSlice") {
+                new.insert(key, slice);
+            }
+        }
+        let mut touched: HashSet<ObjKey> = HashSet::new();
+        let old = std::mem::take(&mut self.slices);
+        for (k, s) in &old {
+            if new.get(k) != Some(s)
+                && let Some(svc) = self.unlink(k, s)
+            {
+                touched.insert(svc);
+            }
+        }
+        for (k, s) in &new {
+            if old.get(k) != Some(s)
+                && let Some(svc) = self.link(k, s)
+            {
+                touched.insert(svc);
+            }
+        }
+        self.slices = new;
+        let mut touched: Vec<ObjKey> = touched.into_iter().collect();
+        touched.sort();
+        for k in touched {
+            self.rebuild(&k);
+        }
+    }
+
+    /// This node's Node object changed (or is gone): NodePorts follow its addresses.
+    pub(crate) fn set_node(&mut self, node: Option<Node>) {
+        self.node = node;
+        self.node_changed();
+    }
+
+    /// The node's interface addresses changed: NodePorts follow them.
+    pub fn set_local_addrs(&mut self, addrs: Vec<IpAddr>) {
+        self.local_addrs = addrs;
+        self.node_changed();
+    }
+
+    fn node_changed(&mut self) {
+        let mut w = Warnings::default();
+        let addrs = node_addresses(self.node.as_ref(), &self.local_addrs, &mut w);
+        if self.node_warnings != w.list {
+            log_new(&self.node_warnings, &w.list);
+            self.node_warnings = w.list;
+        }
+        if addrs.as_slice() == self.map.node_addresses() {
+            return;
+        }
+        self.map.set_node_addrs(addrs);
+        // Only Services with a nodePort have frontends on node addresses.
+        let mut touched: Vec<ObjKey> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.ports().any(|p| p.node_port.is_some()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        touched.sort();
+        for k in touched {
+            self.rebuild(&k);
+        }
+    }
+
+    /// The key of an object, or `None` (and a warning) when its metadata lacks one.
+    fn key_of(&self, ns: Option<&str>, name: Option<&str>, kind: &'static str) -> Option<ObjKey> {
+        let mut w = Warnings::default();
+        match namespaced(ns, name, kind, &mut w) {
+            Some((ns, name)) => Some(obj_key(ns, name)),
+            None => {
+                log_new(&[], &w.list);
+                None
+            }
+        }
+    }
+
+    /// Files slice `key` under its Service; returns the Service's key.
+    fn link(&mut self, key: &ObjKey, slice: &SliceLite) -> Option<ObjKey> {
+        let (ns, svc) = slice_service(slice, &mut Warnings::default())?;
+        let svc = obj_key(ns, svc);
+        self.slices_of
+            .entry(svc.clone())
+            .or_default()
+            .push(key.1.clone());
+        Some(svc)
+    }
+
+    /// Takes slice `key` from under its Service; returns the Service's key.
+    fn unlink(&mut self, key: &ObjKey, slice: &SliceLite) -> Option<ObjKey> {
+        let (ns, svc) = slice_service(slice, &mut Warnings::default())?;
+        let svc = obj_key(ns, svc);
+        if let Some(names) = self.slices_of.get_mut(&svc) {
+            names.retain(|n| *n != key.1);
+            if names.is_empty() {
+                self.slices_of.remove(&svc);
+            }
+        }
+        Some(svc)
+    }
+
+    /// Rebuilds one Service's ports from its object and its slices, and records the pairs
+    /// whose backend got worse. Proportional to that Service.
+    fn rebuild(&mut self, key: &ObjKey) {
+        let name = ServiceName {
+            namespace: key.0.to_string(),
+            name: key.1.to_string(),
+        };
+        let old = self.map.remove_service(&name);
+        let mut w = Warnings::default();
+        let slices: Vec<&SliceLite> = self
+            .slices_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.slices.get(&(key.0.clone(), n.clone())))
+            .collect();
+        match self.services.get(key) {
+            Some(svc) => {
+                let addrs = self.map.node_addresses().to_vec();
+                let ports = service_ports(svc, &key.0, &key.1, &slices, &addrs, &mut w);
+                self.map.insert_service(name.clone(), ports);
+            }
+            None if self.services_listed => {
+                for s in &slices {
+                    unknown_service(*s, &mut w);
+                }
+            }
+            None => {}
+        }
+        let before = self.warnings.get(key).map_or(&[][..], Vec::as_slice);
+        if before != w.list.as_slice() {
+            log_new(before, &w.list);
+            if w.list.is_empty() {
+                self.warnings.remove(key);
+            } else {
+                self.warnings.insert(key.clone(), w.list);
+            }
+        }
+        self.record(&name, old);
+    }
+
+    /// Records the pairs of `old` (the Service's ports before its rebuild) whose backend is
+    /// worse in the map now, keeping each pair's first `old` view until it is taken.
+    fn record(&mut self, name: &ServiceName, old: Vec<PortEntry>) {
+        let me = self.map.service_index(name);
+        for port in old {
+            for fe in port.frontends.iter() {
+                let key = fe.key;
+                let now = self.map.frontend(key.proto, key.ip, key.port);
+                for b in port.backends.iter() {
+                    if b.ip.is_ipv4() != key.ip.is_ipv4() {
+                        continue; // a dual-stack port: no NAT crosses families
+                    }
+                    if b.ip == key.ip && b.port == key.port {
+                        continue; // would match untranslated traffic; see `classify`
+                    }
+                    let new_c = now.and_then(|f| f.backend(b.ip, b.port)).map(|(_, c)| c);
+                    // Before: this port's view, or a better one of another Service on the
+                    // same frontend (unchanged by this rebuild).
+                    let other = now.and_then(|f| {
+                        f.ports()
+                            .filter(|p| Some(p.service_index()) != me)
+                            .filter_map(|p| p.backend(b.ip, b.port))
+                            .max_by_key(|c| c.state())
+                    });
+                    let old_c = match other {
+                        Some(o) if o.state() > b.conditions.state() => o,
+                        _ => b.conditions,
+                    };
+                    if rank(new_c) >= rank(Some(old_c)) {
+                        continue;
+                    }
+                    let pair = Pair {
+                        frontend: key,
+                        backend: SocketAddr::new(b.ip, b.port),
+                    };
+                    self.changes.entry(pair).or_insert(Change {
+                        service: name.clone(),
+                        ignored: port.ignored,
+                        old: Some(old_c),
+                        new: new_c,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One WARN line for each warning of `now` that was not in `before`: a bad object is named
+/// once per change, not on every rebuild.
+fn log_new(before: &[Warning], now: &[Warning]) {
+    for w in now.iter().filter(|w| !before.contains(w)) {
+        tracing::warn!(
+            kind = w.object_kind,
+            object = %w.object,
+            reason = w.kind.as_str(),
+            "{}; the rest of the view is used",
+            w.message
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ServiceLite as SvcLite;
+    use crate::reconcile::{FlushKey, Policy, plan_diff};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test IP")
+    }
+
+    /// Service `s{n}`: UDP `dns` and TCP `web`, a NodePort on `web` if `node_port`, the shared
+    /// externalIP 198.51.100.1 if `shared`, opted out if `ignored`.
+    fn service(n: u8, node_port: bool, shared: bool, ignored: bool) -> SvcLite {
+        let mut web = json!({"name": "web", "port": 80, "protocol": "TCP"});
+        if node_port {
+            web["nodePort"] = json!(30080 + u16::from(n));
+        }
+        let annotations = if ignored {
+            json!({"ctreap.io/ignore": "true"})
+        } else {
+            json!({})
+        };
+        let external: Vec<&str> = if shared { vec!["198.51.100.1"] } else { vec![] };
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": format!("s{n}"), "annotations": annotations},
+            "spec": {"clusterIPs": [format!("10.96.0.{}", 10 + n)], "externalIPs": external,
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, web]}
+        }))
+        .expect("Service JSON");
+        SvcLite::from(svc)
+    }
+
+    /// Slice `e{n}` labelled for `s{svc}` with endpoints 10.244.0.{i} for each `(i, c)`,
+    /// `c` = 0 ready, 1 draining, 2 not serving.
+    fn slice(n: u8, svc: u8, eps: &[(u8, u8)]) -> SliceLite {
+        let eps: Vec<_> = eps
+            .iter()
+            .map(|&(i, c)| {
+                let cond = match c {
+                    0 => json!({"ready": true}),
+                    1 => json!({"ready": false, "serving": true, "terminating": true}),
+                    _ => json!({"ready": false, "serving": false}),
+                };
+                json!({"addresses": [format!("10.244.0.{i}")], "conditions": cond})
+            })
+            .collect();
+        let s: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"namespace": "ns", "name": format!("e{n}"),
+                         "labels": {"kubernetes.io/service-name": format!("s{svc}")}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"},
+                      {"name": "web", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps
+        }))
+        .expect("slice JSON");
+        SliceLite::from(s)
+    }
+
+    /// A map's content in a canonical form: port ids and slot order left out.
+    fn describe(m: &ServiceMap) -> Vec<String> {
+        let mut out: Vec<String> = m
+            .frontends()
+            .map(|f| {
+                let mut ports: Vec<String> = f
+                    .ports()
+                    .map(|p| {
+                        format!(
+                            "{p} ignored={} np={:?} fes={:?} bes={:?}",
+                            p.ignored(),
+                            p.node_port(),
+                            p.frontends(),
+                            p.backends()
+                        )
+                    })
+                    .collect();
+                ports.sort();
+                format!("{} -> {ports:?}", f.key())
+            })
+            .collect();
+        out.sort();
+        out.push(format!("node {:?}", m.node_addresses()));
+        out.push(format!("{:?}", m.stats()));
+        out
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Service(u8, bool, bool, bool),
+        DeleteService(u8),
+        Slice(u8, u8, Vec<(u8, u8)>),
+        DeleteSlice(u8),
+        LocalAddrs(bool, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                0..3u8,
+                any::<bool>(),
+                any::<bool>(),
+                prop::bool::weighted(0.2)
+            )
+                .prop_map(|(n, np, sh, ig)| Op::Service(n, np, sh, ig)),
+            (0..3u8).prop_map(Op::DeleteService),
+            (
+                0..4u8,
+                0..4u8,
+                prop::collection::vec((1..6u8, 0..3u8), 0..5)
+            )
+                .prop_map(|(n, s, e)| Op::Slice(n, s, e)),
+            (0..4u8).prop_map(Op::DeleteSlice),
+            (any::<bool>(), any::<bool>()).prop_map(|(a, b)| Op::LocalAddrs(a, b)),
+        ]
+    }
+
+    /// The objects an op sequence leaves, for a full build to compare with.
+    #[derive(Default)]
+    struct World {
+        services: BTreeMap<u8, SvcLite>,
+        slices: BTreeMap<u8, SliceLite>,
+        local: Vec<IpAddr>,
+    }
+
+    impl World {
+        fn apply(&mut self, st: &mut ClusterState, op: &Op) {
+            match op.clone() {
+                Op::Service(n, np, sh, ig) => {
+                    let s = service(n, np, sh, ig);
+                    self.services.insert(n, s.clone());
+                    st.apply_service(s);
+                }
+                Op::DeleteService(n) => {
+                    if let Some(s) = self.services.remove(&n) {
+                        st.delete_service(&s);
+                    }
+                }
+                Op::Slice(n, svc, eps) => {
+                    let s = slice(n, svc, &eps);
+                    self.slices.insert(n, s.clone());
+                    st.apply_slice(s);
+                }
+                Op::DeleteSlice(n) => {
+                    if let Some(s) = self.slices.remove(&n) {
+                        st.delete_slice(&s);
+                    }
+                }
+                Op::LocalAddrs(a, b) => {
+                    let mut addrs = Vec::new();
+                    if a {
+                        addrs.push(ip("192.168.1.10"));
+                    }
+                    if b {
+                        addrs.push(ip("192.168.1.11"));
+                    }
+                    self.local = addrs.clone();
+                    st.set_local_addrs(addrs);
+                }
+            }
+        }
+
+        fn build(&self) -> (ServiceMap, Vec<Warning>) {
+            let services: Vec<&SvcLite> = self.services.values().collect();
+            let slices: Vec<&SliceLite> = self.slices.values().collect();
+            ServiceMap::build(&services, &slices, None, &self.local)
+        }
+    }
+
+    fn sorted_keys(keys: impl IntoIterator<Item = FlushKey>) -> Vec<FlushKey> {
+        let mut v: Vec<FlushKey> = keys.into_iter().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// After every op the live map equals a full build of the same objects, with the same
+        /// warnings; and the changes it recorded are exactly what `plan_diff` finds between
+        /// the full builds before and after the op (under any policy).
+        #[test]
+        fn incremental_equals_full_build(ops in prop::collection::vec(op(), 1..40)) {
+            let mut st = ClusterState::new(Vec::new());
+            st.replace_services(Vec::new());
+            st.replace_slices(Vec::new());
+            let mut world = World::default();
+            let strict = Policy { not_serving: crate::reconcile::ProtoSet::ALL, ..Policy::default() };
+            for op in &ops {
+                let (before, _) = world.build();
+                world.apply(&mut st, op);
+                let (after, warnings) = world.build();
+                prop_assert_eq!(describe(st.map()), describe(&after), "after {:?}", op);
+                let mut got = st.warnings();
+                let mut want = warnings;
+                got.sort_by_key(|w| w.to_string());
+                want.sort_by_key(|w| w.to_string());
+                prop_assert_eq!(got, want, "warnings after {:?}", op);
+                let changes = st.take_changes();
+                for policy in [Policy::default(), strict] {
+                    let planned = sorted_keys(changes.iter().filter(|(p, c)| {
+                        policy.deletes_backend(c.new, p.frontend.proto)
+                            && !policy.deletes_backend(c.old, p.frontend.proto)
+                    }).map(|(p, _)| FlushKey {
+                        proto: p.frontend.proto.ip_proto(),
+                        orig_dst: p.frontend.ip,
+                        orig_dport: p.frontend.port,
+                        reply_src: p.backend.ip(),
+                        reply_sport: p.backend.port(),
+                    }));
+                    let diff = sorted_keys(plan_diff(&before, &after, &policy));
+                    prop_assert_eq!(planned, diff, "changes after {:?}", op);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_address_added_later_carries_nodeports_and_its_removal_is_recorded() {
+        let mut st = ClusterState::new(vec![ip("192.168.1.10")]);
+        st.replace_services(vec![service(0, true, false, false)]);
+        st.replace_slices(vec![slice(0, 0, &[(1, 0)])]);
+        st.take_changes();
+        assert!(
+            st.map()
+                .frontend(Proto::Tcp, ip("192.168.1.11"), 30080)
+                .is_none()
+        );
+        st.set_local_addrs(vec![ip("192.168.1.10"), ip("192.168.1.11")]);
+        let fe = st
+            .map()
+            .frontend(Proto::Tcp, ip("192.168.1.11"), 30080)
+            .expect("the new address carries the NodePort");
+        assert!(fe.backend(ip("10.244.0.1"), 8080).is_some());
+        st.set_local_addrs(vec![ip("192.168.1.10")]);
+        let changes = st.take_changes();
+        let pairs: Vec<String> = changes
+            .keys()
+            .map(|p| format!("{}->{}", p.frontend, p.backend))
+            .collect();
+        assert_eq!(pairs, ["192.168.1.11:30080/TCP->10.244.0.1:8080"]);
+    }
+
+    #[test]
+    fn an_endpoint_that_moves_between_slices_is_recorded_only_while_it_is_missing() {
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_services(vec![service(0, false, false, false)]);
+        st.replace_slices(vec![slice(0, 0, &[(1, 0), (2, 0)]), slice(1, 0, &[(3, 0)])]);
+        st.take_changes();
+        // Removed from e0 first, added to e1 later: in between it is gone.
+        st.apply_slice(slice(0, 0, &[(1, 0)]));
+        st.apply_slice(slice(1, 0, &[(3, 0), (2, 0)]));
+        assert!(
+            st.take_changes().is_empty(),
+            "taken after both writes, the move is no change"
+        );
+    }
+
+    #[test]
+    fn slices_listed_before_their_services_warn_only_if_the_service_stays_missing() {
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_slices(vec![slice(0, 0, &[(1, 0)]), slice(1, 7, &[(2, 0)])]);
+        assert!(st.warnings().is_empty(), "Services not listed yet");
+        st.replace_services(vec![service(0, false, false, false)]);
+        let w: Vec<String> = st.warnings().iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            w,
+            ["EndpointSlice ns/e1: labelled for Service ns/s7, which does not exist; ignored"]
+        );
+    }
+}
