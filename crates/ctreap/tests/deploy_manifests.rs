@@ -99,6 +99,16 @@ const CONTRACT: &[Metric] = &[
         labels: &[],
     },
     Metric {
+        name: "ctreap_conntrack_dumps_total",
+        kind: Kind::Counter,
+        labels: &["scope"],
+    },
+    Metric {
+        name: "ctreap_walks_skipped_total",
+        kind: Kind::Counter,
+        labels: &[],
+    },
+    Metric {
         name: "ctreap_circuit_breaker_open",
         kind: Kind::Gauge,
         labels: &["namespace", "service"],

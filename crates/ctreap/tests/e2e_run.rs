@@ -1335,3 +1335,86 @@ odd{a=\"x,y}\\\"z\"} 1.5 # {trace=\"1\"} 1\n\
         Some(&b"abcde"[..])
     );
 }
+
+/// The index of backends with flows here: a departed backend without flows on this node costs
+/// no kernel walk, and flows the agent learned of only from NEW events (created after its
+/// startup pass) are still flushed by the watch trigger. Without the event listener the index
+/// is never trusted and every departed backend is walked.
+#[test]
+fn a_removal_walks_only_backends_with_flows_here() {
+    for no_events in [false, true] {
+        let mut w = World::new(if no_events { "run-idx-noev" } else { "run-idx" });
+        let extra: &[&str] = if no_events {
+            &["--resync", "60s", "--no-events"]
+        } else {
+            &["--resync", "60s"]
+        };
+        let mut agent = w.agent(extra);
+        agent.wait_ready(READY);
+        wait_startup_pass(&mut agent);
+        // A new endpoint, and flows to it created after the startup pass.
+        w.api.apply(dns_slice(&[
+            "10.244.1.1",
+            "10.244.1.2",
+            "10.244.1.3",
+            "10.244.1.4",
+            "10.244.1.5",
+        ]));
+        std::thread::sleep(Duration::from_millis(300));
+        let late = Flow::many(IPPROTO_UDP, DNS, "10.244.1.4:5353", 3);
+        w.add(&late);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = w.table();
+        let m0 = agent.metrics();
+        let dumps0 = m0.sum("ctreap_conntrack_dumps_total", &[("scope", "backend")]);
+
+        // 10.244.1.5 has no flow here: no walk, unless the index cannot be trusted.
+        w.api.apply(dns_slice(&[
+            "10.244.1.1",
+            "10.244.1.2",
+            "10.244.1.3",
+            "10.244.1.4",
+        ]));
+        let m = agent.wait_metrics(FLUSH_DEADLINE, "the removal handled", |m| {
+            m.or0("ctreap_walks_skipped_total") >= 1.0
+                || m.sum("ctreap_conntrack_dumps_total", &[("scope", "backend")]) > dumps0
+        });
+        let walked = m.sum("ctreap_conntrack_dumps_total", &[("scope", "backend")]) - dumps0;
+        if no_events {
+            assert_eq!(
+                (walked, m.or0("ctreap_walks_skipped_total")),
+                (1.0, 0.0),
+                "without events every departed backend is walked:\n{}",
+                m.text
+            );
+        } else {
+            assert_eq!(
+                (walked, m.or0("ctreap_walks_skipped_total")),
+                (0.0, 1.0),
+                "a backend without flows here is not walked:\n{}",
+                m.text
+            );
+        }
+        assert_eq!(
+            w.table(),
+            before,
+            "nothing deleted for a backend without flows"
+        );
+
+        // 10.244.1.4's flows were created after the startup pass: known from events (or, with
+        // --no-events, found by the walk every removal gets).
+        w.api
+            .apply(dns_slice(&["10.244.1.1", "10.244.1.2", "10.244.1.3"]));
+        w.wait_gone(
+            &late,
+            FLUSH_DEADLINE,
+            "flows created after the startup pass deleted by the watch trigger",
+            &agent,
+        );
+        let after = w.table();
+        assert_table(&before, &late, &after, "after removing 10.244.1.4");
+        let m = agent.metrics();
+        assert_eq!(m.deleted_by("watch"), 3.0, "{}", m.text);
+        assert_eq!(m.deleted(), 3.0, "only those:\n{}", m.text);
+    }
+}

@@ -14,9 +14,9 @@ use std::time::Duration;
 use ctnetlink::{Error, EventKind, EventSocket, Groups, Netns, Tuple};
 use tokio::sync::mpsc;
 
-use crate::cli::stale::flow_of;
+use super::flows::FlowIndex;
 use crate::cluster::ClusterState;
-use crate::reconcile::{Flow, Policy, classify};
+use crate::reconcile::{Flow, Policy, deletable, flow_of};
 
 /// What the listener hands to the agent loop.
 pub enum EventMsg {
@@ -37,13 +37,16 @@ pub enum EventMsg {
 pub struct View {
     trusted: AtomicBool,
     model: Arc<RwLock<ClusterState>>,
+    /// Every NEW translated flow is recorded here, trusted or not.
+    flows: Arc<FlowIndex>,
 }
 
 impl View {
-    pub fn new(model: Arc<RwLock<ClusterState>>) -> Self {
+    pub fn new(model: Arc<RwLock<ClusterState>>, flows: Arc<FlowIndex>) -> Self {
         View {
             trusted: AtomicBool::new(false),
             model,
+            flows,
         }
     }
 
@@ -85,8 +88,12 @@ fn listen(
     };
     while !cancel.load(Ordering::Relaxed) {
         let mut sock = match EventSocket::open(netns, groups, rcvbuf) {
-            Ok(s) => s,
+            Ok(s) => {
+                view.flows.listening(true);
+                s
+            }
             Err(e) => {
+                view.flows.listening(false);
                 if tx.blocking_send(EventMsg::Failed(e)).is_err() {
                     return;
                 }
@@ -103,15 +110,16 @@ fn listen(
                 if ev.kind != EventKind::New {
                     return;
                 }
-                if !view.trusted.load(Ordering::SeqCst) {
-                    return;
-                }
                 let Some(flow) = flow_of(&ev.entry) else {
                     return;
                 };
+                // Recorded before the model is read: see `flows`.
+                view.flows.saw(&flow);
+                if !view.trusted.load(Ordering::SeqCst) {
+                    return;
+                }
                 let model = view.model.read().unwrap_or_else(|e| e.into_inner());
-                let d = classify(model.map(), &flow);
-                if policy.deletes(d.verdict, d.proto) && !d.port.is_some_and(|p| p.ignored()) {
+                if deletable(model.map(), &flow, &policy).is_some() {
                     out.push(EventMsg::Flow {
                         tuple: ev.entry.orig,
                         zone: ev.entry.zone,
@@ -121,8 +129,12 @@ fn listen(
             });
             match res {
                 Ok(_) => {}
-                Err(Error::Overrun) => out.push(EventMsg::Overrun),
+                Err(Error::Overrun) => {
+                    view.flows.lost();
+                    out.push(EventMsg::Overrun)
+                }
                 Err(e) => {
+                    view.flows.listening(false);
                     let _ = tx.blocking_send(EventMsg::Failed(e));
                     sleep_unless_cancelled(Duration::from_secs(1), cancel);
                     break; // reopen

@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ctnetlink::{BatchReport, Conntrack, Entry, Error, Filter, GlobalStats, Netns, Tuple};
 
-use crate::cli::stale::flow_of;
-use crate::reconcile::Flow;
+use crate::reconcile::{Flow, flow_of};
 
 /// One entry chosen for deletion, with the caller's label (what it is deleted for).
 pub struct Selected<T> {

@@ -49,6 +49,12 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DumpLabels {
+    /// `table` (every entry) or `backend` (filtered by reply source address).
+    pub scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub resource: &'static str,
 }
@@ -76,6 +82,8 @@ pub struct Metrics {
     conntrack_max: Gauge,
     netlink_errors: Family<NetlinkErrorLabels, Counter>,
     event_overruns: Counter,
+    dumps: Family<DumpLabels, Counter>,
+    walks_skipped: Counter,
     breaker_open: Family<ServiceLabels, Gauge>,
     breaker_trips: Counter,
     /// Every Service the breaker gauge has a series for.
@@ -105,6 +113,8 @@ impl Metrics {
             conntrack_max: Gauge::default(),
             netlink_errors: Family::default(),
             event_overruns: Counter::default(),
+            dumps: Family::default(),
+            walks_skipped: Counter::default(),
             breaker_open: Family::default(),
             breaker_trips: Counter::default(),
             breaker_known: Mutex::new(HashSet::new()),
@@ -163,6 +173,16 @@ impl Metrics {
             "ctreap_event_overruns",
             "Conntrack event socket overruns (ENOBUFS); each one triggers a full pass",
             m.event_overruns.clone(),
+        );
+        registry.register(
+            "ctreap_conntrack_dumps",
+            "Kernel walks of the conntrack table, by scope: the whole table, or one backend address",
+            m.dumps.clone(),
+        );
+        registry.register(
+            "ctreap_walks_skipped",
+            "Departed backend addresses that needed no kernel walk: no flow to them on this node",
+            m.walks_skipped.clone(),
         );
         registry.register(
             "ctreap_circuit_breaker_open",
@@ -273,6 +293,15 @@ impl Metrics {
 
     pub fn event_overrun(&self) {
         self.event_overruns.inc();
+    }
+
+    /// `n` kernel walks of `scope` (`table` or `backend`).
+    pub fn dumps(&self, scope: &'static str, n: u64) {
+        self.dumps.get_or_create(&DumpLabels { scope }).inc_by(n);
+    }
+
+    pub fn walks_skipped(&self, n: u64) {
+        self.walks_skipped.inc_by(n);
     }
 
     /// Sets the breaker gauge to 1 for `services` and to 0 for every other Service it was open

@@ -23,6 +23,7 @@
 pub mod breaker;
 pub mod config;
 mod events;
+mod flows;
 pub mod http;
 mod kernel;
 pub mod metrics;
@@ -30,7 +31,6 @@ pub mod metrics;
 pub use config::{LogFormat, RunCmd};
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -43,13 +43,17 @@ use tracing::{debug, info, warn};
 
 use self::breaker::Limits;
 use self::events::{EventMsg, SharedView};
+use self::flows::FlowIndex;
 use self::http::Health;
 use self::kernel::{Kernel, Selected};
 use crate::cluster::{
-    Change, ClusterState, ClusterWatch, Pair, Proto, ServiceMap, ServiceName, WatchConfig, Watched,
-    kube_client, local_addresses, node_name,
+    ClusterState, ClusterWatch, Proto, ServiceMap, ServiceName, WatchConfig, Watched, kube_client,
+    local_addresses, node_name,
 };
-use crate::reconcile::{Flow, FlushKey, Policy, StaleReason, Verdict, classify};
+use crate::reconcile::{
+    FlushKey, Planned, Policy, Stale, StaleReason, Verdict, classify, deletable, deletable_planned,
+    key_of, planned,
+};
 
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
 /// slice several times within a millisecond or two.
@@ -57,6 +61,9 @@ pub const COALESCE: Duration = Duration::from_millis(2);
 /// Above this many backend addresses, one dump of the whole table is cheaper than a
 /// filtered kernel walk per pair.
 const MAX_FILTERED_WALKS: usize = 8;
+/// How long the startup pass waits for the event listener's socket (it opens in
+/// milliseconds; a failure is retried by the listener and only costs walks until a full pass).
+const LISTENER_WAIT: Duration = Duration::from_secs(2);
 /// How often the table's size is read for the gauges.
 const STATS_EVERY: Duration = Duration::from_secs(10);
 /// Event socket receive buffer unless `--event-rcvbuf` says otherwise.
@@ -102,89 +109,6 @@ fn reason_label(r: StaleReason) -> &'static str {
     }
 }
 
-/// What an entry is deleted for: one log line and one set of metric labels per group.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Group {
-    service: ServiceName,
-    proto: u8,
-    reason: StaleReason,
-    frontend: SocketAddr,
-    backend: SocketAddr,
-}
-
-/// The Service a watch-planned key came from, read from the map the backend left.
-#[derive(Clone, Debug)]
-struct KeyInfo {
-    service: ServiceName,
-}
-
-fn key_of(f: &Flow) -> FlushKey {
-    FlushKey {
-        proto: f.proto,
-        orig_dst: f.orig_dst,
-        orig_dport: f.orig_dport,
-        reply_src: f.reply_src,
-        reply_sport: f.reply_sport,
-    }
-}
-
-/// The verdict on one entry under `map`, when `policy` deletes it and its Service did not opt
-/// out. Stale verdicts come with the Service they concern.
-fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Group> {
-    let d = classify(map, flow);
-    let Verdict::Stale(reason) = d.verdict else {
-        return None;
-    };
-    let port = d.port?;
-    if !policy.deletes(d.verdict, d.proto) || port.ignored() {
-        return None;
-    }
-    Some(Group {
-        service: port.service().clone(),
-        proto: d.proto,
-        reason,
-        frontend: d.frontend,
-        backend: d.backend,
-    })
-}
-
-/// For watch-planned keys: is this entry one of `keys`, and still deletable under `map` (the
-/// newest trusted one)?
-///
-/// IP reuse: a backend that was removed and has come back (same IP and port) for this frontend
-/// is serving again in `map`, and `deletable` keeps it. The remaining race: the endpoint is
-/// added to the API server after `map` was taken but before the kernel acknowledges the delete
-/// (a millisecond or so). A flow to the reused IP can only exist once kube-proxy has
-/// programmed the new endpoint, which it does from the same event, after its own sync delay;
-/// losing that race would reset a connection that was at most a few milliseconds old, once.
-fn deletable_key(
-    map: &ServiceMap,
-    flow: &Flow,
-    keys: &HashMap<FlushKey, KeyInfo>,
-    policy: &Policy,
-) -> Option<Group> {
-    let info = keys.get(&key_of(flow))?;
-    let proto = Proto::from_ip_proto(flow.proto)?;
-    if map
-        .frontend(proto, flow.orig_dst, flow.orig_dport)
-        .is_none()
-    {
-        // The Service (or this port, or this node address) is gone: no rule translates to the
-        // backend any more. The old map told us whose flows these were.
-        if flow.reply_src == flow.orig_dst && flow.reply_sport == flow.orig_dport {
-            return None;
-        }
-        return Some(Group {
-            service: info.service.clone(),
-            proto: flow.proto,
-            reason: StaleReason::Gone,
-            frontend: SocketAddr::new(flow.orig_dst, flow.orig_dport),
-            backend: SocketAddr::new(flow.reply_src, flow.reply_sport),
-        });
-    }
-    deletable(map, flow, policy)
-}
-
 /// How many distinct Services among `services` have no serving (or draining) backend left in
 /// `map`, or no longer exist in it: what the circuit breaker calls emptied. Proportional to
 /// those Services.
@@ -200,31 +124,6 @@ fn emptied_services<'a>(
         .count()
 }
 
-/// The recorded changes the policy deletes, as watch-planned keys: a backend that got worse
-/// and is now deletable but was not before (what was deletable already was an earlier
-/// flush's business), of a Service that did not opt out.
-fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> HashMap<FlushKey, KeyInfo> {
-    changes
-        .into_iter()
-        .filter(|(p, c)| {
-            let proto = p.frontend.proto;
-            !c.ignored
-                && policy.deletes_backend(c.new, proto)
-                && !policy.deletes_backend(c.old, proto)
-        })
-        .map(|(p, c)| {
-            let key = FlushKey {
-                proto: p.frontend.proto.ip_proto(),
-                orig_dst: p.frontend.ip,
-                orig_dport: p.frontend.port,
-                reply_src: p.backend.ip(),
-                reply_sport: p.backend.port(),
-            };
-            (key, KeyInfo { service: c.service })
-        })
-        .collect()
-}
-
 /// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
 type StaleCounts = HashMap<(ServiceName, &'static str, &'static str), u64>;
 
@@ -233,12 +132,12 @@ enum Scope {
     /// The whole table, judged by the verdict.
     Full,
     /// Only the entries of these (frontend, backend) pairs.
-    Keys(HashMap<FlushKey, KeyInfo>),
+    Keys(Planned),
 }
 
 /// What the blocking part of a pass found.
 struct Found {
-    selected: Vec<Selected<Group>>,
+    selected: Vec<Selected<Stale>>,
     /// Service flows seen (any verdict but not-a-Service); counted on full-table dumps only.
     service_flows: Option<u64>,
     stale: StaleCounts,
@@ -252,7 +151,7 @@ struct Found {
 /// ports and protocols in one kernel walk; the userspace check picks the planned pairs).
 /// IPv6 addresses are never sent to the kernel as a filter (Linux 6.18 compares them inverted,
 /// see ctnetlink's `Filter::kernel_part`), so an IPv6 backend's dump is narrowed in userspace.
-fn key_filters(keys: &HashMap<FlushKey, KeyInfo>) -> Vec<Filter> {
+fn key_filters(keys: &Planned) -> Vec<Filter> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for k in keys.keys() {
@@ -273,13 +172,13 @@ struct Held {
     relisting: bool,
     /// The watch-planned keys of the held pass: after the re-list they are judged again on
     /// the fresh map (a full pass cannot see the flows of a Service that no longer exists).
-    keys: Option<HashMap<FlushKey, KeyInfo>>,
+    keys: Option<Planned>,
 }
 
 /// A watch-planned flush waiting out `--grace`.
 struct Pending {
     due: Instant,
-    info: KeyInfo,
+    service: ServiceName,
 }
 
 struct Agent {
@@ -293,8 +192,10 @@ struct Agent {
     /// The live model (the watch's, for the agent's whole life: a restart keeps it).
     model: Arc<RwLock<ClusterState>>,
     changes: watch::Receiver<u64>,
-    /// What the event listener judges with; `None` while deleting is not allowed.
+    /// What the event listener judges with, lent while deleting is allowed.
     view: SharedView,
+    /// Which backend addresses have flows here: removals of the others need no walk.
+    flows: Arc<FlowIndex>,
     pending: HashMap<FlushKey, Pending>,
     held: Option<Held>,
     /// The last ctnetlink request (dump or stats) failed: not ready.
@@ -385,6 +286,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
     let watch = ClusterWatch::start(client.clone(), watch_config);
     let changes = watch.changes();
     let model = watch.state().clone();
+    let flows = Arc::new(FlowIndex::default());
     info!(node = %node, dry_run = cmd.dry_run, "watching Services, EndpointSlices and the Node");
 
     let mut agent = Agent {
@@ -398,7 +300,8 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         kernel,
         cancel: cancel.clone(),
         watch,
-        view: Arc::new(events::View::new(model.clone())),
+        view: Arc::new(events::View::new(model.clone(), flows.clone())),
+        flows,
         model,
         changes,
         pending: HashMap::new(),
@@ -451,6 +354,14 @@ impl Agent {
             )
         };
 
+        if listener.is_some() {
+            // The startup pass builds the index of backends with flows here, which is trusted
+            // only if the listener was reading when the walk began.
+            let until = Instant::now() + LISTENER_WAIT;
+            while !self.flows.is_listening() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         if self.take_trusted() {
             self.pass(Scope::Full, Trigger::Startup, None).await;
         }
@@ -625,8 +536,8 @@ impl Agent {
         }
         if !self.cmd.grace.is_zero() {
             let due = arrival + self.cmd.grace;
-            for (k, info) in planned {
-                self.pending.entry(k).or_insert(Pending { due, info });
+            for (k, service) in planned {
+                self.pending.entry(k).or_insert(Pending { due, service });
             }
             return;
         }
@@ -647,7 +558,7 @@ impl Agent {
         for k in due {
             if let Some(p) = self.pending.remove(&k) {
                 first_due = first_due.min(p.due);
-                keys.insert(k, p.info);
+                keys.insert(k, p.service);
             }
         }
         if keys.is_empty() || !self.take_trusted() {
@@ -685,7 +596,7 @@ impl Agent {
         if flows.is_empty() || !self.take_trusted() {
             return;
         }
-        let mut groups: HashMap<Group, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
         {
             let model = self.model.read().unwrap_or_else(|e| e.into_inner());
             for (tuple, zone, flow) in flows {
@@ -754,10 +665,20 @@ impl Agent {
         // needs the node's Service flow count: dump the whole table for it.
         let (filters, keys) = match scope {
             Scope::Full => (vec![Filter::default()], None),
-            Scope::Keys(keys) => {
+            Scope::Keys(mut keys) => {
+                // A backend without flows on this node has nothing to walk for.
+                let all: HashSet<_> = keys.keys().map(|k| k.reply_src).collect();
+                keys.retain(|k, _| self.flows.may_have_flows(k.reply_src));
+                let kept: HashSet<_> = keys.keys().map(|k| k.reply_src).collect();
+                self.health
+                    .metrics
+                    .walks_skipped((all.len() - kept.len()) as u64);
+                if keys.is_empty() {
+                    return;
+                }
                 let emptied = {
                     let model = self.model.read().unwrap_or_else(|e| e.into_inner());
-                    emptied_services(model.map(), keys.values().map(|i| &i.service))
+                    emptied_services(model.map(), keys.values())
                 };
                 let filters = key_filters(&keys);
                 let filters = if emptied >= 2 || filters.len() > MAX_FILTERED_WALKS {
@@ -769,10 +690,16 @@ impl Agent {
             }
         };
         let counting = filters.len() == 1 && filters[0].is_empty();
+        let scope = if counting { "table" } else { "backend" };
+        self.health.metrics.dumps(scope, filters.len() as u64);
         let k = self.kernel.clone();
         let model = self.model.clone();
+        let flows = self.flows.clone();
         let res = tokio::task::spawn_blocking(move || {
             let keys = keys;
+            // A whole-table walk also rebuilds the index of backends with flows here.
+            let walk = counting.then(|| flows.begin_walk());
+            let mut seen: HashSet<std::net::IpAddr> = HashSet::new();
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
@@ -782,6 +709,9 @@ impl Agent {
                 let model = model.read().unwrap_or_else(|e| e.into_inner());
                 let map = model.map();
                 if counting {
+                    if flow.reply_src != flow.orig_dst || flow.reply_sport != flow.orig_dport {
+                        seen.insert(flow.reply_src);
+                    }
                     let d = classify(map, flow);
                     if !matches!(d.verdict, Verdict::NotService(_)) {
                         service_flows += 1;
@@ -808,13 +738,22 @@ impl Agent {
                         }
                         deletable(map, flow, &policy)
                     }
-                    Some(keys) => deletable_key(map, flow, keys, &policy),
+                    Some(keys) => deletable_planned(map, flow, keys, &policy),
                 }
             });
             let sweep = match sweep {
                 Ok(s) => s,
-                Err(e) => return (Err(e), keys),
+                Err(e) => {
+                    if let Some(mark) = walk {
+                        flows.end_walk(mark, seen, false);
+                    }
+                    return (Err(e), keys);
+                }
             };
+            if let Some(mark) = walk {
+                let complete = !sweep.interrupted && !sweep.cancelled && sweep.decode_errors == 0;
+                flows.end_walk(mark, seen, complete);
+            }
             let found = Found {
                 selected: sweep.selected,
                 service_flows: counting.then_some(service_flows),
@@ -850,7 +789,7 @@ impl Agent {
             );
         }
 
-        let mut groups: HashMap<Group, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
         for s in found.selected {
             groups.entry(s.label).or_default().push((s.tuple, s.zone));
         }
@@ -908,6 +847,7 @@ impl Agent {
                 service_flows = found.service_flows.unwrap_or(0),
                 deleted = to_delete,
                 stale_left = stale.values().sum::<u64>(),
+                backends_with_flows = self.flows.len(),
                 interrupted = found.interrupted,
                 duration_ms = started.elapsed().as_secs_f64() * 1e3,
                 "full pass"
@@ -920,7 +860,7 @@ impl Agent {
     /// Returns the count per (Service, protocol, reason) of entries no longer in the table.
     async fn delete(
         &mut self,
-        groups: HashMap<Group, Vec<(Tuple, Option<u16>)>>,
+        groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>>,
         trigger: Trigger,
         arrival: Option<Instant>,
     ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::cluster::{ServiceLite, SliceLite};
-use crate::reconcile::ProtoSet;
+use crate::reconcile::{Flow, ProtoSet};
 
 const UDP: u8 = 17;
 const TCP: u8 = 6;
@@ -77,11 +77,7 @@ fn model(services: &[Service], slices: &[EndpointSlice]) -> ClusterState {
 
 /// What the watch path plans when `st` moves to `services` and `slices` (as after a re-list):
 /// the recorded changes the default policy deletes.
-fn plan_move(
-    st: &mut ClusterState,
-    services: &[Service],
-    slices: &[EndpointSlice],
-) -> HashMap<FlushKey, KeyInfo> {
+fn plan_move(st: &mut ClusterState, services: &[Service], slices: &[EndpointSlice]) -> Planned {
     st.replace_services(services.iter().cloned().map(ServiceLite::from).collect());
     st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
     planned(st.take_changes(), &Policy::default())
@@ -102,7 +98,7 @@ fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
     let new = st.map();
     assert_eq!(keys.len(), 2, "{keys:?}");
     let p = Policy::default();
-    let gone_udp = deletable_key(
+    let gone_udp = deletable_planned(
         new,
         &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
         &keys,
@@ -112,7 +108,7 @@ fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
     assert_eq!(gone_udp.reason, StaleReason::Gone);
     assert_eq!(gone_udp.service.to_string(), "default/a");
     assert!(
-        deletable_key(
+        deletable_planned(
             new,
             &flow(TCP, "198.19.0.10", 80, "192.0.2.1", 8080),
             &keys,
@@ -121,7 +117,7 @@ fn removed_backend_is_deleted_on_both_ports_and_nothing_else() {
         .is_some()
     );
     assert!(
-        deletable_key(
+        deletable_planned(
             new,
             &flow(UDP, "198.19.0.10", 53, "192.0.2.2", 5353),
             &keys,
@@ -153,8 +149,8 @@ fn a_backend_that_came_back_keeps_its_flows() {
     let without = st.map();
     assert_eq!(keys.len(), 2);
     let f = flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353);
-    assert!(deletable_key(without, &f, &keys, &Policy::default()).is_some());
-    assert!(deletable_key(&with, &f, &keys, &Policy::default()).is_none());
+    assert!(deletable_planned(without, &f, &keys, &Policy::default()).is_some());
+    assert!(deletable_planned(&with, &f, &keys, &Policy::default()).is_none());
 }
 
 #[test]
@@ -166,7 +162,7 @@ fn a_deleted_service_is_flushed_from_the_old_maps_memory() {
     );
     let keys = plan_move(&mut st, &[], &[]);
     let new = st.map();
-    let g = deletable_key(
+    let g = deletable_planned(
         new,
         &flow(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
         &keys,
@@ -177,7 +173,7 @@ fn a_deleted_service_is_flushed_from_the_old_maps_memory() {
     assert_eq!(g.reason, StaleReason::Gone);
     // An entry that was never translated is not the Service's NAT traffic.
     let untranslated = flow(UDP, "198.19.0.10", 53, "198.19.0.10", 53);
-    assert!(deletable_key(new, &untranslated, &keys, &Policy::default()).is_none());
+    assert!(deletable_planned(new, &untranslated, &keys, &Policy::default()).is_none());
 }
 
 #[test]
@@ -248,13 +244,11 @@ fn keys_become_one_dump_per_backend_address() {
         reply_src: ip(src),
         reply_sport: sport,
     };
-    let info = || KeyInfo {
-        service: ServiceName {
-            namespace: "default".into(),
-            name: "a".into(),
-        },
+    let info = || ServiceName {
+        namespace: "default".into(),
+        name: "a".into(),
     };
-    let keys: HashMap<FlushKey, KeyInfo> = [
+    let keys: Planned = [
         mk(UDP, "198.19.0.10", 53, "192.0.2.1", 5353),
         mk(UDP, "192.0.2.200", 30053, "192.0.2.1", 5353), // a NodePort: same backend
         mk(TCP, "198.19.0.10", 80, "192.0.2.1", 8080),

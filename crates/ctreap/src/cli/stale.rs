@@ -9,30 +9,13 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ctnetlink::codec::format::proto_name;
-use ctnetlink::{Conntrack, Entry, Filter};
+use ctnetlink::{Conntrack, Filter};
 use serde::Serialize;
 
 use super::conntrack::{NetnsArg, parse_duration};
 use super::kube_args::{KubeArgs, snapshot};
 use crate::cluster::ServiceMap;
-use crate::reconcile::{Flow, Verdict, VerdictCounts, classify};
-
-/// The verdict's view of a conntrack entry: `None` for entries without ports (ICMP, GRE),
-/// which no Service translates.
-pub fn flow_of(e: &Entry) -> Option<Flow> {
-    Some(Flow {
-        proto: e.orig.proto.num,
-        orig_src: e.orig.src,
-        orig_dst: e.orig.dst,
-        orig_sport: e.orig.proto.src_port?,
-        orig_dport: e.orig.proto.dst_port?,
-        reply_src: e.reply.src,
-        reply_dst: e.reply.dst,
-        reply_sport: e.reply.proto.src_port?,
-        reply_dport: e.reply.proto.dst_port?,
-        zone: e.zone.unwrap_or(0),
-    })
-}
+use crate::reconcile::{Verdict, VerdictCounts, classify, flow_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StaleFormat {

@@ -3,14 +3,19 @@
 //!
 //! - [`classify`]: one conntrack entry (`conntrack -L` line) -> [`Verdict`] with the Service,
 //!   frontend and backend it concerns;
+//! - [`deletable`], [`planned`], [`deletable_planned`]: the one rule every deleting path
+//!   follows (is this entry deletable now, and why);
 //! - [`plan`] / [`plan_flows`]: stale verdicts -> [`FlushKey`]s, one filtered flush per
 //!   (frontend, stale backend), like `conntrack -D --orig-dst SVC --reply-src POD`;
-//! - [`plan_diff`]: two maps -> the flushes for the backends that left, for watch-driven
-//!   triggers.
+//! - [`plan_diff`]: two maps -> the flushes for the backends that left: the reference the live
+//!   model's recorded changes are tested against (`cluster::state`), and the verdict
+//!   benchmark's baseline.
 
+mod decide;
 mod plan;
 mod verdict;
 
+pub use decide::{Planned, Stale, deletable, deletable_planned, flow_of, key_of, planned};
 pub use plan::{FlushKey, Policy, ProtoSet, plan, plan_diff, plan_flows};
 pub use verdict::{
     Decision, Flow, NotServiceReason, StaleReason, Verdict, VerdictCounts, classify,

@@ -1,0 +1,140 @@
+//! The one rule every path deletes by: is this conntrack entry deletable now, and why.
+//!
+//! The watch path (pairs the live model recorded, [`planned`] then [`deletable_planned`]), the
+//! conntrack-event path and the full passes ([`deletable`]) all call this module; `ctreap stale`
+//! reports the same verdicts ([`classify`]). Pure: a map, a flow and a policy in, a decision out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use ctnetlink::Entry;
+
+use super::plan::{FlushKey, Policy};
+use super::verdict::{Flow, StaleReason, Verdict, classify};
+use crate::cluster::{Change, Pair, Proto, ServiceMap, ServiceName};
+
+/// Why an entry is deleted: the Service it concerns, its protocol, the reason, and the pair.
+/// One log line and one set of metric labels per distinct value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stale {
+    pub service: ServiceName,
+    /// IP protocol number.
+    pub proto: u8,
+    pub reason: StaleReason,
+    pub frontend: SocketAddr,
+    pub backend: SocketAddr,
+}
+
+/// The verdict's view of a conntrack entry: `None` for entries without ports (ICMP, GRE),
+/// which no Service translates.
+pub fn flow_of(e: &Entry) -> Option<Flow> {
+    Some(Flow {
+        proto: e.orig.proto.num,
+        orig_src: e.orig.src,
+        orig_dst: e.orig.dst,
+        orig_sport: e.orig.proto.src_port?,
+        orig_dport: e.orig.proto.dst_port?,
+        reply_src: e.reply.src,
+        reply_dst: e.reply.dst,
+        reply_sport: e.reply.proto.src_port?,
+        reply_dport: e.reply.proto.dst_port?,
+        zone: e.zone.unwrap_or(0),
+    })
+}
+
+/// The (frontend, backend) pair of a flow, as a flush names it.
+pub fn key_of(f: &Flow) -> FlushKey {
+    FlushKey {
+        proto: f.proto,
+        orig_dst: f.orig_dst,
+        orig_dport: f.orig_dport,
+        reply_src: f.reply_src,
+        reply_sport: f.reply_sport,
+    }
+}
+
+/// The entry is stale under `map`, `policy` deletes that verdict for its protocol, and its
+/// Service did not opt out ([`IGNORE_ANNOTATION`](crate::cluster::IGNORE_ANNOTATION)).
+pub fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Stale> {
+    let d = classify(map, flow);
+    let Verdict::Stale(reason) = d.verdict else {
+        return None;
+    };
+    let port = d.port?;
+    if !policy.deletes(d.verdict, d.proto) || port.ignored() {
+        return None;
+    }
+    Some(Stale {
+        service: port.service().clone(),
+        proto: d.proto,
+        reason,
+        frontend: d.frontend,
+        backend: d.backend,
+    })
+}
+
+/// Watch-planned pairs, each with the Service it belonged to when its backend left.
+pub type Planned = HashMap<FlushKey, ServiceName>;
+
+/// The recorded changes `policy` deletes: a backend that got worse and is deletable now but
+/// was not before (what was deletable already was an earlier flush's business), of a
+/// Service that did not opt out.
+pub fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> Planned {
+    changes
+        .into_iter()
+        .filter(|(p, c)| {
+            let proto = p.frontend.proto;
+            !c.ignored
+                && policy.deletes_backend(c.new, proto)
+                && !policy.deletes_backend(c.old, proto)
+        })
+        .map(|(p, c)| {
+            let key = FlushKey {
+                proto: p.frontend.proto.ip_proto(),
+                orig_dst: p.frontend.ip,
+                orig_dport: p.frontend.port,
+                reply_src: p.backend.ip(),
+                reply_sport: p.backend.port(),
+            };
+            (key, c.service)
+        })
+        .collect()
+}
+
+/// For watch-planned pairs: is this entry one of `keys`, and still deletable under `map` (the
+/// model as it is now)?
+///
+/// A frontend gone from `map` (its Service, port or node address deleted) has no rule left to
+/// translate to the backend: its entries go, named after the Service `keys` remembers.
+///
+/// IP reuse: a backend that was removed and has come back (same IP and port) for this frontend
+/// is serving again in `map`, and [`deletable`] keeps it. The remaining race: the endpoint is
+/// added to the API server after `map` was read but before the kernel acknowledges the delete
+/// (a millisecond or so). A flow to the reused IP can only exist once kube-proxy has
+/// programmed the new endpoint, which it does from the same event, after its own sync delay;
+/// losing that race would reset a connection that was at most a few milliseconds old, once.
+pub fn deletable_planned(
+    map: &ServiceMap,
+    flow: &Flow,
+    keys: &Planned,
+    policy: &Policy,
+) -> Option<Stale> {
+    let service = keys.get(&key_of(flow))?;
+    let proto = Proto::from_ip_proto(flow.proto)?;
+    if map
+        .frontend(proto, flow.orig_dst, flow.orig_dport)
+        .is_none()
+    {
+        if flow.reply_src == flow.orig_dst && flow.reply_sport == flow.orig_dport {
+            return None; // never translated: not the Service's NAT traffic
+        }
+        return Some(Stale {
+            service: service.clone(),
+            proto: flow.proto,
+            reason: StaleReason::Gone,
+            frontend: SocketAddr::new(flow.orig_dst, flow.orig_dport),
+            backend: SocketAddr::new(flow.reply_src, flow.reply_sport),
+        });
+    }
+    deletable(map, flow, policy)
+}
