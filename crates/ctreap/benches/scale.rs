@@ -1,0 +1,1032 @@
+//! The scale benchmark: what one EndpointSlice change costs the agent in a large cluster, and
+//! how fast rollout bursts leave the table; a program, not a timed test (`harness = false`).
+//!
+//! ```text
+//! cargo bench -p ctreap --bench scale [-- --clusters 10000x10,50000x10,100000x5 --updates 2000
+//!     --rate 100 --seconds 60 --entries 100000 --removals 20 --burst-entries 1000000
+//!     --burst-runs 3 --only model,churn,burst]
+//! ```
+//!
+//! A cluster `SxE` is S ClusterIP Services `svc-i` (10.100.0.1 + i, port 80/TCP) with one
+//! EndpointSlice of E ready endpoints each (10.200.0.0/14, port 8080), as the agent benchmark's
+//! many-Services group builds them.
+//!
+//! 1. **model** (in process, no kernel): the live model ([`ClusterState`]) holding the cluster,
+//!    then `--updates` EndpointSlice updates, each toggling one endpoint of a random Service
+//!    (half removals, half re-adds). Timed per update: decoding the object from its JSON (as a
+//!    watch event carries it), applying it, and taking the recorded changes: the model work of
+//!    one update. Every removal must record exactly its one (frontend, backend) pair.
+//! 2. **churn** (the real `ctreap run`, bench profile, private network namespace): the cluster in
+//!    kube-testserver, plus Service `bench` (198.18.0.10:80, TCP and UDP) whose `--entries`
+//!    NAT entries fill the node's table over 100 backends. Time to ready; then `--rate`
+//!    EndpointSlice updates per second for `--seconds` (half removals) while, evenly spread,
+//!    `--removals` backends of `bench` leave: removal (API write) -> its entries gone from the
+//!    table, polled every millisecond. The agent's CPU share over the churn (utime+stime from
+//!    /proc/PID/stat), CPU per update, and VmHWM idle and after the churn.
+//! 3. **burst** (real agent, `--burst-entries` entries): (a) one Service with 200 endpoints,
+//!    100 of them leave in one write: time from the write until the table holds exactly the
+//!    other half; (b) 50 Services with 20 endpoints each (1,000 backends), 10 endpoints of
+//!    each of 10 Services leave in 10 writes within one second: time from the last write
+//!    until the table holds exactly the rest.
+//!
+//! It prints a table with PASS/FAIL per target of issue 13 (never exiting non-zero for a FAIL:
+//! the figures are noisy on a shared machine) and writes every raw sample to
+//! `target/bench/scale.json`. A wrong count fails the run loudly.
+//!
+//! Needs root for churn and burst. Raises `nf_conntrack_max` and `nf_conntrack_buckets` for the
+//! largest table and restores them on exit, error, panic and SIGINT/SIGTERM/SIGHUP; namespaces
+//! are removed the same way, and one left by a SIGKILLed run by the next.
+
+#[path = "../tests/support/agent.rs"]
+mod agent;
+#[path = "../../ctnetlink/benches/support/mod.rs"]
+mod support;
+
+use std::net::Ipv4Addr;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent::{Agent, Api, ctreap_bin, ep, service, slice};
+use anyhow::{Context, Result, ensure};
+use ctnetlink::{Conntrack, Entry, L4, Netns, Tuple};
+use ctreap::cluster::ClusterState;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{Value, json};
+use support::{
+    Knobs, Machine, NetnsGuard, Only, POD_PORT, SERVICE, SERVICE_PORT, Workload, bench_main,
+    check_interrupted, create_entries, fill_table, fmt_s, install_signal_handlers, loadavg, median,
+    num, parse_flags, remove_stale_namespaces, require_root, sorted, table_count,
+    write_raw_samples,
+};
+
+const USAGE: &str = "usage: cargo bench -p ctreap --bench scale [-- --clusters SxE[,SxE..]] [--updates U] [--rate R] [--seconds T] [--entries N] [--removals K] [--burst-entries N] [--burst-runs R] [--only model,churn,burst]";
+const GROUPS: [&str; 3] = ["model", "churn", "burst"];
+const NS_PREFIX: &str = "ctreap-scalebench-";
+/// Backends of the `bench` Service in the churn group, and per EndpointSlice.
+const BENCH_BACKENDS: u32 = 100;
+const PER_SLICE: u32 = 100;
+
+#[derive(Debug, Clone)]
+struct Args {
+    clusters: Vec<(u32, u32)>,
+    updates: usize,
+    rate: u32,
+    seconds: u64,
+    entries: u64,
+    removals: usize,
+    burst_entries: u64,
+    burst_runs: usize,
+    only: Only,
+}
+
+fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        clusters: vec![(10_000, 10), (50_000, 10), (100_000, 5)],
+        updates: 2000,
+        rate: 100,
+        seconds: 60,
+        entries: 100_000,
+        removals: 20,
+        burst_entries: 1_000_000,
+        burst_runs: 3,
+        only: Only::default(),
+    };
+    parse_flags(it, USAGE, |flag, value| {
+        match flag {
+            "--clusters" => {
+                a.clusters = value()?
+                    .split(',')
+                    .map(|c| {
+                        let (s, e) = c
+                            .split_once('x')
+                            .ok_or_else(|| format!("--clusters: {c:?} is not SxE"))?;
+                        Ok((num(s, flag)?, num(e, flag)?))
+                    })
+                    .collect::<Result<_, String>>()?
+            }
+            "--updates" => a.updates = num(&value()?, flag)?,
+            "--rate" => a.rate = num(&value()?, flag)?,
+            "--seconds" => a.seconds = num(&value()?, flag)?,
+            "--entries" => a.entries = num(&value()?, flag)?,
+            "--removals" => a.removals = num(&value()?, flag)?,
+            "--burst-entries" => a.burst_entries = num(&value()?, flag)?,
+            "--burst-runs" => a.burst_runs = num(&value()?, flag)?,
+            "--only" => a.only.add(&value()?, &GROUPS)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    if a.clusters.is_empty()
+        || a.clusters
+            .iter()
+            .any(|&(s, e)| s == 0 || s > 200_000 || e == 0 || e > 100)
+    {
+        return Err("--clusters: S between 1 and 200000, E between 1 and 100".into());
+    }
+    if a.rate == 0 || a.seconds == 0 || a.updates == 0 || a.removals == 0 || a.burst_runs == 0 {
+        return Err(
+            "--rate, --seconds, --updates, --removals, --burst-runs must be above 0".into(),
+        );
+    }
+    if a.entries < u64::from(BENCH_BACKENDS) * 2 || a.burst_entries < 2000 {
+        return Err("--entries at least 200, --burst-entries at least 2000".into());
+    }
+    Ok(a)
+}
+
+fn main() {
+    bench_main("scale bench", parse_args, |args| {
+        install_signal_handlers();
+        run(args)
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster.
+
+struct Cluster {
+    services: u32,
+    endpoints: u32,
+}
+
+impl Cluster {
+    fn name(i: u32) -> String {
+        format!("svc-{i}")
+    }
+
+    fn service(&self, i: u32) -> Value {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 1)) + i).to_string();
+        service(&Self::name(i), &[&ip], &[("http", 80, "TCP", 8080)])
+    }
+
+    fn endpoint_ip(&self, i: u32, j: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i * self.endpoints + j)
+    }
+
+    /// Service i's one slice, endpoint `missing` left out.
+    fn slice(&self, i: u32, missing: Option<u32>) -> Value {
+        let eps: Vec<Value> = (0..self.endpoints)
+            .filter(|j| Some(*j) != missing)
+            .map(|j| ep(&self.endpoint_ip(i, j).to_string()))
+            .collect();
+        let name = Self::name(i);
+        slice(&format!("{name}-a"), &name, &[("http", 8080, "TCP")], eps)
+    }
+
+    fn total(&self) -> u64 {
+        u64::from(self.services) * u64::from(self.endpoints)
+    }
+}
+
+/// A small deterministic generator (64-bit LCG, Knuth's constants): the same updates every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u32) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % u64::from(below)) as u32
+    }
+}
+
+/// The churn: updates alternate between a removal (one endpoint of a random Service that has
+/// none missing) and a re-add (the oldest endpoint missing comes back), so half of them are
+/// removals.
+struct Churn {
+    rng: Lcg,
+    missing: Vec<Option<u32>>,
+    gone: std::collections::VecDeque<u32>,
+    k: u64,
+}
+
+impl Churn {
+    fn new(services: u32) -> Churn {
+        Churn {
+            rng: Lcg(0x5eed),
+            missing: vec![None; services as usize],
+            gone: std::collections::VecDeque::new(),
+            k: 0,
+        }
+    }
+
+    /// The next update: (Service, its endpoint now missing, is a removal).
+    fn next(&mut self, c: &Cluster) -> (u32, Option<u32>, bool) {
+        self.k += 1;
+        if self.k.is_multiple_of(2)
+            && let Some(i) = self.gone.pop_front()
+        {
+            self.missing[i as usize] = None;
+            return (i, None, false);
+        }
+        let mut i = self.rng.next(c.services);
+        while self.missing[i as usize].is_some() {
+            i = (i + 1) % c.services;
+        }
+        let j = self.rng.next(c.endpoints);
+        self.missing[i as usize] = Some(j);
+        self.gone.push_back(i);
+        (i, Some(j), true)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics.
+
+/// Nearest-rank percentile.
+fn pct(v: &[f64], p: f64) -> f64 {
+    let s = sorted(v);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// The system allocator, counting the bytes live on the heap: what the model holds, exactly,
+/// whatever the allocator's fragmentation makes of VmRSS.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Microseconds, for the model's per-update work.
+fn fmt_us(v: f64) -> String {
+    format!("{:.1} µs", v * 1e6)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. model
+
+#[derive(Default)]
+struct ModelResult {
+    label: String,
+    endpoints: u64,
+    list_s: f64,
+    /// Heap bytes the model holds once its inputs are freed.
+    model_mib: f64,
+    update_s: Vec<f64>,
+}
+
+fn measure_model(c: &Cluster, updates: usize) -> Result<ModelResult> {
+    let label = format!("{}x{}", c.services, c.endpoints);
+    println!();
+    println!("== model: {label} ({} endpoints)", c.total());
+    let heap0 = live_bytes();
+    let mut services: Vec<Service> = Vec::with_capacity(c.services as usize);
+    let mut slices: Vec<EndpointSlice> = Vec::with_capacity(c.services as usize);
+    for i in 0..c.services {
+        services.push(serde_json::from_value(c.service(i)).context("Service JSON")?);
+        slices.push(serde_json::from_value(c.slice(i, None)).context("slice JSON")?);
+    }
+    let mut st = ClusterState::new(Vec::new());
+    let t = Instant::now();
+    st.replace_objects(services, slices);
+    let list_s = t.elapsed().as_secs_f64();
+    let stats = st.map().stats();
+    ensure!(
+        stats.backends as u64 == c.total(),
+        "the model holds {} backends, wanted {}",
+        stats.backends,
+        c.total()
+    );
+    st.take_changes();
+    let model_mib = live_bytes().saturating_sub(heap0) as f64 / (1024.0 * 1024.0);
+    println!(
+        "  lists applied in {}; the model holds {model_mib:.1} MiB",
+        fmt_s(list_s)
+    );
+
+    // The updates as a watch delivers them: JSON bytes, decoded in the timed part.
+    let mut churn = Churn::new(c.services);
+    let work: Vec<(Vec<u8>, bool)> = (0..updates)
+        .map(|_| {
+            let (i, missing, removal) = churn.next(c);
+            (
+                serde_json::to_vec(&c.slice(i, missing)).expect("JSON"),
+                removal,
+            )
+        })
+        .collect();
+    let mut update_s = Vec::with_capacity(updates);
+    for (bytes, removal) in &work {
+        let t = Instant::now();
+        let slice: EndpointSlice = serde_json::from_slice(bytes).context("decoding a slice")?;
+        st.apply_endpoint_slice(slice);
+        let changes = st.take_changes();
+        update_s.push(t.elapsed().as_secs_f64());
+        let want = usize::from(*removal);
+        ensure!(
+            changes.len() == want,
+            "an update recorded {} changed pairs, wanted {want}: {changes:?}",
+            changes.len()
+        );
+    }
+    println!(
+        "  {updates} updates: model work per update p50 {} p99 {} max {}",
+        fmt_us(pct(&update_s, 50.0)),
+        fmt_us(pct(&update_s, 99.0)),
+        fmt_us(pct(&update_s, 100.0))
+    );
+    Ok(ModelResult {
+        label,
+        endpoints: c.total(),
+        list_s,
+        model_mib,
+        update_s,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. churn
+
+#[derive(Default)]
+struct ChurnResult {
+    label: String,
+    endpoints: u64,
+    entries: u64,
+    ready_s: f64,
+    hwm_idle_mib: f64,
+    hwm_churn_mib: f64,
+    cpu_share: f64,
+    updates: u64,
+    removals_in_churn: u64,
+    wall_s: f64,
+    flush_s: Vec<f64>,
+}
+
+/// The `bench` Service's slices over `w.backends` backends, `missing` left out.
+fn bench_slices(w: &Workload, missing: &[u32]) -> Vec<Value> {
+    (0..w.backends.div_ceil(PER_SLICE))
+        .map(|s| bench_slice(w, s, missing))
+        .collect()
+}
+
+fn bench_slice(w: &Workload, s: u32, missing: &[u32]) -> Value {
+    let eps: Vec<Value> = (s * PER_SLICE..((s + 1) * PER_SLICE).min(w.backends))
+        .filter(|b| !missing.contains(b))
+        .map(|b| ep(&w.backend_ip(b).to_string()))
+        .collect();
+    slice(
+        &format!("bench-{s}"),
+        "bench",
+        &[("tcp", POD_PORT, "TCP"), ("udp", POD_PORT, "UDP")],
+        eps,
+    )
+}
+
+fn bench_service() -> Value {
+    service(
+        "bench",
+        &[&SERVICE.to_string()],
+        &[
+            ("tcp", SERVICE_PORT, "TCP", POD_PORT),
+            ("udp", SERVICE_PORT, "UDP", POD_PORT),
+        ],
+    )
+}
+
+fn apply_cluster(api: &Api, c: &Cluster) {
+    let mut objs = Vec::new();
+    for i in 0..c.services {
+        objs.push(c.service(i));
+        objs.push(c.slice(i, None));
+        if objs.len() >= 2000 {
+            api.apply_all(std::mem::take(&mut objs));
+        }
+    }
+    api.apply_all(objs);
+}
+
+/// Waits until the table holds `target` entries (fails on fewer: a wrong delete).
+fn wait_count(ct: &mut Conntrack, target: u64, what: &str, agent: &Agent) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        let n = table_count(ct)?;
+        ensure!(
+            n >= target,
+            "WRONG COUNT: {what}: the table went down to {n}, wanted {target}"
+        );
+        if n == target {
+            return Ok(());
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what}: {} entries too many after 60 s; log:\n{}",
+            n - target,
+            agent.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<ChurnResult> {
+    let label = format!("{}x{}", c.services, c.endpoints);
+    let n = args.entries;
+    let w = Workload {
+        entries: n,
+        backends: BENCH_BACKENDS,
+    };
+    println!();
+    println!(
+        "== churn: {label} ({} endpoints), {n} entries on the node, {} updates/s for {} s",
+        c.total(),
+        args.rate,
+        args.seconds
+    );
+    let ns_name = format!("{NS_PREFIX}{}-churn", std::process::id());
+    let _ns_guard = NetnsGuard::add(&ns_name)?;
+    let ns = Netns::named(&ns_name);
+    let mut ct = Conntrack::open_in(Some(&ns)).context("opening ctnetlink in the namespace")?;
+    fill_table(&mut ct, &w, false)?;
+    let api = Api::start();
+    api.apply(bench_service());
+    api.apply_all(bench_slices(&w, &[]));
+    let t = Instant::now();
+    apply_cluster(&api, c);
+    println!(
+        "  cluster in the API server in {}",
+        fmt_s(t.elapsed().as_secs_f64())
+    );
+
+    let t = Instant::now();
+    let mut agent = Agent::start_bin(
+        bin,
+        &api.kubeconfig,
+        &ns_name,
+        &["--resync", "5m", "--log-format", "json"],
+    );
+    agent.wait_ready(Duration::from_secs(300));
+    let ready_s = t.elapsed().as_secs_f64();
+    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
+        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
+    });
+    ensure!(
+        table_count(&mut ct)? == n,
+        "the startup pass deleted live entries"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let hwm_idle_mib = mib(agent.status_kib("VmHWM"));
+    println!(
+        "  ready in {}, VmHWM idle {hwm_idle_mib:.1} MiB",
+        fmt_s(ready_s)
+    );
+
+    let stop = AtomicBool::new(false);
+    let updates = AtomicU64::new(0);
+    let removals = AtomicU64::new(0);
+    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let total = u64::from(args.rate) * args.seconds;
+    let ticks0 = agent.cpu_ticks();
+    let t0 = Instant::now();
+    let mut flush_s = Vec::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let churner = scope.spawn(|| {
+            let mut churn = Churn::new(c.services);
+            for k in 0..total {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let due = t0 + period * k as u32;
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+                let (i, missing, removal) = churn.next(c);
+                api.apply(c.slice(i, missing));
+                updates.fetch_add(1, Ordering::Relaxed);
+                if removal {
+                    removals.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let res = (|| -> Result<()> {
+            let every = Duration::from_secs(args.seconds).as_secs_f64() / args.removals as f64;
+            for r in 0..args.removals {
+                check_interrupted()?;
+                let due = t0 + Duration::from_secs_f64(every * (r as f64 + 0.3));
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+                let b = (r as u32 * 37 + 11) % w.backends;
+                let gone = w.per_backend(b);
+                let t = Instant::now();
+                api.apply(bench_slice(&w, b / PER_SLICE, &[b]));
+                wait_count(&mut ct, n - gone, "a removal under churn", &agent)?;
+                flush_s.push(t.elapsed().as_secs_f64());
+                api.apply(bench_slice(&w, b / PER_SLICE, &[]));
+                std::thread::sleep(Duration::from_millis(300));
+                create_entries(&mut ct, &w, w.indices_of(b), false)?;
+                std::thread::sleep(Duration::from_millis(100));
+                ensure!(
+                    table_count(&mut ct)? == n,
+                    "refill of backend {b}: re-created entries deleted"
+                );
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        churner.join().expect("churn thread");
+        res
+    })?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let cpu_s = (agent.cpu_ticks() - ticks0) as f64 / clk_tck();
+    let hwm_churn_mib = mib(agent.status_kib("VmHWM"));
+    let _ = agent.terminate(Duration::from_secs(30));
+    let res = ChurnResult {
+        label,
+        endpoints: c.total(),
+        entries: n,
+        ready_s,
+        hwm_idle_mib,
+        hwm_churn_mib,
+        cpu_share: cpu_s / wall_s,
+        updates: updates.load(Ordering::Relaxed),
+        removals_in_churn: removals.load(Ordering::Relaxed),
+        wall_s,
+        flush_s,
+    };
+    println!(
+        "  {} updates ({} removals) in {:.1} s: agent CPU {:.1} % of a core, {} per update; removal -> flush p50 {} p99 {}; VmHWM {:.1} MiB",
+        res.updates,
+        res.removals_in_churn,
+        wall_s,
+        res.cpu_share * 100.0,
+        fmt_s(cpu_s / res.updates.max(1) as f64),
+        fmt_s(pct(&res.flush_s, 50.0)),
+        fmt_s(pct(&res.flush_s, 99.0)),
+        hwm_churn_mib
+    );
+    ct.flush(&ctnetlink::Filter::default())?;
+    Ok(res)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. burst
+
+#[derive(Default)]
+struct BurstResult {
+    one_service_s: Vec<f64>,
+    ten_services_s: Vec<f64>,
+    hwm_mib: f64,
+}
+
+/// Entry i of a table spread over `services` Services of `per` backends each: backend
+/// b = i % (services·per) of Service b / per, whose frontend is 198.18.1.0 + s : 80.
+fn multi_entry(w: &Workload, per: u32, i: u64) -> Entry {
+    let b = (i % u64::from(w.backends)) as u32;
+    let mut e = w.entry(i);
+    let frontend = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 0)) + b / per);
+    let l4 = e.orig.proto;
+    let sport = l4.src_port.expect("workload entries have ports");
+    e.orig = Tuple::new(
+        e.orig.src,
+        frontend.into(),
+        L4::ports(l4.num, sport, SERVICE_PORT),
+    );
+    e
+}
+
+fn multi_service(s: u32) -> Value {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 1, 0)) + s).to_string();
+    service(
+        &format!("multi-{s}"),
+        &[&ip],
+        &[
+            ("tcp", SERVICE_PORT, "TCP", POD_PORT),
+            ("udp", SERVICE_PORT, "UDP", POD_PORT),
+        ],
+    )
+}
+
+fn multi_slice(w: &Workload, per: u32, s: u32, missing: u32) -> Value {
+    let eps: Vec<Value> = (s * per..(s + 1) * per)
+        .skip(missing as usize)
+        .map(|b| ep(&w.backend_ip(b).to_string()))
+        .collect();
+    slice(
+        &format!("multi-{s}-a"),
+        &format!("multi-{s}"),
+        &[("tcp", POD_PORT, "TCP"), ("udp", POD_PORT, "UDP")],
+        eps,
+    )
+}
+
+fn create_multi(ct: &mut Conntrack, w: &Workload, per: u32, idx: Vec<u64>) -> Result<u64> {
+    let mut made = 0;
+    for chunk in idx.chunks(support::FILL_CHUNK) {
+        let entries: Vec<Entry> = chunk.iter().map(|&i| multi_entry(w, per, i)).collect();
+        let r = ct.create_batch(&entries).context("create_batch")?;
+        ensure!(
+            r.ok == entries.len() as u64,
+            "create_batch accepted {} of {}: {:?}",
+            r.ok,
+            entries.len(),
+            r.failed.first()
+        );
+        made += r.ok;
+    }
+    Ok(made)
+}
+
+fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
+    let n = args.burst_entries;
+    let mut res = BurstResult::default();
+    let ns_name = format!("{NS_PREFIX}{}-burst", std::process::id());
+    let _ns_guard = NetnsGuard::add(&ns_name)?;
+    let ns = Netns::named(&ns_name);
+    let mut ct = Conntrack::open_in(Some(&ns)).context("opening ctnetlink in the namespace")?;
+
+    // a. One Service, 200 endpoints, 100 leave in one write.
+    println!();
+    println!("== burst a: {n} entries over 200 backends of one Service; 100 leave in one write");
+    let w = Workload {
+        entries: n,
+        backends: 200,
+    };
+    fill_table(&mut ct, &w, false)?;
+    let api = Api::start();
+    api.apply(bench_service());
+    api.apply_all(bench_slices(&w, &[]));
+    let mut agent = Agent::start_bin(
+        bin,
+        &api.kubeconfig,
+        &ns_name,
+        &["--resync", "5m", "--log-format", "json"],
+    );
+    agent.wait_ready(Duration::from_secs(300));
+    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
+        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
+    });
+    let half: Vec<u32> = (0..PER_SLICE).collect();
+    let gone: u64 = half.iter().map(|&b| w.per_backend(b)).sum();
+    for r in 0..args.burst_runs {
+        check_interrupted()?;
+        ensure!(table_count(&mut ct)? == n, "table not full before run {r}");
+        let t = Instant::now();
+        api.apply(bench_slice(&w, 0, &half));
+        wait_count(&mut ct, n - gone, "burst a", &agent)?;
+        let dt = t.elapsed().as_secs_f64();
+        res.one_service_s.push(dt);
+        println!(
+            "  run {r}: {gone} entries of 100 backends gone {} after the write",
+            fmt_s(dt)
+        );
+        api.apply(bench_slice(&w, 0, &[]));
+        std::thread::sleep(Duration::from_millis(300));
+        let idx = half.iter().flat_map(|&b| w.indices_of(b));
+        create_entries(&mut ct, &w, idx, false)?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    res.hwm_mib = mib(agent.status_kib("VmHWM"));
+    let _ = agent.terminate(Duration::from_secs(30));
+    ct.flush(&ctnetlink::Filter::default())?;
+    drop(api);
+
+    // b. 50 Services x 20 endpoints; 10 endpoints of each of 10 Services leave, 10 writes in 1 s.
+    println!();
+    println!(
+        "== burst b: {n} entries over 1000 backends of 50 Services; 100 backends of 10 Services leave in 10 writes within 1 s"
+    );
+    let per = 20;
+    let w = Workload {
+        entries: n,
+        backends: 1000,
+    };
+    create_multi(&mut ct, &w, per, (0..n).collect())?;
+    ensure!(table_count(&mut ct)? == n, "burst b: table not filled");
+    let api = Api::start();
+    for s in 0..50 {
+        api.apply(multi_service(s));
+        api.apply(multi_slice(&w, per, s, 0));
+    }
+    let mut agent = Agent::start_bin(
+        bin,
+        &api.kubeconfig,
+        &ns_name,
+        &["--resync", "5m", "--log-format", "json"],
+    );
+    agent.wait_ready(Duration::from_secs(300));
+    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
+        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
+    });
+    for r in 0..args.burst_runs {
+        check_interrupted()?;
+        ensure!(table_count(&mut ct)? == n, "table not full before run {r}");
+        // Services 5r.. (10 of them), their first 10 backends each.
+        let services: Vec<u32> = (0..10).map(|k| (k * 5 + r as u32) % 50).collect();
+        let leaving: Vec<u32> = services
+            .iter()
+            .flat_map(|&s| (s * per..s * per + 10).collect::<Vec<_>>())
+            .collect();
+        let gone: u64 = leaving.iter().map(|&b| w.per_backend(b)).sum();
+        let t0 = Instant::now();
+        for (k, &s) in services.iter().enumerate() {
+            let due = t0 + Duration::from_millis(100 * k as u64);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            api.apply(multi_slice(&w, per, s, 10));
+        }
+        let t = Instant::now();
+        wait_count(&mut ct, n - gone, "burst b", &agent)?;
+        let dt = t.elapsed().as_secs_f64();
+        res.ten_services_s.push(dt);
+        println!(
+            "  run {r}: {gone} entries of 100 backends gone {} after the last of 10 writes",
+            fmt_s(dt)
+        );
+        for &s in &services {
+            api.apply(multi_slice(&w, per, s, 0));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let idx: Vec<u64> = leaving.iter().flat_map(|&b| w.indices_of(b)).collect();
+        create_multi(&mut ct, &w, per, idx)?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    res.hwm_mib = res.hwm_mib.max(mib(agent.status_kib("VmHWM")));
+    let _ = agent.terminate(Duration::from_secs(30));
+    ct.flush(&ctnetlink::Filter::default())?;
+    Ok(res)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+fn run(args: &Args) -> Result<()> {
+    let m = Machine::read();
+    println!("ctreap scale benchmark");
+    m.print();
+    let kernel_groups = args.only.wants("churn") || args.only.wants("burst");
+    let bin = if kernel_groups {
+        require_root()?;
+        let bin = ctreap_bin();
+        println!("  agent: {}", bin.display());
+        Some(bin)
+    } else {
+        None
+    };
+    remove_stale_namespaces(NS_PREFIX);
+    let mut knobs = Knobs::default();
+    if kernel_groups {
+        knobs.raise_for_table(args.entries.max(args.burst_entries))?;
+    }
+
+    let mut models = Vec::new();
+    let mut churns = Vec::new();
+    let mut burst = None;
+    for &(s, e) in &args.clusters {
+        let c = Cluster {
+            services: s,
+            endpoints: e,
+        };
+        if args.only.wants("model") {
+            check_interrupted()?;
+            models.push(measure_model(&c, args.updates)?);
+        }
+        if let Some(bin) = &bin
+            && args.only.wants("churn")
+        {
+            check_interrupted()?;
+            churns.push(measure_churn(args, &c, bin)?);
+        }
+    }
+    if let Some(bin) = &bin
+        && args.only.wants("burst")
+    {
+        check_interrupted()?;
+        burst = Some(measure_burst(args, bin)?);
+    }
+
+    println!();
+    println!(
+        "results: kernel {}; {}, {} cores; load average {} -> {}",
+        m.kernel,
+        m.cpu,
+        m.cpus,
+        m.load_before,
+        loadavg()
+    );
+    let mut targets: Vec<(String, String, bool)> = Vec::new();
+    if !models.is_empty() {
+        println!();
+        println!("1. model work per EndpointSlice update (decode + apply + changes), in process");
+        println!(
+            "  {:>10} {:>10} | {:>9} {:>9} | {:>9} {:>9} {:>9}",
+            "cluster", "endpoints", "lists", "model", "p50", "p99", "max"
+        );
+        for r in &models {
+            println!(
+                "  {:>10} {:>10} | {:>9} {:>5.1} MiB | {:>9} {:>9} {:>9}",
+                r.label,
+                r.endpoints,
+                fmt_s(r.list_s),
+                r.model_mib,
+                fmt_us(pct(&r.update_s, 50.0)),
+                fmt_us(pct(&r.update_s, 99.0)),
+                fmt_us(pct(&r.update_s, 100.0))
+            );
+            let p50 = pct(&r.update_s, 50.0);
+            targets.push((
+                format!(
+                    "model work per update, {} endpoints: median <= 1 ms",
+                    r.endpoints
+                ),
+                fmt_s(p50),
+                p50 <= 1e-3,
+            ));
+        }
+        let p50s: Vec<f64> = models.iter().map(|r| pct(&r.update_s, 50.0)).collect();
+        let (lo, hi) = p50s
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        targets.push((
+            "model work per update: the same at every size (largest / smallest median <= 2)".into(),
+            format!("{:.2}x", hi / lo),
+            hi / lo <= 2.0,
+        ));
+    }
+    if !churns.is_empty() {
+        println!();
+        println!("2. the real agent under EndpointSlice churn");
+        println!(
+            "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>10} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+            "cluster",
+            "endpoints",
+            "entries",
+            "ready",
+            "updates",
+            "CPU share",
+            "CPU/upd",
+            "flush p50",
+            "flush p99",
+            "HWM idle",
+            "HWM churn"
+        );
+        for r in &churns {
+            let cpu_per = r.cpu_share * r.wall_s / r.updates.max(1) as f64;
+            println!(
+                "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>9.1}% {:>9} | {:>9} {:>9} | {:>5.1} MiB {:>5.1} MiB",
+                r.label,
+                r.endpoints,
+                r.entries,
+                fmt_s(r.ready_s),
+                r.updates,
+                r.cpu_share * 100.0,
+                fmt_s(cpu_per),
+                fmt_s(pct(&r.flush_s, 50.0)),
+                fmt_s(pct(&r.flush_s, 99.0)),
+                r.hwm_idle_mib,
+                r.hwm_churn_mib
+            );
+            let big = r.endpoints >= 500_000;
+            if big {
+                targets.push((
+                    format!(
+                        "{} updates/s at {} endpoints: agent CPU <= 15% of a core",
+                        args.rate, r.endpoints
+                    ),
+                    format!("{:.1} %", r.cpu_share * 100.0),
+                    r.cpu_share <= 0.15,
+                ));
+                targets.push((
+                    format!("time to ready at {} endpoints <= 15 s", r.endpoints),
+                    fmt_s(r.ready_s),
+                    r.ready_s <= 15.0,
+                ));
+            }
+            targets.push((
+                format!("removal -> flush under churn, {}: p99 <= 100 ms", r.label),
+                fmt_s(pct(&r.flush_s, 99.0)),
+                pct(&r.flush_s, 99.0) <= 0.1,
+            ));
+            targets.push((
+                format!("VmHWM idle and under churn, {}: <= 96 MiB", r.label),
+                format!("{:.1} MiB", r.hwm_churn_mib.max(r.hwm_idle_mib)),
+                r.hwm_churn_mib.max(r.hwm_idle_mib) <= 96.0,
+            ));
+        }
+        println!(
+            "  (CPU share = the agent's utime+stime over the churn window; CPU/upd = that over the updates; flush = API write removing one `bench` backend -> its {} entries gone, polled every 1 ms)",
+            args.entries / u64::from(BENCH_BACKENDS)
+        );
+    }
+    if let Some(b) = &burst {
+        println!();
+        println!("3. bursts, {} entries", args.burst_entries);
+        println!(
+            "  a. 100 of 200 endpoints of one Service in one write: settled p50 {} max {}",
+            fmt_s(median(&b.one_service_s)),
+            fmt_s(pct(&b.one_service_s, 100.0))
+        );
+        println!(
+            "  b. 100 backends of 10 Services in 10 writes within 1 s: settled after the last write p50 {} max {}",
+            fmt_s(median(&b.ten_services_s)),
+            fmt_s(pct(&b.ten_services_s, 100.0))
+        );
+        println!("  agent VmHWM {:.1} MiB", b.hwm_mib);
+        targets.push((
+            "burst a (one write, 500,000 deletes of 1M): settled <= 1.5 s".into(),
+            fmt_s(pct(&b.one_service_s, 100.0)),
+            pct(&b.one_service_s, 100.0) <= 1.5,
+        ));
+        targets.push((
+            "burst b (10 writes in 1 s): settled <= 0.5 s after the last write".into(),
+            fmt_s(pct(&b.ten_services_s, 100.0)),
+            pct(&b.ten_services_s, 100.0) <= 0.5,
+        ));
+        targets.push((
+            "VmHWM, small cluster and 1,000,000 entries <= 96 MiB".into(),
+            format!("{:.1} MiB", b.hwm_mib),
+            b.hwm_mib <= 96.0,
+        ));
+    }
+    println!();
+    println!("targets (issue 13)");
+    for (what, got, ok) in &targets {
+        println!("  {} {what}: {got}", verdict(*ok));
+    }
+
+    let doc = json!({
+        "machine": {"kernel": m.kernel, "cpu": m.cpu, "cpus": m.cpus, "date": m.date,
+                    "load_before": m.load_before},
+        "args": {
+            "clusters": args.clusters.iter().map(|(s, e)| format!("{s}x{e}")).collect::<Vec<_>>(),
+            "updates": args.updates, "rate": args.rate, "seconds": args.seconds,
+            "entries": args.entries, "removals": args.removals,
+            "burst_entries": args.burst_entries, "burst_runs": args.burst_runs,
+        },
+        "model": models.iter().map(|r| json!({
+            "cluster": r.label, "endpoints": r.endpoints, "lists_s": r.list_s,
+            "model_mib": r.model_mib,
+            "update_s": r.update_s,
+        })).collect::<Vec<_>>(),
+        "churn": churns.iter().map(|r| json!({
+            "cluster": r.label, "endpoints": r.endpoints, "entries": r.entries,
+            "ready_s": r.ready_s, "vm_hwm_idle_mib": r.hwm_idle_mib,
+            "vm_hwm_churn_mib": r.hwm_churn_mib, "cpu_share": r.cpu_share,
+            "updates": r.updates, "removals_in_churn": r.removals_in_churn,
+            "wall_s": r.wall_s, "flush_s": r.flush_s,
+        })).collect::<Vec<_>>(),
+        "burst": burst.as_ref().map(|b| json!({
+            "one_service_s": b.one_service_s, "ten_services_s": b.ten_services_s,
+            "vm_hwm_mib": b.hwm_mib,
+        })),
+        "targets": targets.iter().map(|(w, g, ok)| json!({"target": w, "measured": g, "pass": ok})).collect::<Vec<_>>(),
+    });
+    write_raw_samples("scale.json", &doc)?;
+    drop(knobs);
+    Ok(())
+}
