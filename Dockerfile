@@ -16,7 +16,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(rustc -vV | sed -n 's/^host: //p')" && \
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-      cargo build --release --locked -p ctreap --target "$target" && \
+      cargo build --release --locked -p ctreap --no-default-features --target "$target" && \
     cp "target/$target/release/ctreap" /ctreap && \
     { ldd /ctreap 2>&1 | grep -Eq 'statically linked|not a dynamic executable' || \
       { echo "ctreap is dynamically linked" >&2; exit 1; }; }

@@ -42,8 +42,8 @@ mod agent;
 #[path = "../../ctnetlink/benches/support/mod.rs"]
 mod support;
 
-use std::net::Ipv4Addr;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,33 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
-use ctreap::cli::{Cli, Command, UsageError};
+use clap::{Parser, Subcommand};
+use ctreap::args::UsageError;
+
+#[derive(Debug, Parser)]
+#[command(name = "ctreap", version, about = "Deletes conntrack NAT entries that point at Kubernetes backends that are gone", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read and change the node's conntrack table over ctnetlink (like conntrack-tools).
+    Conntrack(ctreap::cli::conntrack::ConntrackCmd),
+    /// Stale flows on this node: conntrack entries whose backend is gone, by Service.
+    Stale(ctreap::cli::stale::StaleCmd),
+    /// During a rollout: one line per interval with endpoint changes and live/draining/stale
+    /// flows per Service, naming the dead backends that still receive flows.
+    Watch(ctreap::cli::stale::WatchCmd),
+    /// Check the node for the outage's conditions and for what ctreap needs.
+    Doctor(ctreap::cli::doctor::DoctorCmd),
+    /// The node agent (a DaemonSet): delete stale flows as backends go, with metrics.
+    Run(ctreap::agent::RunCmd),
+    /// Reproduce the outage in network namespaces and compare the fixes.
+    #[cfg(feature = "lab")]
+    Lab(ctreap::lab::LabCmd),
+}
 
 /// EX_USAGE from sysexits.h: a bad flag or configuration.
 const EXIT_USAGE: u8 = 64;
@@ -93,6 +118,7 @@ fn main() -> ExitCode {
             rt.shutdown_timeout(std::time::Duration::from_millis(100));
             res.map(|()| ExitCode::SUCCESS)
         }
+        #[cfg(feature = "lab")]
         Command::Lab(c) => ctreap::lab::run(c).map(|()| ExitCode::SUCCESS),
     };
     match res {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::conntrack::{NetnsArg, parse_duration};
-use crate::cli::kube_args::KubeArgs;
+use crate::args::{KubeArgs, NetnsArg, parse_duration};
 use crate::cluster::Proto;
 use crate::reconcile::{Policy, ProtoSet};
 

@@ -209,7 +209,7 @@ struct Agent {
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(cmd: RunCmd) -> Result<()> {
     if cmd.resync.is_zero() {
-        return Err(crate::cli::UsageError(
+        return Err(crate::args::UsageError(
             "--resync must be longer than 0 (the periodic pass is the safety net)".into(),
         )
         .into());

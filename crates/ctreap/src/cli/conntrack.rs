@@ -11,13 +11,10 @@ use ctnetlink::codec::format::{
     proto_name, sctp_state_from_name, tcp_state_from_name, write_conntrack_line,
 };
 use ctnetlink::consts::*;
-use ctnetlink::{
-    Conntrack, Entry, EventSocket, FlushPath, Groups, L4, Netns, ProtoInfo, SctpInfo, TcpInfo,
-    Tuple,
-};
+use ctnetlink::{Entry, EventSocket, FlushPath, Groups, L4, ProtoInfo, SctpInfo, TcpInfo, Tuple};
 
-use super::UsageError;
 use super::filter::{FilterArgs, parse_proto, parse_status};
+use crate::args::{NetnsArg, UsageError, parse_duration};
 
 #[derive(Debug, Args)]
 pub struct ConntrackCmd {
@@ -47,28 +44,6 @@ pub enum PathArg {
     Kernel,
     DumpDelete,
     Userspace,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct NetnsArg {
-    /// Network namespace: a name from `ip netns` (/run/netns/NAME) or a path such as
-    /// /proc/PID/ns/net. Default: the current namespace.
-    #[arg(long = "netns", value_name = "NAME|PATH", global = true)]
-    pub netns: Option<String>,
-}
-
-impl NetnsArg {
-    pub fn netns(&self) -> Option<Netns> {
-        self.netns.as_deref().map(Netns::named)
-    }
-
-    pub fn open(&self) -> Result<Conntrack> {
-        let ns = self.netns();
-        Conntrack::open_in(ns.as_ref()).with_context(|| match &ns {
-            Some(ns) => format!("opening ctnetlink in {ns}"),
-            None => "opening ctnetlink".to_string(),
-        })
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,23 +165,6 @@ pub struct CreateArgs {
     pub reply_vtag: u32,
     #[command(flatten)]
     pub ns: NetnsArg,
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn now_secs() -> u64 {

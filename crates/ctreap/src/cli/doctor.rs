@@ -9,8 +9,7 @@ use ctnetlink::Conntrack;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 
-use super::conntrack::NetnsArg;
-use super::kube_args::KubeArgs;
+use crate::args::{KubeArgs, NetnsArg};
 use crate::cluster::kube_client;
 
 #[derive(Debug, Args)]

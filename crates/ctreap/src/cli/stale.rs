@@ -12,8 +12,7 @@ use ctnetlink::codec::format::proto_name;
 use ctnetlink::{Conntrack, Filter};
 use serde::Serialize;
 
-use super::conntrack::{NetnsArg, parse_duration};
-use super::kube_args::{KubeArgs, snapshot};
+use crate::args::{KubeArgs, NetnsArg, parse_duration, snapshot};
 use crate::cluster::ServiceMap;
 use crate::reconcile::{Verdict, VerdictCounts, classify, flow_of};
 

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::cli::UsageError;
-use crate::cli::conntrack::parse_duration;
+use crate::args::{UsageError, parse_duration};
 use clients::ClientKind;
 use report::{Report, Samples};
 use scenario::{Plan, Variant};

@@ -23,7 +23,7 @@ pub struct KubeArgs {
     pub node_name: Option<String>,
     /// How long to wait for the first complete list of Services, EndpointSlices and the Node
     /// (`ctreap run` waits on, and warns at this period).
-    #[arg(long = "sync-timeout", value_parser = super::conntrack::parse_duration, default_value = "30s")]
+    #[arg(long = "sync-timeout", value_parser = super::parse_duration, default_value = "30s")]
     pub sync_timeout: Duration,
 }
 
