@@ -1338,17 +1338,35 @@ odd{a=\"x,y}\\\"z\"} 1.5 # {trace=\"1\"} 1\n\
 
 /// The index of backends with flows here: a departed backend without flows on this node costs
 /// no kernel walk, and flows the agent learned of only from NEW events (created after its
-/// startup pass) are still flushed by the watch trigger. Without the event listener the index
-/// is never trusted and every departed backend is walked.
+/// startup pass) are still flushed by the watch trigger. Without events (`--no-events`, or
+/// `nf_conntrack_events` 0 in the node's namespace: the socket opens but the kernel sends
+/// nothing) the index is never trusted and every departed backend is walked.
 #[test]
 fn a_removal_walks_only_backends_with_flows_here() {
-    for no_events in [false, true] {
-        let mut w = World::new(if no_events { "run-idx-noev" } else { "run-idx" });
+    for (tag, no_events, sysctl_off) in [
+        ("run-idx", false, false),
+        ("run-idx-noev", true, false),
+        ("run-idx-sysctl", false, true),
+    ] {
+        let mut w = World::new(tag);
+        if sysctl_off {
+            let st = std::process::Command::new("ip")
+                .args(["netns", "exec", &w.ns.name, "sysctl", "-qw"])
+                .arg("net.netfilter.nf_conntrack_events=0")
+                .status()
+                .expect("running sysctl");
+            assert!(
+                st.success(),
+                "sysctl nf_conntrack_events=0 in {}",
+                w.ns.name
+            );
+        }
         let extra: &[&str] = if no_events {
             &["--resync", "60s", "--no-events"]
         } else {
             &["--resync", "60s"]
         };
+        let no_events = no_events || sysctl_off;
         let mut agent = w.agent(extra);
         agent.wait_ready(READY);
         wait_startup_pass(&mut agent);

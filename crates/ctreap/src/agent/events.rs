@@ -59,6 +59,40 @@ pub type SharedView = Arc<View>;
 
 /// How often the listener looks at the shutdown flag while no event arrives.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the listener reads `nf_conntrack_events` again (an administrator may turn events
+/// off while the agent runs).
+const SYSCTL_EVERY: Duration = Duration::from_secs(10);
+
+/// `net.netfilter.nf_conntrack_events` in the node's namespace: 0 means the kernel sends no
+/// conntrack events at all, though the socket opens and reads without error. `None`: unreadable.
+fn events_sysctl(netns: Option<&Netns>) -> Option<u32> {
+    fn read() -> Option<u32> {
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_events")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+    match netns {
+        Some(ns) => ns.run(read).ok().flatten(),
+        None => read(),
+    }
+}
+
+/// Whether the kernel delivers events to the socket, for the flow index; warns once per change.
+fn check_sysctl(netns: Option<&Netns>, view: &SharedView, warned: &mut bool) -> bool {
+    let v = events_sysctl(netns);
+    let on = matches!(v, Some(n) if n > 0);
+    if !on && !*warned {
+        tracing::warn!(
+            nf_conntrack_events = ?v,
+            "net.netfilter.nf_conntrack_events is 0 or unreadable in the node's namespace: no conntrack events, so the event trigger sees no new flows and every departed backend is walked; set it to 1 or 2"
+        );
+    }
+    *warned = !on;
+    view.flows.listening(on);
+    on
+}
 
 pub fn spawn(
     netns: Option<Netns>,
@@ -86,10 +120,11 @@ fn listen(
         update: false,
         destroy: false,
     };
+    let mut warned = false;
     while !cancel.load(Ordering::Relaxed) {
         let mut sock = match EventSocket::open(netns, groups, rcvbuf) {
             Ok(s) => {
-                view.flows.listening(true);
+                check_sysctl(netns, view, &mut warned);
                 s
             }
             Err(e) => {
@@ -101,7 +136,16 @@ fn listen(
                 continue;
             }
         };
+        let mut sysctl_at = std::time::Instant::now() + SYSCTL_EVERY;
         while !cancel.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= sysctl_at {
+                sysctl_at = std::time::Instant::now() + SYSCTL_EVERY;
+                let was = view.flows.is_listening();
+                if !check_sysctl(netns, view, &mut warned) && was {
+                    // Events may have been missed since it went off.
+                    view.flows.lost();
+                }
+            }
             let mut out = Vec::new();
             // The view is read when each event is judged, not before the wait: a view taken
             // before a 100 ms wait would judge flows created after a backend left with the map

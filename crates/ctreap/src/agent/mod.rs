@@ -51,8 +51,8 @@ use crate::cluster::{
     local_addresses, node_name,
 };
 use crate::reconcile::{
-    FlushKey, Planned, Policy, Stale, StaleReason, Verdict, classify, deletable, deletable_planned,
-    key_of, planned,
+    Flow, FlushKey, Planned, Policy, Stale, StaleReason, Verdict, classify, deletable,
+    deletable_planned, key_of, planned,
 };
 
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
@@ -665,17 +665,11 @@ impl Agent {
         // needs the node's Service flow count: dump the whole table for it.
         let (filters, keys) = match scope {
             Scope::Full => (vec![Filter::default()], None),
-            Scope::Keys(mut keys) => {
-                // A backend without flows on this node has nothing to walk for.
-                let all: HashSet<_> = keys.keys().map(|k| k.reply_src).collect();
-                keys.retain(|k, _| self.flows.may_have_flows(k.reply_src));
-                let kept: HashSet<_> = keys.keys().map(|k| k.reply_src).collect();
-                self.health
-                    .metrics
-                    .walks_skipped((all.len() - kept.len()) as u64);
-                if keys.is_empty() {
+            Scope::Keys(keys) => {
+                // The flow index knows the departed backends' flows: no walk.
+                let Some(keys) = self.pass_known(keys, trigger, arrival).await else {
                     return;
-                }
+                };
                 let emptied = {
                     let model = self.model.read().unwrap_or_else(|e| e.into_inner());
                     emptied_services(model.map(), keys.values())
@@ -697,9 +691,8 @@ impl Agent {
         let flows = self.flows.clone();
         let res = tokio::task::spawn_blocking(move || {
             let keys = keys;
-            // A whole-table walk also rebuilds the index of backends with flows here.
+            // A whole-table walk also rebuilds the index of flows by backend.
             let walk = counting.then(|| flows.begin_walk());
-            let mut seen: HashSet<std::net::IpAddr> = HashSet::new();
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
@@ -708,10 +701,10 @@ impl Agent {
                 // updating it during a long pass); the lock is held for one entry.
                 let model = model.read().unwrap_or_else(|e| e.into_inner());
                 let map = model.map();
+                if let Some(mark) = walk {
+                    flows.walk_saw(mark, flow);
+                }
                 if counting {
-                    if flow.reply_src != flow.orig_dst || flow.reply_sport != flow.orig_dport {
-                        seen.insert(flow.reply_src);
-                    }
                     let d = classify(map, flow);
                     if !matches!(d.verdict, Verdict::NotService(_)) {
                         service_flows += 1;
@@ -745,14 +738,14 @@ impl Agent {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(mark) = walk {
-                        flows.end_walk(mark, seen, false);
+                        flows.end_walk(mark, false);
                     }
                     return (Err(e), keys);
                 }
             };
             if let Some(mark) = walk {
                 let complete = !sweep.interrupted && !sweep.cancelled && sweep.decode_errors == 0;
-                flows.end_walk(mark, seen, complete);
+                flows.end_walk(mark, complete);
             }
             let found = Found {
                 selected: sweep.selected,
@@ -802,22 +795,10 @@ impl Agent {
                 let model = self.model.read().unwrap_or_else(|e| e.into_inner());
                 emptied_services(model.map(), groups.keys().map(|g| &g.service))
             };
-            if breaker::holds(self.limits, to_delete, service_flows, emptied) {
-                let mut services: Vec<ServiceName> =
-                    groups.keys().map(|g| g.service.clone()).collect();
-                services.sort();
-                services.dedup();
-                warn!(
-                    trigger = trigger.as_str(),
-                    to_delete,
-                    service_flows,
-                    emptied_services = emptied,
-                    services = services.len(),
-                    hold_s = self.cmd.breaker_hold.as_secs_f64(),
-                    "circuit breaker open: this pass would delete {to_delete} of {service_flows} Service flows and empties {emptied} Services; holding it until a fresh re-list confirms the view"
-                );
-                self.health.metrics.breaker_tripped();
-                self.health.metrics.breaker(&services);
+            let mut services: Vec<ServiceName> = groups.keys().map(|g| g.service.clone()).collect();
+            services.sort();
+            services.dedup();
+            if self.breaker_holds(trigger, to_delete, service_flows, emptied, services) {
                 self.held = Some(Held {
                     relist_at: Instant::now() + self.cmd.breaker_hold,
                     relisting: false,
@@ -847,12 +828,134 @@ impl Agent {
                 service_flows = found.service_flows.unwrap_or(0),
                 deleted = to_delete,
                 stale_left = stale.values().sum::<u64>(),
-                backends_with_flows = self.flows.len(),
+                backends_with_flows = self.flows.backends(),
                 interrupted = found.interrupted,
                 duration_ms = started.elapsed().as_secs_f64() * 1e3,
                 "full pass"
             );
         }
+    }
+
+    /// Watch-planned keys served from the flow index: each departed backend's known flows are
+    /// judged against the model and deleted by tuple, backend by backend, without a walk; a
+    /// backend with no flow here costs nothing. Returns the keys the index could not serve
+    /// (not trusted, or trust lost meanwhile): those are walked.
+    async fn pass_known(
+        &mut self,
+        keys: Planned,
+        trigger: Trigger,
+        arrival: Option<Instant>,
+    ) -> Option<Planned> {
+        if self.flows.total().is_none() {
+            return Some(keys);
+        }
+        if !self.view_ok() {
+            return None;
+        }
+        let policy = self.policy;
+        let backends: Vec<std::net::IpAddr> = {
+            let set: HashSet<_> = keys.keys().map(|k| k.reply_src).collect();
+            set.into_iter().collect()
+        };
+        // The breaker weighs a pass that empties two or more Services against the node's
+        // Service flows: count first, delete only if it does not hold.
+        let emptied = {
+            let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+            emptied_services(model.map(), keys.values())
+        };
+        if trigger != Trigger::Breaker && emptied >= 2 {
+            let service_flows = self.flows.total()?;
+            let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+            let mut to_delete = 0u64;
+            let mut services: Vec<ServiceName> = Vec::new();
+            for ip in &backends {
+                for f in self.flows.flows_of(*ip).unwrap_or_default() {
+                    if let Some(s) = deletable_planned(model.map(), &f, &keys, &policy) {
+                        to_delete += 1;
+                        services.push(s.service);
+                    }
+                }
+            }
+            services.sort();
+            services.dedup();
+            let emptied = emptied_services(model.map(), &services);
+            drop(model);
+            if self.breaker_holds(trigger, to_delete, service_flows, emptied, services) {
+                self.held = Some(Held {
+                    relist_at: Instant::now() + self.cmd.breaker_hold,
+                    relisting: false,
+                    keys: Some(keys),
+                });
+                self.publish(false);
+                return None;
+            }
+        }
+        let (flows, model, k) = (self.flows.clone(), self.model.clone(), self.kernel.clone());
+        let dry_run = self.cmd.dry_run;
+        let res = tokio::task::spawn_blocking(move || {
+            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut results, mut unknown, mut skipped) = (Vec::new(), Vec::new(), 0u64);
+            for ip in backends {
+                let Some(list) = flows.flows_of(ip) else {
+                    unknown.push(ip);
+                    continue;
+                };
+                if list.is_empty() {
+                    skipped += 1;
+                    continue;
+                }
+                let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+                {
+                    let model = model.read().unwrap_or_else(|e| e.into_inner());
+                    for f in &list {
+                        if let Some(s) = deletable_planned(model.map(), f, &keys, &policy) {
+                            groups.entry(s).or_default().push(tuple_of(f));
+                        }
+                    }
+                }
+                for (g, tuples) in groups {
+                    execute(&mut kernel, g, &tuples, dry_run, &mut results);
+                }
+            }
+            let mut keys = keys;
+            keys.retain(|k, _| unknown.contains(&k.reply_src));
+            (results, keys, skipped)
+        })
+        .await;
+        let Ok((results, left, skipped)) = res else {
+            warn!("delete task failed");
+            return None;
+        };
+        self.health.metrics.walks_skipped(skipped);
+        self.report(results, trigger, arrival);
+        (!left.is_empty()).then_some(left)
+    }
+
+    /// Whether the breaker holds a pass deleting `to_delete` of `service_flows` and emptying
+    /// `emptied` Services; logs and counts it if so.
+    fn breaker_holds(
+        &mut self,
+        trigger: Trigger,
+        to_delete: u64,
+        service_flows: u64,
+        emptied: usize,
+        services: Vec<ServiceName>,
+    ) -> bool {
+        if !breaker::holds(self.limits, to_delete, service_flows, emptied) {
+            return false;
+        }
+        warn!(
+            trigger = trigger.as_str(),
+            to_delete,
+            service_flows,
+            emptied_services = emptied,
+            services = services.len(),
+            hold_s = self.cmd.breaker_hold.as_secs_f64(),
+            "circuit breaker open: this pass would delete {to_delete} of the node's {service_flows} Service flows and leave {emptied} Services without a serving backend; holding it until a fresh re-list confirms the view"
+        );
+        self.health.metrics.breaker_tripped();
+        self.health.metrics.breaker(&services);
+        true
     }
 
     /// Deletes each group's entries (or, with --dry-run, counts them), one log line per group.
@@ -864,7 +967,7 @@ impl Agent {
         trigger: Trigger,
         arrival: Option<Instant>,
     ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
-        let mut gone = HashMap::new();
+        let gone = HashMap::new();
         if groups.is_empty() {
             return gone;
         }
@@ -881,24 +984,29 @@ impl Agent {
         let k = self.kernel.clone();
         let res = tokio::task::spawn_blocking(move || {
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
-            groups
-                .into_iter()
-                .map(|(g, tuples)| {
-                    let n = tuples.len() as u64;
-                    let report = if dry_run {
-                        None
-                    } else {
-                        Some(kernel.delete(&tuples))
-                    };
-                    (g, n, report, Instant::now())
-                })
-                .collect::<Vec<_>>()
+            let mut results = Vec::with_capacity(groups.len());
+            for (g, tuples) in groups {
+                execute(&mut kernel, g, &tuples, dry_run, &mut results);
+            }
+            results
         })
         .await;
         let Ok(results) = res else {
             warn!("delete task failed");
             return gone;
         };
+        self.report(results, trigger, arrival)
+    }
+
+    /// Metrics and one log line per executed group; returns the count per (Service,
+    /// protocol, reason) of entries no longer in the table.
+    fn report(
+        &mut self,
+        results: Vec<Executed>,
+        trigger: Trigger,
+        arrival: Option<Instant>,
+    ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
+        let mut gone = HashMap::new();
         for (g, n, report, acked) in results {
             let protocol = proto_label(g.proto);
             let reason = reason_label(g.reason);
@@ -946,6 +1054,38 @@ impl Agent {
         }
         gone
     }
+}
+
+/// One group of entries, deleted (or counted under --dry-run): the group, its size, the
+/// kernel's report (`None` for a dry run) and when the kernel acknowledged it.
+type Executed = (
+    Stale,
+    u64,
+    Option<Result<ctnetlink::BatchReport, ctnetlink::Error>>,
+    Instant,
+);
+
+fn execute(
+    kernel: &mut Kernel,
+    g: Stale,
+    tuples: &[(Tuple, Option<u16>)],
+    dry_run: bool,
+    out: &mut Vec<Executed>,
+) {
+    let n = tuples.len() as u64;
+    let report = (!dry_run).then(|| kernel.delete(tuples));
+    out.push((g, n, report, Instant::now()));
+}
+
+/// The original tuple and zone a flow from the index is deleted by (zone 0 is the default
+/// zone, which the kernel reports as no zone).
+fn tuple_of(f: &Flow) -> (Tuple, Option<u16>) {
+    let tuple = Tuple::new(
+        f.orig_src,
+        f.orig_dst,
+        ctnetlink::L4::ports(f.proto, f.orig_sport, f.orig_dport),
+    );
+    (tuple, (f.zone != 0).then_some(f.zone))
 }
 
 #[cfg(test)]
