@@ -837,12 +837,18 @@ fn circuit_breaker_holds_a_pass_that_empties_two_services() {
         "svc-2 is not in the held pass:\n{}",
         m.text
     );
+    // The line says what its numbers are: the flows the pass would delete, of all the node's
+    // NAT (translated) flows, whatever the new view still calls a Service.
+    let nat = before.iter().filter(|f| f.backend != f.frontend).count();
+    let want = format!(
+        "would delete 1400 of this node's {nat} NAT flows (77%) and leaves 2 Services without a serving backend"
+    );
     assert!(
         agent
             .log()
             .lines()
-            .any(|l| l.contains("WARN") && l.contains("circuit breaker open")),
-        "a warn line:\n{}",
+            .any(|l| l.contains("WARN") && l.contains("circuit breaker open") && l.contains(&want)),
+        "a warn line with {want:?}:\n{}",
         agent.log_tail(20)
     );
     let ct = &mut w.ct;

@@ -11,7 +11,8 @@
 //!
 //! So a pass is held only when all three hold:
 //! - it deletes more than `min` flows,
-//! - they are more than `share` of the node's Service flows,
+//! - they are more than `share` of the node's NAT (translated) flows (not only those the new
+//!   view still calls Service flows: a view that lost every Service would count none),
 //! - and they come from two or more Services left with no serving backend (or deleted).
 
 /// `--max-delete-share` and `--max-delete-min`.

@@ -41,7 +41,8 @@ pub struct RunCmd {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub grace: Duration,
     /// Circuit breaker: hold back a pass that would delete more than this share of the node's
-    /// Service flows (and more than --max-delete-min flows) until a fresh re-list confirms it.
+    /// NAT (translated) flows (and more than --max-delete-min flows) until a fresh re-list
+    /// confirms it.
     #[arg(long, value_parser = parse_share, default_value = "50%")]
     pub max_delete_share: f64,
     /// Circuit breaker: passes deleting at most this many flows are never held back.

@@ -140,6 +140,9 @@ struct Found {
     selected: Vec<Selected<Stale>>,
     /// Service flows seen (any verdict but not-a-Service); counted on full-table dumps only.
     service_flows: Option<u64>,
+    /// Translated (NAT) flows seen, Service or not in the current view: what the breaker
+    /// weighs a deletion against (a view that lost every Service counts no Service flow).
+    nat_flows: Option<u64>,
     stale: StaleCounts,
     entries: u64,
     interrupted: bool,
@@ -695,6 +698,7 @@ impl Agent {
             let walk = counting.then(|| flows.begin_walk());
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut service_flows = 0u64;
+            let mut nat_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
             let sweep = kernel.sweep(&filters, |flow, _e: &Entry| {
                 // Each entry is judged with the model as it is now (the watches go on
@@ -705,6 +709,9 @@ impl Agent {
                     flows.walk_saw(mark, flow);
                 }
                 if counting {
+                    if flows::translated(flow) {
+                        nat_flows += 1;
+                    }
                     let d = classify(map, flow);
                     if !matches!(d.verdict, Verdict::NotService(_)) {
                         service_flows += 1;
@@ -750,6 +757,7 @@ impl Agent {
             let found = Found {
                 selected: sweep.selected,
                 service_flows: counting.then_some(service_flows),
+                nat_flows: counting.then_some(nat_flows),
                 stale,
                 entries: sweep.entries,
                 interrupted: sweep.interrupted,
@@ -789,7 +797,7 @@ impl Agent {
         let to_delete: u64 = groups.values().map(|v| v.len() as u64).sum();
 
         if trigger != Trigger::Breaker
-            && let Some(service_flows) = found.service_flows
+            && let Some(nat_flows) = found.nat_flows
         {
             let emptied = {
                 let model = self.model.read().unwrap_or_else(|e| e.into_inner());
@@ -798,7 +806,7 @@ impl Agent {
             let mut services: Vec<ServiceName> = groups.keys().map(|g| g.service.clone()).collect();
             services.sort();
             services.dedup();
-            if self.breaker_holds(trigger, to_delete, service_flows, emptied, services) {
+            if self.breaker_holds(trigger, to_delete, nat_flows, emptied, services) {
                 self.held = Some(Held {
                     relist_at: Instant::now() + self.cmd.breaker_hold,
                     relisting: false,
@@ -864,7 +872,7 @@ impl Agent {
             emptied_services(model.map(), keys.values())
         };
         if trigger != Trigger::Breaker && emptied >= 2 {
-            let service_flows = self.flows.total()?;
+            let nat_flows = self.flows.total()?;
             let model = self.model.read().unwrap_or_else(|e| e.into_inner());
             let mut to_delete = 0u64;
             let mut services: Vec<ServiceName> = Vec::new();
@@ -880,7 +888,7 @@ impl Agent {
             services.dedup();
             let emptied = emptied_services(model.map(), &services);
             drop(model);
-            if self.breaker_holds(trigger, to_delete, service_flows, emptied, services) {
+            if self.breaker_holds(trigger, to_delete, nat_flows, emptied, services) {
                 self.held = Some(Held {
                     relist_at: Instant::now() + self.cmd.breaker_hold,
                     relisting: false,
@@ -931,27 +939,29 @@ impl Agent {
         (!left.is_empty()).then_some(left)
     }
 
-    /// Whether the breaker holds a pass deleting `to_delete` of `service_flows` and emptying
-    /// `emptied` Services; logs and counts it if so.
+    /// Whether the breaker holds a pass deleting `to_delete` of the node's `nat_flows`
+    /// translated flows and emptying `emptied` Services; logs and counts it if so.
     fn breaker_holds(
         &mut self,
         trigger: Trigger,
         to_delete: u64,
-        service_flows: u64,
+        nat_flows: u64,
         emptied: usize,
         services: Vec<ServiceName>,
     ) -> bool {
-        if !breaker::holds(self.limits, to_delete, service_flows, emptied) {
+        if !breaker::holds(self.limits, to_delete, nat_flows, emptied) {
             return false;
         }
+        let pct = to_delete as f64 * 100.0 / nat_flows.max(1) as f64;
         warn!(
             trigger = trigger.as_str(),
             to_delete,
-            service_flows,
+            nat_flows,
             emptied_services = emptied,
             services = services.len(),
             hold_s = self.cmd.breaker_hold.as_secs_f64(),
-            "circuit breaker open: this pass would delete {to_delete} of the node's {service_flows} Service flows and leave {emptied} Services without a serving backend; holding it until a fresh re-list confirms the view"
+            "circuit breaker open: this pass would delete {to_delete} of this node's {nat_flows} NAT flows ({pct:.0}%) and leaves {emptied} Services without a serving backend (deleted, or no endpoint serving); holding it for {:?}, then re-listing to confirm the view",
+            self.cmd.breaker_hold
         );
         self.health.metrics.breaker_tripped();
         self.health.metrics.breaker(&services);
