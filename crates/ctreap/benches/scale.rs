@@ -884,7 +884,7 @@ fn run(args: &Args) -> Result<()> {
                     "model work per update, {} endpoints: median <= 1 ms",
                     r.endpoints
                 ),
-                fmt_s(p50),
+                fmt_us(p50),
                 p50 <= 1e-3,
             ));
         }
