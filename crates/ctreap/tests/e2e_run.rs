@@ -1442,3 +1442,69 @@ fn a_removal_walks_only_backends_with_flows_here() {
         assert_eq!(m.deleted(), 3.0, "only those:\n{}", m.text);
     }
 }
+
+/// Node addresses that change (issue 10): kube-proxy with `nodePortAddresses` unset accepts
+/// NodePorts on every local address whenever it appears. A NodePort flow to an address added
+/// to the node after the agent started is a Service flow, and goes when its backend leaves;
+/// removing the address takes the NodePort frontend on it away again.
+#[test]
+fn nodeports_follow_addresses_added_after_start() {
+    let mut w = World::new("run-addrs");
+    let mut np = service("np", &["10.96.0.40"], &[("dns", 53, "UDP", 5353)]);
+    np["spec"]["type"] = json!("NodePort");
+    np["spec"]["ports"][0]["nodePort"] = json!(30053);
+    w.api.apply(np);
+    let np_slice = |ips: &[&str]| {
+        slice(
+            "np-a",
+            "np",
+            &[("dns", 5353, "UDP")],
+            ips.iter().map(|i| ep(i)).collect(),
+        )
+    };
+    w.api.apply(np_slice(&["10.244.5.1", "10.244.5.2"]));
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+
+    let ns = w.ns.name.clone();
+    let ip_addr = |op: &str| {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &ns, "addr", op, "203.0.113.77/32", "dev", "lo"])
+            .status()
+            .expect("running ip addr");
+        assert!(st.success(), "ip addr {op} 203.0.113.77/32 in {ns}");
+    };
+    ip_addr("add");
+    // The agent logs the change once it has applied it.
+    eventually_with(FLUSH_DEADLINE, "the agent sees the new address", || {
+        if agent.log().contains("node addresses changed") {
+            Ok(())
+        } else {
+            Err(agent.log_tail(10))
+        }
+    });
+    let flows = Flow::many(IPPROTO_UDP, "203.0.113.77:30053", "10.244.5.1:5353", 3);
+    let keep = Flow::many(IPPROTO_UDP, "203.0.113.77:30053", "10.244.5.2:5353", 2);
+    w.add(&flows);
+    w.add(&keep);
+    let before = w.table();
+    w.api.apply(np_slice(&["10.244.5.2"]));
+    w.wait_gone(
+        &flows,
+        FLUSH_DEADLINE,
+        "NodePort flows on the new address deleted with their backend",
+        &agent,
+    );
+    let after = w.table();
+    assert_table(&before, &flows, &after, "after removing 10.244.5.1 from np");
+
+    // The address goes: no rule accepts NodePorts on it any more; its flows are deleted.
+    ip_addr("del");
+    w.wait_gone(
+        &keep,
+        FLUSH_DEADLINE,
+        "NodePort flows on a removed address deleted",
+        &agent,
+    );
+}

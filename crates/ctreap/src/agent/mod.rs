@@ -287,6 +287,9 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         node_local_addrs,
     };
     let watch = ClusterWatch::start(client.clone(), watch_config);
+    if let Err(e) = watch.follow_local_addresses(netns.clone()) {
+        warn!(error = %e, "cannot follow the node's address changes (rtnetlink); NodePorts stay on the addresses read at start");
+    }
     let changes = watch.changes();
     let model = watch.state().clone();
     let flows = Arc::new(FlowIndex::default());

@@ -46,6 +46,9 @@ impl KubeArgs {
                 node_local_addrs,
             },
         );
+        if let Err(e) = watch.follow_local_addresses(netns.cloned()) {
+            tracing::warn!(error = %e, "cannot follow the node's address changes (rtnetlink)");
+        }
         if tokio::time::timeout(self.sync_timeout, watch.wait_synced())
             .await
             .is_err()

@@ -296,6 +296,8 @@ fn write_state(state: &SharedState) -> RwLockWriteGuard<'_, ClusterState> {
 /// Dropping it stops the watches.
 pub struct ClusterWatch {
     shared: Arc<Shared>,
+    /// Stops the address follower, if one runs.
+    stop_addrs: Arc<std::sync::atomic::AtomicBool>,
     state: SharedState,
     client: kube::Client,
     config: WatchConfig,
@@ -331,6 +333,7 @@ impl ClusterWatch {
         )));
         let mut w = ClusterWatch {
             shared,
+            stop_addrs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             state,
             client,
             config,
@@ -399,6 +402,29 @@ impl ClusterWatch {
         self.shared.status().clone()
     }
 
+    /// Keeps the model's node interface addresses current: follows address changes in
+    /// `netns` (or the current namespace) until the watch is dropped. Reads them once now, so
+    /// nothing that changed since [`WatchConfig::node_local_addrs`] was read is missed.
+    pub fn follow_local_addresses(&self, netns: Option<ctnetlink::Netns>) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let shared = self.shared.clone();
+        let apply = move |addrs: Vec<IpAddr>| {
+            let mut model = write_state(&state);
+            let before = model.map().node_addresses().to_vec();
+            model.set_local_addrs(addrs);
+            let after = model.map().node_addresses().to_vec();
+            drop(model);
+            if before != after {
+                tracing::info!(?before, ?after, "node addresses changed; NodePorts follow");
+                shared.bump();
+            }
+        };
+        let apply_now = apply.clone();
+        super::ifaddrs::follow_addresses(netns.clone(), self.stop_addrs.clone(), apply)?;
+        apply_now(super::ifaddrs::addresses_in(netns.as_ref())?);
+        Ok(())
+    }
+
     /// The live model, shared with the watches (which write it under the lock).
     pub(crate) fn state(&self) -> &SharedState {
         &self.state
@@ -454,6 +480,8 @@ impl ClusterWatch {
 
 impl Drop for ClusterWatch {
     fn drop(&mut self) {
+        self.stop_addrs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
