@@ -104,6 +104,11 @@ const CONTRACT: &[Metric] = &[
         labels: &["scope"],
     },
     Metric {
+        name: "ctreap_cluster_warnings",
+        kind: Kind::Gauge,
+        labels: &["kind", "reason"],
+    },
+    Metric {
         name: "ctreap_walks_skipped_total",
         kind: Kind::Counter,
         labels: &[],

@@ -1508,3 +1508,73 @@ fn nodeports_follow_addresses_added_after_start() {
         &agent,
     );
 }
+
+/// Objects the map skips in part (issue 10): one WARN line per object change naming kind,
+/// namespace/name and reason, not repeated when the same object is rebuilt for another
+/// reason, and `ctreap_cluster_warnings{kind,reason}`, back to 0 once the object is fixed. The
+/// rest of the object is used: its good endpoint is a backend.
+#[test]
+fn skipped_objects_are_named_once_and_counted() {
+    let mut w = World::new("run-warn");
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let bad = |eps: Vec<Value>| slice("dns-bad", "dns", &[("dns", 5353, "UDP")], eps);
+    w.api.apply(bad(vec![
+        ep("10.244.1.9"),
+        json!({"addresses": ["not-an-ip"], "conditions": {"ready": true}}),
+    ]));
+    w.api.apply(slice(
+        "ghost-a",
+        "ghost",
+        &[("dns", 5353, "UDP")],
+        vec![ep("10.244.9.9")],
+    ));
+    let malformed = "ctreap_cluster_warnings{kind=\"EndpointSlice\",reason=\"malformed_address\"}";
+    let unknown = "ctreap_cluster_warnings{kind=\"EndpointSlice\",reason=\"unknown_service\"}";
+    agent.wait_metrics(FLUSH_DEADLINE, "the warnings counted", |m| {
+        m.or0(malformed) == 1.0 && m.or0(unknown) == 1.0
+    });
+    // Another change of the same Service (its other slice) rebuilds it: no second line.
+    w.api.apply(dns_slice(&[
+        "10.244.1.1",
+        "10.244.1.2",
+        "10.244.1.3",
+        "10.244.1.8",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = |what: &str| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(what))
+            .count()
+    };
+    assert_eq!(
+        lines("default/dns-bad"),
+        1,
+        "one line for the bad slice:\n{}",
+        agent.log_tail(20)
+    );
+    assert!(
+        agent.log().lines().any(|l| l.contains("WARN")
+            && l.contains("kind=\"EndpointSlice\"")
+            && l.contains("default/dns-bad")
+            && l.contains("reason=\"malformed_address\"")
+            && l.contains("not-an-ip")),
+        "kind, object, reason and the value:\n{}",
+        agent.log_tail(20)
+    );
+    assert_eq!(lines("default/ghost-a"), 1, "{}", agent.log_tail(20));
+    // The good endpoint of the bad slice is a backend: its flows are live, not deleted.
+    let live = Flow::many(IPPROTO_UDP, DNS, "10.244.1.9:5353", 2);
+    w.add(&live);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(present(&w.table(), &live), 2, "{}", agent.log_tail(20));
+
+    // Fixed: the gauge goes back to 0.
+    w.api.apply(bad(vec![ep("10.244.1.9")]));
+    agent.wait_metrics(FLUSH_DEADLINE, "the warning resolved", |m| {
+        m.get(malformed) == Some(0.0) && m.or0(unknown) == 1.0
+    });
+}

@@ -49,6 +49,13 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WarningLabels {
+    /// `Service`, `EndpointSlice` or `Node`.
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DumpLabels {
     /// `table` (every entry) or `backend` (filtered by reply source address).
     pub scope: &'static str,
@@ -83,6 +90,9 @@ pub struct Metrics {
     netlink_errors: Family<NetlinkErrorLabels, Counter>,
     event_overruns: Counter,
     dumps: Family<DumpLabels, Counter>,
+    cluster_warnings: Family<WarningLabels, Gauge>,
+    /// Every (kind, reason) the warning gauge has a series for.
+    warnings_known: Mutex<HashSet<WarningLabels>>,
     walks_skipped: Counter,
     breaker_open: Family<ServiceLabels, Gauge>,
     breaker_trips: Counter,
@@ -114,6 +124,8 @@ impl Metrics {
             netlink_errors: Family::default(),
             event_overruns: Counter::default(),
             dumps: Family::default(),
+            cluster_warnings: Family::default(),
+            warnings_known: Mutex::new(HashSet::new()),
             walks_skipped: Counter::default(),
             breaker_open: Family::default(),
             breaker_trips: Counter::default(),
@@ -178,6 +190,11 @@ impl Metrics {
             "ctreap_conntrack_dumps",
             "Kernel walks of the conntrack table, by scope: the whole table, or one backend address",
             m.dumps.clone(),
+        );
+        registry.register(
+            "ctreap_cluster_warnings",
+            "API objects the Service map skips in part or whole (each is logged once per change), by kind and reason",
+            m.cluster_warnings.clone(),
         );
         registry.register(
             "ctreap_walks_skipped",
@@ -298,6 +315,27 @@ impl Metrics {
     /// `n` kernel walks of `scope` (`table` or `backend`).
     pub fn dumps(&self, scope: &'static str, n: u64) {
         self.dumps.get_or_create(&DumpLabels { scope }).inc_by(n);
+    }
+
+    /// Sets the warning gauges to `counts`; a (kind, reason) seen before and gone now is 0.
+    pub fn cluster_warnings(
+        &self,
+        counts: &std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    ) {
+        let mut known = self
+            .warnings_known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for l in known.iter() {
+            if !counts.contains_key(&(l.kind, l.reason)) {
+                self.cluster_warnings.get_or_create(l).set(0);
+            }
+        }
+        for (&(kind, reason), &n) in counts {
+            let l = WarningLabels { kind, reason };
+            self.cluster_warnings.get_or_create(&l).set(n as i64);
+            known.insert(l);
+        }
     }
 
     pub fn walks_skipped(&self, n: u64) {

@@ -439,6 +439,12 @@ impl Agent {
 
     /// Watch state -> metrics and readiness.
     fn observe_status(&self) {
+        let counts = self
+            .model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .warning_counts();
+        self.health.metrics.cluster_warnings(&counts);
         let status = self.watch.status();
         for w in Watched::ALL {
             let s = status.get(w);

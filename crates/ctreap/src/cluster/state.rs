@@ -99,6 +99,20 @@ impl ClusterState {
         out
     }
 
+    /// How many current warnings there are, by object kind and reason
+    /// (`ctreap_cluster_warnings`).
+    pub fn warning_counts(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        for w in self
+            .node_warnings
+            .iter()
+            .chain(self.warnings.values().flatten())
+        {
+            *out.entry((w.object_kind, w.kind.as_str())).or_default() += 1;
+        }
+        out
+    }
+
     pub fn service_count(&self) -> usize {
         self.services.len()
     }
