@@ -1578,3 +1578,67 @@ fn skipped_objects_are_named_once_and_counted() {
         m.get(malformed) == Some(0.0) && m.or0(unknown) == 1.0
     });
 }
+
+/// A wrong `--node-name` (issue 10): no such Node in the API server. The agent still works on
+/// the node's interface addresses, and says so loudly: a WARN line at start and a warning in
+/// `/readyz` (still 200: deleting on the interface addresses is still right); once the Node
+/// appears the warning goes. `ctreap stale` warns too.
+#[test]
+fn a_node_that_does_not_exist_is_said_loudly() {
+    let mut w = World::new("run-nonode");
+    w.api
+        .server
+        .delete(ResourceKind::Node, None, agent::NODE)
+        .expect("deleting the Node");
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let (code, body) = agent.readyz();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("ready; warning: Node \"node-1\" not found")
+            && body.contains("--node-name"),
+        "{body}"
+    );
+    assert!(
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("Node \"node-1\" not found")),
+        "{}",
+        agent.log_tail(10)
+    );
+    // The agent still deletes: a removed backend's flows go.
+    let gone = w.of(DNS, "10.244.1.2:5353");
+    w.api.apply(dns_slice(&["10.244.1.1", "10.244.1.3"]));
+    w.wait_gone(&gone, FLUSH_DEADLINE, "flows of a removed backend", &agent);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .arg("stale")
+        .arg("--kubeconfig")
+        .arg(&w.api.kubeconfig)
+        .args([
+            "--netns",
+            &w.ns.name,
+            "--node-name",
+            "node-1",
+            "--sync-timeout",
+            "10s",
+        ])
+        .output()
+        .expect("running ctreap stale");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("Node \"node-1\" not found"),
+        "ctreap stale: {stderr}"
+    );
+
+    // The Node appears: the warning goes.
+    w.api.apply(agent::node(agent::NODE, agent::NODE_IP));
+    eventually_with(FLUSH_DEADLINE, "the readyz warning gone", || {
+        match agent.readyz() {
+            (200, b) if b == "ready\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}

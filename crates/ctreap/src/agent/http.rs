@@ -17,6 +17,8 @@ pub struct Health {
     pub metrics: Metrics,
     /// `None` when ready; otherwise why not, in one line.
     not_ready: Mutex<Option<String>>,
+    /// Something an operator must fix that does not stop the agent (a wrong --node-name).
+    warning: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -24,6 +26,7 @@ impl Health {
         Health {
             metrics: Metrics::new(),
             not_ready: Mutex::new(Some("starting".into())),
+            warning: Mutex::new(None),
         }
     }
 
@@ -31,6 +34,21 @@ impl Health {
     pub fn set_not_ready(&self, reason: Option<String>) {
         self.metrics.ready(reason.is_none());
         *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Sets the warning /readyz shows; returns whether it changed.
+    pub fn set_warning(&self, warning: Option<String>) -> bool {
+        let mut w = self.warning.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = *w != warning;
+        *w = warning;
+        changed
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.warning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn not_ready(&self) -> Option<String> {
@@ -62,11 +80,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    let warning = h
+        .warning()
+        .map_or(String::new(), |w| format!("; warning: {w}"));
     match h.not_ready() {
-        None => (StatusCode::OK, "ready\n".into()),
+        None => (StatusCode::OK, format!("ready{warning}\n")),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {why}{warning}\n"),
         ),
     }
 }

@@ -192,6 +192,8 @@ struct Agent {
     kernel: Arc<Mutex<Kernel>>,
     cancel: Arc<AtomicBool>,
     watch: ClusterWatch,
+    /// This node's name (--node-name, $NODE_NAME or the hostname).
+    node: String,
     /// The live model (the watch's, for the agent's whole life: a restart keeps it).
     model: Arc<RwLock<ClusterState>>,
     changes: watch::Receiver<u64>,
@@ -306,6 +308,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         kernel,
         cancel: cancel.clone(),
         watch,
+        node,
         view: Arc::new(events::View::new(model.clone(), flows.clone())),
         flows,
         model,
@@ -446,6 +449,19 @@ impl Agent {
             .warning_counts();
         self.health.metrics.cluster_warnings(&counts);
         let status = self.watch.status();
+        let node = status.get(Watched::Node);
+        let missing = (node.synced && node.objects == 0).then(|| {
+            format!(
+                "Node {:?} not found in the API server: NodePorts are judged on this node's interface addresses only, not on the Node's InternalIP/ExternalIP; check --node-name or NODE_NAME (the DaemonSet sets it from spec.nodeName)",
+                self.node
+            )
+        });
+        if self.health.set_warning(missing.clone()) {
+            match &missing {
+                Some(w) => warn!("{w}"),
+                None => info!(node = %self.node, "Node found"),
+            }
+        }
         for w in Watched::ALL {
             let s = status.get(w);
             self.health

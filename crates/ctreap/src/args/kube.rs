@@ -42,7 +42,7 @@ impl KubeArgs {
         let watch = ClusterWatch::start(
             client,
             WatchConfig {
-                node_name: Some(node),
+                node_name: Some(node.clone()),
                 node_local_addrs,
             },
         );
@@ -67,6 +67,11 @@ impl KubeArgs {
                 "the API server did not deliver a complete list within {:?} (waiting for {})",
                 self.sync_timeout,
                 pending.join("; ")
+            );
+        }
+        if watch.status().get(crate::cluster::Watched::Node).objects == 0 {
+            tracing::warn!(
+                "Node {node:?} not found in the API server: NodePorts are judged on this node's interface addresses only, not on the Node's InternalIP/ExternalIP; check --node-name or NODE_NAME"
             );
         }
         Ok(watch)

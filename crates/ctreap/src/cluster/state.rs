@@ -113,6 +113,11 @@ impl ClusterState {
         out
     }
 
+    /// This node's Node object has been seen.
+    pub fn has_node(&self) -> bool {
+        self.node.is_some()
+    }
+
     pub fn service_count(&self) -> usize {
         self.services.len()
     }

@@ -615,8 +615,8 @@ impl Model for Node {
         st.set_node(list.into_iter().next());
     }
 
-    fn count(_: &ClusterState) -> usize {
-        1
+    fn count(st: &ClusterState) -> usize {
+        usize::from(st.has_node())
     }
 }
 
