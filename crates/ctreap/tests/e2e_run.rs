@@ -1642,3 +1642,93 @@ fn a_node_that_does_not_exist_is_said_loudly() {
         }
     });
 }
+
+/// The API server goes away (issue 10): nothing is deleted until the fresh lists are complete,
+/// and a flow created during the outage towards a backend that was already gone before it
+/// goes as soon as the view is current again, not at the next resync (60 s here).
+#[test]
+fn flows_to_gone_backends_created_during_an_outage_go_when_the_view_is_back() {
+    let mut w = World::new("run-outage");
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    // 10.244.1.2 leaves before the outage; its flows go at once.
+    let gone = w.of(DNS, "10.244.1.2:5353");
+    w.api.apply(dns_slice(&["10.244.1.1", "10.244.1.3"]));
+    w.wait_gone(&gone, FLUSH_DEADLINE, "10.244.1.2's flows", &agent);
+
+    let downtime = Duration::from_secs(3);
+    let addr = w.api.server.addr();
+    let late = Flow::many(IPPROTO_UDP, DNS, "10.244.1.2:5353", 2);
+    std::thread::scope(|s| {
+        let server = &w.api.server;
+        let restart = s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(server.restart_with_downtime(downtime))
+                .expect("restart");
+        });
+        eventually(
+            Duration::from_secs(5),
+            "the API server refuses connections",
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err(),
+        );
+        // A client still pinned to the dead backend (kube-proxy lagging) during the outage.
+        create(&mut w.ct, &late);
+        restart.join().expect("restart thread");
+    });
+    w.flows.extend(&late);
+    let took = w.wait_gone(
+        &late,
+        Duration::from_secs(15),
+        "flows created during the outage towards a backend gone before it",
+        &agent,
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let m = agent.metrics();
+    assert!(
+        m.deleted_by("resync") >= 2.0,
+        "deleted by the pass owed after the outage:\n{}",
+        m.text
+    );
+    // One restart of the watches for the outage, not one per failed connection attempt.
+    let restarts = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("re-listing everything"))
+        .count();
+    assert!(
+        (1..=2).contains(&restarts),
+        "{restarts} watch restarts for one outage:\n{}",
+        agent.log_tail(30)
+    );
+}
+
+/// An endpoint that moves between two slices of one Service in two writes, 30 ms apart (slice
+/// writers update one object at a time; issue 10): with the default settle window (--grace
+/// 50ms) its live flows stay. (With --grace 0s the removal is flushed before the add arrives.)
+#[test]
+fn an_endpoint_moving_between_slices_keeps_its_flows_by_default() {
+    let mut w = World::new("run-move");
+    let dns_b = |ips: &[&str]| {
+        slice(
+            "dns-b",
+            "dns",
+            &[("dns", 5353, "UDP")],
+            ips.iter().map(|i| ep(i)).collect(),
+        )
+    };
+    w.api.apply(dns_b(&[]));
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let before = w.table();
+    w.api.apply(dns_slice(&["10.244.1.1", "10.244.1.3"]));
+    std::thread::sleep(Duration::from_millis(30));
+    w.api.apply(dns_b(&["10.244.1.2"]));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_table(&before, &[], &w.table(), "after the move");
+    assert_eq!(agent.metrics().deleted(), 0.0, "{}", agent.log_tail(10));
+}

@@ -37,8 +37,11 @@ pub struct RunCmd {
     /// default: a TCP connection to a pod that is merely not ready may still be working.
     #[arg(long)]
     pub delete_not_serving: bool,
-    /// Wait this long after a backend is gone before its flows are deleted.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    /// Wait this long after a backend is gone before its flows are deleted; each flow is then
+    /// judged on the newest view. The default covers an endpoint that moves between two
+    /// EndpointSlices (slice writers update one object at a time); 0s deletes at once, and can
+    /// then cut a live pod's flows during such a move.
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     pub grace: Duration,
     /// Circuit breaker: hold back a pass that would delete more than this share of the node's
     /// NAT (translated) flows (and more than --max-delete-min flows) until a fresh re-list

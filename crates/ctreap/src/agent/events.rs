@@ -157,11 +157,10 @@ fn listen(
                 let Some(flow) = flow_of(&ev.entry) else {
                     return;
                 };
-                // Recorded before the model is read: see `flows`.
+                // Recorded before the model is read: see `flows`. Judged even while the view is
+                // not trusted (re-listing after an outage): the agent deletes nothing then, but
+                // learns that a full pass is owed once the view is current again.
                 view.flows.saw(&flow);
-                if !view.trusted.load(Ordering::SeqCst) {
-                    return;
-                }
                 let model = view.model.read().unwrap_or_else(|e| e.into_inner());
                 if deletable(model.map(), &flow, &policy).is_some() {
                     out.push(EventMsg::Flow {

@@ -58,6 +58,13 @@ use crate::reconcile::{
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
 /// slice several times within a millisecond or two.
 pub const COALESCE: Duration = Duration::from_millis(2);
+/// Removals that leave a Service with no serving backend wait until no such removal has come
+/// for this long, so that the circuit breaker judges a broken view's removals together even
+/// when its watch events arrive some milliseconds apart (one Service emptied alone is still
+/// flushed within milliseconds: kubernetes #139628).
+const EMPTIED_SETTLE: Duration = Duration::from_millis(50);
+/// ... but no longer than this after the first of them.
+const EMPTIED_SETTLE_MAX: Duration = Duration::from_millis(500);
 /// Above this many backend addresses, one dump of the whole table is cheaper than a
 /// filtered kernel walk per pair.
 const MAX_FILTERED_WALKS: usize = 8;
@@ -178,9 +185,18 @@ struct Held {
     keys: Option<Planned>,
 }
 
+/// Watch-planned removals that empty their Service, gathered for the breaker.
+struct Emptied {
+    keys: Planned,
+    first: Instant,
+    due: Instant,
+}
+
 /// A watch-planned flush waiting out `--grace`.
 struct Pending {
     due: Instant,
+    /// When the watch event that planned it arrived (the flush latency's start).
+    arrival: Instant,
     service: ServiceName,
 }
 
@@ -202,9 +218,13 @@ struct Agent {
     /// Which backend addresses have flows here: removals of the others need no walk.
     flows: Arc<FlowIndex>,
     pending: HashMap<FlushKey, Pending>,
+    emptied: Option<Emptied>,
     held: Option<Held>,
     /// The last ctnetlink request (dump or stats) failed: not ready.
     netlink_error: Option<String>,
+    /// NEW flows towards backends already gone arrived while deleting was not allowed (an API
+    /// outage, a re-list, a held breaker): a full pass is owed once the view is current.
+    missed_events: bool,
     /// Watch errors of the current ClusterWatch already accounted for. An error after the
     /// lists were complete means events may have been missed: the watches are restarted and
     /// nothing is deleted until their fresh lists are complete.
@@ -314,8 +334,10 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         model,
         changes,
         pending: HashMap::new(),
+        emptied: None,
         held: None,
         netlink_error: None,
+        missed_events: false,
         watch_errors_seen: 0,
     };
     let res = agent.main(stop_rx, netns).await;
@@ -382,6 +404,7 @@ impl Agent {
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
             let grace_due = self.pending.values().map(|p| p.due).min().unwrap_or(far);
+            let emptied_due = self.emptied.as_ref().map_or(far, |e| e.due);
             let relist_due = match &self.held {
                 Some(h) if !h.relisting => h.relist_at,
                 _ => far,
@@ -408,6 +431,7 @@ impl Agent {
                     self.on_events(batch).await;
                 }
                 _ = sleep_until(grace_due.into()) => self.on_grace_due().await,
+                _ = sleep_until(emptied_due.into()) => self.on_emptied_due().await,
                 _ = sleep_until(relist_due.into()) => self.relist_for_breaker(),
                 _ = resync.tick() => {
                     if self.take_trusted() {
@@ -492,8 +516,11 @@ impl Agent {
     fn view_ok(&mut self) -> bool {
         let status = self.watch.status();
         let errors: u64 = status.watches.values().map(|s| s.errors).sum();
-        if !status.synced() {
-            self.watch_errors_seen = errors; // still listing: the list comes after the errors
+        if !status.synced() || status.relisting() {
+            // Still listing (first list, or a re-list after 410 Gone or a restart): the list
+            // comes after these errors, and the view is trusted only once it is complete.
+            // Restarting again here would loop for as long as the API server is away.
+            self.watch_errors_seen = errors;
             return false;
         }
         if errors > self.watch_errors_seen {
@@ -544,6 +571,7 @@ impl Agent {
                     self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
                 }
                 self.pass(Scope::Full, Trigger::Breaker, None).await;
+                self.missed_events = false; // that full pass saw them
                 self.health.metrics.breaker(&[]);
             }
             return;
@@ -552,6 +580,12 @@ impl Agent {
             // The changes stay recorded in the model until the view is current again.
             debug!("view not current (re-listing or breaker held): deleting nothing");
             return;
+        }
+        if std::mem::take(&mut self.missed_events) {
+            info!(
+                "the view is current again; new flows towards backends already gone arrived meanwhile: running a full pass"
+            );
+            self.pass(Scope::Full, Trigger::Resync, None).await;
         }
         let changes = self
             .model
@@ -565,37 +599,100 @@ impl Agent {
         if !self.cmd.grace.is_zero() {
             let due = arrival + self.cmd.grace;
             for (k, service) in planned {
-                self.pending.entry(k).or_insert(Pending { due, service });
+                self.pending.entry(k).or_insert(Pending {
+                    due,
+                    arrival,
+                    service,
+                });
             }
             return;
         }
-        self.pass(Scope::Keys(planned), Trigger::Watch, Some(arrival))
+        self.dispatch(planned, arrival).await;
+    }
+
+    /// Watch-planned keys past their settle window (`--grace`): those that leave their Service
+    /// without a serving backend wait for each other briefly (the circuit breaker judges a
+    /// broken view's removals together even when their events arrive apart); the others are
+    /// flushed now.
+    async fn dispatch(&mut self, mut planned: Planned, arrival: Instant) {
+        let emptying: Planned = {
+            let model = self.model.read().unwrap_or_else(|e| e.into_inner());
+            let map = model.map();
+            let mut emptying = Planned::new();
+            planned.retain(|k, s| {
+                if map.has_serving_backend(s) {
+                    return true;
+                }
+                emptying.insert(*k, s.clone());
+                false
+            });
+            emptying
+        };
+        if !emptying.is_empty() {
+            let now = Instant::now();
+            let e = self.emptied.get_or_insert_with(|| Emptied {
+                keys: Planned::new(),
+                first: arrival,
+                due: now,
+            });
+            e.keys.extend(emptying);
+            e.first = e.first.min(arrival);
+            e.due = (now + EMPTIED_SETTLE).min(e.first + EMPTIED_SETTLE_MAX);
+        }
+        if !planned.is_empty() {
+            self.pass(Scope::Keys(planned), Trigger::Watch, Some(arrival))
+                .await;
+        }
+    }
+
+    /// The removals that empty their Service, gathered for EMPTIED_SETTLE: one pass, so the
+    /// breaker sees them together. Each entry is judged on the newest model.
+    async fn on_emptied_due(&mut self) {
+        let Some(e) = self.emptied.take() else { return };
+        if !self.take_trusted() {
+            // Deleting is not allowed now; keep them for when it is.
+            self.emptied = Some(Emptied {
+                due: Instant::now() + EMPTIED_SETTLE_MAX,
+                ..e
+            });
+            return;
+        }
+        self.pass(Scope::Keys(e.keys), Trigger::Watch, Some(e.first))
             .await;
     }
 
     async fn on_grace_due(&mut self) {
+        // Keys falling due within COALESCE of each other go in one pass.
         let now = Instant::now();
         let due: Vec<FlushKey> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.due <= now)
+            .filter(|(_, p)| p.due <= now + COALESCE)
             .map(|(k, _)| *k)
             .collect();
+        if due.is_empty() {
+            return;
+        }
+        if !self.take_trusted() {
+            // Deleting is not allowed now: they wait (the model keeps what changed).
+            for k in due {
+                if let Some(p) = self.pending.get_mut(&k) {
+                    p.due = now + EMPTIED_SETTLE_MAX;
+                }
+            }
+            return;
+        }
         let mut keys = HashMap::new();
-        let mut first_due = now;
+        let mut first = now;
         for k in due {
             if let Some(p) = self.pending.remove(&k) {
-                first_due = first_due.min(p.due);
+                first = first.min(p.arrival);
                 keys.insert(k, p.service);
             }
         }
-        if keys.is_empty() || !self.take_trusted() {
-            return;
-        }
         // Each entry is judged again on the newest map: a backend that came back during the
-        // grace period keeps its flows.
-        self.pass(Scope::Keys(keys), Trigger::Watch, Some(first_due))
-            .await;
+        // settle window (an endpoint moving between slices, IP reuse) keeps its flows.
+        self.dispatch(keys, first).await;
     }
 
     async fn on_events(&mut self, batch: Vec<EventMsg>) {
@@ -620,8 +717,13 @@ impl Agent {
             return; // the full pass covered these flows too
         }
         // The listener judged with the view it had; judge again with the newest, and only while
-        // deleting is allowed at all (not re-listing, no watch error, breaker closed).
-        if flows.is_empty() || !self.take_trusted() {
+        // deleting is allowed at all (not re-listing, no watch error, breaker closed). Flows
+        // that arrive while it is not are owed a full pass once it is.
+        if flows.is_empty() {
+            return;
+        }
+        if !self.take_trusted() {
+            self.missed_events = true;
             return;
         }
         let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
