@@ -437,6 +437,18 @@ fn bench_service() -> Value {
     )
 }
 
+/// The agent as every group here runs it, ready and past its startup pass; and the seconds
+/// to ready.
+fn start_agent(bin: &std::path::Path, api: &Api, ns: &str) -> (Agent, f64) {
+    Agent::start_bin_passed(
+        bin,
+        &api.kubeconfig,
+        ns,
+        &["--resync", "5m", "--log-format", "json"],
+        "startup",
+    )
+}
+
 fn apply_cluster(api: &Api, c: &Cluster) {
     let mut objs = Vec::new();
     for i in 0..c.services {
@@ -500,18 +512,7 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
         fmt_s(t.elapsed().as_secs_f64())
     );
 
-    let t = Instant::now();
-    let mut agent = Agent::start_bin(
-        bin,
-        &api.kubeconfig,
-        &ns_name,
-        &["--resync", "5m", "--log-format", "json"],
-    );
-    agent.wait_ready(Duration::from_secs(300));
-    let ready_s = t.elapsed().as_secs_f64();
-    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
-        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
-    });
+    let (mut agent, ready_s) = start_agent(bin, &api, &ns_name);
     ensure!(
         table_count(&mut ct)? == n,
         "the startup pass deleted live entries"
@@ -700,16 +701,7 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
     let api = Api::start();
     api.apply(bench_service());
     api.apply_all(bench_slices(&w, &[]));
-    let mut agent = Agent::start_bin(
-        bin,
-        &api.kubeconfig,
-        &ns_name,
-        &["--resync", "5m", "--log-format", "json"],
-    );
-    agent.wait_ready(Duration::from_secs(300));
-    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
-        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
-    });
+    let (mut agent, _) = start_agent(bin, &api, &ns_name);
     let half: Vec<u32> = (0..PER_SLICE).collect();
     let gone: u64 = half.iter().map(|&b| w.per_backend(b)).sum();
     for r in 0..args.burst_runs {
@@ -752,16 +744,7 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
         api.apply(multi_service(s));
         api.apply(multi_slice(&w, per, s, 0));
     }
-    let mut agent = Agent::start_bin(
-        bin,
-        &api.kubeconfig,
-        &ns_name,
-        &["--resync", "5m", "--log-format", "json"],
-    );
-    agent.wait_ready(Duration::from_secs(300));
-    agent.wait_metrics(Duration::from_secs(300), "the startup pass", |m| {
-        m.or0("ctreap_reconciles_total{trigger=\"startup\"}") >= 1.0
-    });
+    let (mut agent, _) = start_agent(bin, &api, &ns_name);
     for r in 0..args.burst_runs {
         check_interrupted()?;
         ensure!(table_count(&mut ct)? == n, "table not full before run {r}");

@@ -77,6 +77,31 @@ fn sig_slice(ips: &[&str]) -> Value {
     )
 }
 
+/// Restarts the API server with `downtime`; runs `during` once it refuses connections and
+/// returns its result after the server is back.
+fn with_outage<T>(api: &Api, downtime: Duration, during: impl FnOnce() -> T) -> T {
+    let addr = api.server.addr();
+    std::thread::scope(|s| {
+        let server = &api.server;
+        let restart = s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(server.restart_with_downtime(downtime))
+                .expect("restart");
+        });
+        eventually(
+            Duration::from_secs(5),
+            "the API server refuses connections",
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err(),
+        );
+        let out = during();
+        restart.join().expect("restart thread");
+        out
+    })
+}
+
 /// The cluster every test starts from.
 fn cluster(api: &Api) {
     api.apply(service("dns", &["10.96.0.10"], &[("dns", 53, "UDP", 5353)]));
@@ -504,22 +529,8 @@ fn api_server_restart_mid_run() {
     agent.wait_ready(READY);
     wait_startup_pass(&mut agent);
     let downtime = Duration::from_secs(4);
-    let addr = w.api.server.addr();
-    let (during, new) = std::thread::scope(|s| {
+    let (during, new) = with_outage(&w.api, downtime, || {
         let server = &w.api.server;
-        let restart = s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(server.restart_with_downtime(downtime))
-                .expect("restart");
-        });
-        eventually(
-            Duration::from_secs(5),
-            "the API server refuses connections",
-            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err(),
-        );
         let t = Instant::now();
         w.api
             .apply(dns_slice(&["10.244.1.1", "10.244.1.3", "10.244.1.4"]));
@@ -545,7 +556,6 @@ fn api_server_restart_mid_run() {
                 })
             },
         );
-        restart.join().expect("restart thread");
         (during, new)
     });
     w.flows.extend(&new);
@@ -1657,27 +1667,10 @@ fn flows_to_gone_backends_created_during_an_outage_go_when_the_view_is_back() {
     w.api.apply(dns_slice(&["10.244.1.1", "10.244.1.3"]));
     w.wait_gone(&gone, FLUSH_DEADLINE, "10.244.1.2's flows", &agent);
 
-    let downtime = Duration::from_secs(3);
-    let addr = w.api.server.addr();
     let late = Flow::many(IPPROTO_UDP, DNS, "10.244.1.2:5353", 2);
-    std::thread::scope(|s| {
-        let server = &w.api.server;
-        let restart = s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(server.restart_with_downtime(downtime))
-                .expect("restart");
-        });
-        eventually(
-            Duration::from_secs(5),
-            "the API server refuses connections",
-            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err(),
-        );
+    with_outage(&w.api, Duration::from_secs(3), || {
         // A client still pinned to the dead backend (kube-proxy lagging) during the outage.
         create(&mut w.ct, &late);
-        restart.join().expect("restart thread");
     });
     w.flows.extend(&late);
     let took = w.wait_gone(

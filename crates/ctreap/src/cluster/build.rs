@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Node;
 
 use super::model::{
-    Backend, Conditions, Frontend, FrontendKey, FrontendKind, NewPort, Proto, ServiceMap,
+    Backend, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, Proto, ServiceMap,
     ServiceName,
 };
 use super::view::{ServiceView, SliceAddress, SliceView};
@@ -276,7 +276,7 @@ pub(crate) fn service_ports<S: ServiceView, E: SliceView>(
     slices: &[&E],
     node_addrs: &[IpAddr],
     w: &mut Warnings,
-) -> Vec<NewPort> {
+) -> Vec<PortEntry> {
     let id = format!("{ns}/{name}");
     let mut ports = service_frontends(svc, &id, node_addrs, w);
     if ports.is_empty() {
@@ -307,7 +307,7 @@ fn service_frontends(
     id: &str,
     node_addrs: &[IpAddr],
     w: &mut Warnings,
-) -> Vec<NewPort> {
+) -> Vec<PortEntry> {
     const KIND: &str = "Service";
     if svc.service_proxy_name().is_some() {
         return Vec::new();
@@ -448,7 +448,8 @@ fn service_frontends(
         // port equal to the nodePort: keep the first kind.
         let mut seen = HashSet::with_capacity(fes.len());
         fes.retain(|f| seen.insert(f.key));
-        ports.push(NewPort {
+        ports.push(PortEntry {
+            service: 0,
             name: sp.name.unwrap_or_default().into(),
             proto,
             port,
@@ -464,7 +465,7 @@ fn service_frontends(
 /// One slice's endpoints, added to the backends of the Service's `ports` (by index).
 fn add_slice(
     slice: &impl SliceView,
-    ports: &[NewPort],
+    ports: &[PortEntry],
     backends: &mut HashMap<(usize, IpAddr, u16), Conditions>,
     w: &mut Warnings,
 ) {

@@ -225,6 +225,8 @@ pub type PortId = u32;
 /// backends (sorted by address, one per (ip, port), conditions merged across slices).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PortEntry {
+    /// The map's index of the Service; the builder leaves it 0, [`ServiceMap::insert_service`]
+    /// sets it.
     pub(crate) service: u32,
     /// `spec.ports[].name`; empty when unnamed (single-port Services).
     pub(crate) name: Box<str>,
@@ -290,18 +292,6 @@ pub struct ServiceMap {
     /// Frontend key -> the service ports published on it (almost always one).
     frontends: HashMap<FrontendKey, Box<[PortId]>>,
     node_addrs: Vec<IpAddr>,
-}
-
-/// A service port as the builder makes it, before it has an id and a Service index.
-#[derive(Clone, Debug)]
-pub(crate) struct NewPort {
-    pub(crate) name: Box<str>,
-    pub(crate) proto: Proto,
-    pub(crate) port: u16,
-    pub(crate) node_port: Option<u16>,
-    pub(crate) frontends: Box<[Frontend]>,
-    pub(crate) backends: Box<[Backend]>,
-    pub(crate) ignored: bool,
 }
 
 impl ServiceMap {
@@ -456,7 +446,7 @@ impl ServiceMap {
 
     /// Puts Service `name` with `ports` into the map (replacing nothing: remove it first).
     /// A Service without ports takes no slot. Proportional to the Service.
-    pub(crate) fn insert_service(&mut self, name: ServiceName, ports: Vec<NewPort>) {
+    pub(crate) fn insert_service(&mut self, name: ServiceName, ports: Vec<PortEntry>) {
         debug_assert!(!self.service_ids.contains_key(&name), "insert after remove");
         if ports.is_empty() {
             return;
@@ -483,16 +473,7 @@ impl ServiceMap {
                 v.push(id);
                 *e = v.into_boxed_slice();
             }
-            self.ports[id as usize] = Some(PortEntry {
-                service: si,
-                name: p.name,
-                proto: p.proto,
-                port: p.port,
-                node_port: p.node_port,
-                frontends: p.frontends,
-                backends: p.backends,
-                ignored: p.ignored,
-            });
+            self.ports[id as usize] = Some(PortEntry { service: si, ..p });
             ids.push(id);
         }
         self.service_ids.insert(name.clone(), si);

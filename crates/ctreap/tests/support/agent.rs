@@ -769,6 +769,28 @@ impl Agent {
         }
     }
 
+    /// [`Agent::start_bin`], then waits up to 300 s for `/readyz` and for a full pass of
+    /// `trigger` (`startup`, `resync`); returns the agent and the seconds it took to be ready.
+    pub fn start_bin_passed(
+        bin: &Path,
+        kubeconfig: &Path,
+        netns: &str,
+        extra: &[&str],
+        trigger: &str,
+    ) -> (Agent, f64) {
+        let t = Instant::now();
+        let mut agent = Agent::start_bin(bin, kubeconfig, netns, extra);
+        agent.wait_ready(Duration::from_secs(300));
+        let ready = t.elapsed().as_secs_f64();
+        let series = format!("ctreap_reconciles_total{{trigger=\"{trigger}\"}}");
+        agent.wait_metrics(
+            Duration::from_secs(300),
+            &format!("a {trigger} pass"),
+            |m| m.or0(&series) >= 1.0,
+        );
+        (agent, ready)
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         // SAFETY: kill(2) on our own child's pid (not yet reaped, so not reused) with a valid
