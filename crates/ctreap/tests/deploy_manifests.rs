@@ -1498,6 +1498,7 @@ const FLAG_VALUES: &[(&str, &str)] = &[
     ("no-events", "events"),
     ("log-format", "logFormat"),
     ("sync-timeout", "syncTimeout"),
+    ("liveness-timeout", "livenessTimeout"),
 ];
 
 /// Flags that are not values, on purpose: in a pod the API server comes from the in-cluster
@@ -1703,6 +1704,7 @@ fn args_from_values(v: &Yaml) -> Vec<String> {
     }
     args.push(format!("--log-format={}", s("logFormat")));
     args.push(format!("--sync-timeout={}", s("syncTimeout")));
+    args.push(format!("--liveness-timeout={}", s("livenessTimeout")));
     args.extend(
         v["extraArgs"]
             .as_sequence()

@@ -1725,3 +1725,44 @@ fn an_endpoint_moving_between_slices_keeps_its_flows_by_default() {
     assert_table(&before, &[], &w.table(), "after the move");
     assert_eq!(agent.metrics().deleted(), 0.0, "{}", agent.log_tail(10));
 }
+
+/// Liveness (issue 10): /healthz follows the main loop's progress. A loop wedged on purpose
+/// (the hidden fault-injection flag) makes it fail within --liveness-timeout, while /metrics
+/// and /readyz, served by other tasks, still answer; an agent that is only idle stays healthy.
+#[test]
+fn healthz_fails_when_the_main_loop_is_wedged() {
+    let w = World::new("run-live");
+    let mut idle = w.agent(&["--resync", "60s", "--liveness-timeout", "2s"]);
+    let mut agent = w.agent(&[
+        "--resync",
+        "60s",
+        "--liveness-timeout",
+        "2s",
+        "--debug-stall-after",
+        "1s",
+    ]);
+    agent.wait_ready(READY);
+    idle.wait_ready(READY);
+    let (code, _) = agent.get("/healthz").expect("GET /healthz");
+    assert_eq!(code, 200, "healthy at first");
+    eventually_with(Duration::from_secs(10), "/healthz fails", || {
+        match agent.get("/healthz") {
+            Ok((503, body)) if body.starts_with("stalled: ") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(
+        agent.log().contains("--debug-stall-after"),
+        "{}",
+        agent.log_tail(5)
+    );
+    assert_eq!(agent.get("/metrics").expect("metrics").0, 200);
+    // Idle for longer than the timeout: the heartbeat keeps it healthy.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        idle.get("/healthz").expect("GET /healthz"),
+        (200, "ok\n".to_string()),
+        "{}",
+        idle.log_tail(5)
+    );
+}

@@ -54,6 +54,14 @@ pub struct RunCmd {
     /// Circuit breaker: how long a held pass waits before the watches re-list to confirm it.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub breaker_hold: Duration,
+    /// /healthz fails (503) when the agent's main loop has made no progress for this long (a
+    /// wedged loop, so that the kubelet restarts the pod). Passes count as progress as they
+    /// read the table.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub liveness_timeout: Duration,
+    /// Fault injection for tests: the main loop stops making progress this long after start.
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub debug_stall_after: Option<Duration>,
     /// Do not listen for conntrack NEW events (flows created towards gone backends are then
     /// caught by the next full reconcile only).
     #[arg(long)]

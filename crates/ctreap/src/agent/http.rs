@@ -1,7 +1,9 @@
 //! `/metrics`, `/healthz` and `/readyz` on `--listen`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +21,11 @@ pub struct Health {
     not_ready: Mutex<Option<String>>,
     /// Something an operator must fix that does not stop the agent (a wrong --node-name).
     warning: Mutex<Option<String>>,
+    /// The main loop's last sign of progress, in ms since `started`.
+    beat_ms: AtomicU64,
+    started: Instant,
+    /// How long without progress makes /healthz fail.
+    liveness_timeout: Mutex<Duration>,
 }
 
 impl Health {
@@ -27,6 +34,9 @@ impl Health {
             metrics: Metrics::new(),
             not_ready: Mutex::new(Some("starting".into())),
             warning: Mutex::new(None),
+            beat_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            liveness_timeout: Mutex::new(Duration::from_secs(60)),
         }
     }
 
@@ -34,6 +44,31 @@ impl Health {
     pub fn set_not_ready(&self, reason: Option<String>) {
         self.metrics.ready(reason.is_none());
         *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// The main loop made progress.
+    pub fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.beat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn set_liveness_timeout(&self, d: Duration) {
+        *self
+            .liveness_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = d;
+    }
+
+    /// How long the main loop has gone without progress, if longer than the liveness timeout.
+    fn stalled(&self) -> Option<Duration> {
+        let now = self.started.elapsed();
+        let last = Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
+        let quiet = now.saturating_sub(last);
+        let limit = *self
+            .liveness_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (quiet > limit).then_some(quiet)
     }
 
     /// Sets the warning /readyz shows; returns whether it changed.
@@ -75,8 +110,17 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    match h.stalled() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(quiet) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: the main loop has made no progress for {:.1}s (--liveness-timeout)\n",
+                quiet.as_secs_f64()
+            ),
+        ),
+    }
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {

@@ -71,6 +71,8 @@ const MAX_FILTERED_WALKS: usize = 8;
 /// How long the startup pass waits for the event listener's socket (it opens in
 /// milliseconds; a failure is retried by the listener and only costs walks until a full pass).
 const LISTENER_WAIT: Duration = Duration::from_secs(2);
+/// How often the main loop shows progress when nothing happens (/healthz).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How often the table's size is read for the gauges.
 const STATS_EVERY: Duration = Duration::from_secs(10);
 /// Event socket receive buffer unless `--event-rcvbuf` says otherwise.
@@ -281,6 +283,8 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
     }
 
     let health = Arc::new(Health::new());
+    health.set_liveness_timeout(cmd.liveness_timeout);
+    health.beat();
     let listener = tokio::net::TcpListener::bind(cmd.listen)
         .await
         .with_context(|| format!("listening on {} (--listen)", cmd.listen))?;
@@ -351,7 +355,11 @@ impl Agent {
         self.health
             .set_not_ready(Some("waiting for the initial lists".into()));
         let mut warn_at = Instant::now() + self.cmd.kube.sync_timeout;
+        // Waiting for the API server is progress too: a liveness failure would only restart
+        // the wait.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
+            self.health.beat();
             self.observe_status();
             if self.watch.is_synced() {
                 break;
@@ -360,6 +368,7 @@ impl Agent {
             self.view_ok();
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
+                _ = heartbeat.tick() => {}
                 _ = self.changes.changed() => {}
                 _ = sleep_until(warn_at.into()) => {
                     warn_at = Instant::now() + self.cmd.kube.sync_timeout;
@@ -401,6 +410,8 @@ impl Agent {
             tokio::time::interval_at((Instant::now() + self.cmd.resync).into(), self.cmd.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(STATS_EVERY);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let stall_at = self.cmd.debug_stall_after.map(|d| Instant::now() + d);
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
             let grace_due = self.pending.values().map(|p| p.due).min().unwrap_or(far);
@@ -409,9 +420,15 @@ impl Agent {
                 Some(h) if !h.relisting => h.relist_at,
                 _ => far,
             };
+            self.health.beat();
+            if stall_at.is_some_and(|t| Instant::now() >= t) {
+                warn!("--debug-stall-after: the main loop stops making progress (fault injection)");
+                std::future::pending::<()>().await;
+            }
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = heartbeat.tick() => {}
                 r = self.changes.changed() => {
                     if r.is_err() {
                         // The watch was replaced (breaker re-list); follow the new one.
@@ -819,8 +836,10 @@ impl Agent {
         let k = self.kernel.clone();
         let model = self.model.clone();
         let flows = self.flows.clone();
+        let health = self.health.clone();
         let res = tokio::task::spawn_blocking(move || {
             let keys = keys;
+            let mut read = 0u64;
             // A whole-table walk also rebuilds the index of flows by backend.
             let walk = counting.then(|| flows.begin_walk());
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
@@ -828,6 +847,11 @@ impl Agent {
             let mut nat_flows = 0u64;
             let mut stale: StaleCounts = HashMap::new();
             let sweep = kernel.sweep(&filters, |flow, _e: &Entry| {
+                // A long pass is progress (/healthz): the loop awaits it.
+                read += 1;
+                if read.is_multiple_of(65_536) {
+                    health.beat();
+                }
                 // Each entry is judged with the model as it is now (the watches go on
                 // updating it during a long pass); the lock is held for one entry.
                 let model = model.read().unwrap_or_else(|e| e.into_inner());
@@ -1026,11 +1050,13 @@ impl Agent {
             }
         }
         let (flows, model, k) = (self.flows.clone(), self.model.clone(), self.kernel.clone());
+        let health = self.health.clone();
         let dry_run = self.cmd.dry_run;
         let res = tokio::task::spawn_blocking(move || {
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let (mut results, mut unknown, mut skipped) = (Vec::new(), Vec::new(), 0u64);
             for ip in backends {
+                health.beat();
                 let Some(list) = flows.flows_of(ip) else {
                     unknown.push(ip);
                     continue;
