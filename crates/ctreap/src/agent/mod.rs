@@ -47,8 +47,8 @@ use self::flows::FlowIndex;
 use self::http::Health;
 use self::kernel::{Kernel, Selected};
 use crate::cluster::{
-    ClusterState, ClusterWatch, Proto, ServiceMap, ServiceName, WatchConfig, Watched, kube_client,
-    local_addresses, node_name,
+    ClusterState, ClusterWatch, Proto, ServiceMap, ServiceName, WatchConfig, Watched, addresses_in,
+    kube_client, node_name,
 };
 use crate::reconcile::{
     Flow, FlushKey, Planned, Policy, Stale, StaleReason, Verdict, classify, deletable,
@@ -304,10 +304,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
 
     let client = kube_client(cmd.kube.kubeconfig.clone(), cmd.kube.context.clone()).await?;
     let node = node_name(cmd.kube.node_name.clone())?;
-    let node_local_addrs = match &netns {
-        Some(ns) => ns.run(local_addresses)??,
-        None => local_addresses()?,
-    };
+    let node_local_addrs = addresses_in(netns.as_ref())?;
     let watch_config = WatchConfig {
         node_name: Some(node.clone()),
         node_local_addrs,
@@ -431,7 +428,8 @@ impl Agent {
                 _ = heartbeat.tick() => {}
                 r = self.changes.changed() => {
                     if r.is_err() {
-                        // The watch was replaced (breaker re-list); follow the new one.
+                        // Cannot happen while the watch lives (it holds the sender, and a
+                        // restart keeps it); subscribe again rather than spin.
                         self.changes = self.watch.changes();
                         continue;
                     }
@@ -958,12 +956,7 @@ impl Agent {
             services.sort();
             services.dedup();
             if self.breaker_holds(trigger, to_delete, nat_flows, emptied, services) {
-                self.held = Some(Held {
-                    relist_at: Instant::now() + self.cmd.breaker_hold,
-                    relisting: false,
-                    keys,
-                });
-                self.publish(false);
+                self.hold(keys);
                 return;
             }
         }
@@ -1023,7 +1016,9 @@ impl Agent {
             emptied_services(model.map(), keys.values())
         };
         if trigger != Trigger::Breaker && emptied >= 2 {
-            let nat_flows = self.flows.total()?;
+            let Some(nat_flows) = self.flows.total() else {
+                return Some(keys); // trust lost meanwhile: walk them
+            };
             let model = self.model.read().unwrap_or_else(|e| e.into_inner());
             let mut to_delete = 0u64;
             let mut services: Vec<ServiceName> = Vec::new();
@@ -1040,12 +1035,7 @@ impl Agent {
             let emptied = emptied_services(model.map(), &services);
             drop(model);
             if self.breaker_holds(trigger, to_delete, nat_flows, emptied, services) {
-                self.held = Some(Held {
-                    relist_at: Instant::now() + self.cmd.breaker_hold,
-                    relisting: false,
-                    keys: Some(keys),
-                });
-                self.publish(false);
+                self.hold(Some(keys));
                 return None;
             }
         }
@@ -1119,6 +1109,17 @@ impl Agent {
         self.health.metrics.breaker_tripped();
         self.health.metrics.breaker(&services);
         true
+    }
+
+    /// Holds a pass the breaker stopped (with its watch-planned keys, judged again after the
+    /// confirming re-list) and withdraws the event listener's view until then.
+    fn hold(&mut self, keys: Option<Planned>) {
+        self.held = Some(Held {
+            relist_at: Instant::now() + self.cmd.breaker_hold,
+            relisting: false,
+            keys,
+        });
+        self.publish(false);
     }
 
     /// Deletes each group's entries (or, with --dry-run, counts them), one log line per group.

@@ -6,9 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::cluster::{
-    ClusterWatch, Snapshot, WatchConfig, kube_client, local_addresses, node_name,
-};
+use crate::cluster::{ClusterWatch, Snapshot, WatchConfig, addresses_in, kube_client, node_name};
 
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
@@ -35,10 +33,7 @@ impl KubeArgs {
         let node = node_name(self.node_name.clone())?;
         // NodePorts answer on the node's own interface addresses too (kube-proxy with
         // nodePortAddresses unset); read them where the conntrack table lives.
-        let node_local_addrs = match netns {
-            Some(ns) => ns.run(local_addresses)??,
-            None => local_addresses()?,
-        };
+        let node_local_addrs = addresses_in(netns)?;
         let watch = ClusterWatch::start(
             client,
             WatchConfig {

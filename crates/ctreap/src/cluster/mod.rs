@@ -20,7 +20,7 @@ mod view;
 mod watch;
 
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
-pub use ifaddrs::local_addresses;
+pub use ifaddrs::{addresses_in, local_addresses};
 #[cfg(test)]
 pub(crate) use lite::{ServiceLite, SliceLite};
 pub use model::{

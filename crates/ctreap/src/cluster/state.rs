@@ -141,16 +141,6 @@ impl ClusterState {
         out
     }
 
-    /// Changes not taken yet.
-    pub fn pending_changes(&self) -> usize {
-        self.changes.len()
-    }
-
-    /// A Service was added or changed (a watch's Apply event).
-    pub fn apply_service_object(&mut self, svc: Service) {
-        self.apply_service(ServiceLite::from(svc));
-    }
-
     /// An EndpointSlice was added or changed (a watch's Apply event).
     pub fn apply_endpoint_slice(&mut self, slice: EndpointSlice) {
         self.apply_slice(SliceLite::from(slice));
