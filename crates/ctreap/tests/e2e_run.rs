@@ -1766,3 +1766,84 @@ fn healthz_fails_when_the_main_loop_is_wedged() {
         idle.log_tail(5)
     );
 }
+
+/// An object that does not decode (issue 10): EndpointSlices whose port is a string. Each is
+/// decoded on its own, so one such object no longer stops the whole watch: the agent becomes
+/// ready with one in the first list, keeps acting on the rest of the view, names each bad
+/// object in one WARN line and counts it in `ctreap_cluster_warnings`. A slice that goes bad
+/// after it was good keeps its last decoded version (its backends do not look gone: without
+/// that, web-v4's live flows would be deleted here); fixed, it is read again.
+#[test]
+fn an_object_that_does_not_decode_is_skipped_and_named() {
+    let mut w = World::new("run-undec");
+    let initial = w.table();
+    let stringly = |mut s: Value, port: &str| {
+        s["ports"][0]["port"] = json!(port);
+        s
+    };
+    w.api.apply(stringly(
+        slice(
+            "dns-junk",
+            "dns",
+            &[("dns", 5353, "UDP")],
+            vec![ep("10.244.1.7")],
+        ),
+        "5353",
+    ));
+    let mut agent = w.agent(&["--resync", "60s"]);
+    // Before: /readyz failed with the deserialization error for as long as the object existed.
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let undecodable = "ctreap_cluster_warnings{kind=\"EndpointSlice\",reason=\"undecodable\"}";
+    agent.wait_metrics(FLUSH_DEADLINE, "the bad slice counted", |m| {
+        m.or0(undecodable) == 1.0
+    });
+
+    // The rest of the view is current: a removal elsewhere is flushed.
+    let gone = w.of(DNS, "10.244.1.2:5353");
+    w.api.apply(dns_slice(&["10.244.1.1", "10.244.1.3"]));
+    w.wait_gone(&gone, FLUSH_DEADLINE, "10.244.1.2's flows", &agent);
+
+    // web-v4 goes bad, dropping 10.244.2.2 in the same write: the last decoded version stays,
+    // so nothing of web is deleted.
+    let before = w.table();
+    w.api.apply(stringly(web4_slice(&["10.244.2.1"]), "8080"));
+    agent.wait_metrics(FLUSH_DEADLINE, "both bad slices counted", |m| {
+        m.or0(undecodable) == 2.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_table(&before, &[], &w.table(), "after web-v4 went bad");
+    let warn_lines = |what: &str| {
+        agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(what) && l.contains("undecodable"))
+            .count()
+    };
+    assert_eq!(warn_lines("default/dns-junk"), 1, "{}", agent.log_tail(20));
+    assert_eq!(warn_lines("default/web-v4"), 1, "{}", agent.log_tail(20));
+    assert!(
+        agent.log().lines().any(|l| l.contains("default/web-v4")
+            && l.contains("invalid type: string")
+            && l.contains("last decoded version is kept")),
+        "the decoder's message and what the agent does:\n{}",
+        agent.log_tail(20)
+    );
+    let (code, body) = agent.readyz();
+    assert_eq!(code, 200, "{body}");
+
+    // Fixed (as the bad write meant): read again, and 10.244.2.2's flows go.
+    let gone = w.of(WEB4, "10.244.2.2:8080");
+    w.api.apply(web4_slice(&["10.244.2.1"]));
+    w.wait_gone(&gone, FLUSH_DEADLINE, "10.244.2.2's flows", &agent);
+    w.api
+        .server
+        .delete(ResourceKind::EndpointSlice, Some("default"), "dns-junk")
+        .expect("delete");
+    agent.wait_metrics(FLUSH_DEADLINE, "no bad object left", |m| {
+        m.get(undecodable) == Some(0.0)
+    });
+    let after = w.table();
+    let all_gone: Vec<Flow> = [w.of(DNS, "10.244.1.2:5353"), gone].concat();
+    assert_table(&initial, &all_gone, &after, "at the end");
+}

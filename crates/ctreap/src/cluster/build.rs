@@ -45,6 +45,9 @@ pub enum WarningKind {
     DuplicateObject,
     /// An EndpointSlice `addressType` other than IPv4, IPv6, FQDN.
     UnsupportedAddressType,
+    /// An object that is not a valid API object of its kind (a port that is a string): its
+    /// last decoded version, if any, stays in the view.
+    Undecodable,
 }
 
 impl WarningKind {
@@ -60,6 +63,7 @@ impl WarningKind {
             WarningKind::DuplicateEndpoint => "duplicate_endpoint",
             WarningKind::DuplicateObject => "duplicate_object",
             WarningKind::UnsupportedAddressType => "unsupported_address_type",
+            WarningKind::Undecodable => "undecodable",
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`kube_client`], [`node_name`]: setup helpers for the binary.
 
 mod build;
+mod decode;
 mod ifaddrs;
 mod lite;
 mod model;

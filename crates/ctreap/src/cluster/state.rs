@@ -74,6 +74,9 @@ pub struct ClusterState {
     /// for a Service that does not exist, by (namespace, Service name).
     warnings: BTreeMap<ObjKey, Vec<Warning>>,
     node_warnings: Vec<Warning>,
+    /// Objects the watches could not decode, by (kind, `namespace/name`): their last decoded
+    /// version, if any, stays in the model.
+    undecodable: BTreeMap<(&'static str, String), Warning>,
     changes: HashMap<Pair, Change>,
 }
 
@@ -96,6 +99,7 @@ impl ClusterState {
     pub fn warnings(&self) -> Vec<Warning> {
         let mut out = self.node_warnings.clone();
         out.extend(self.warnings.values().flatten().cloned());
+        out.extend(self.undecodable.values().cloned());
         out
     }
 
@@ -107,6 +111,7 @@ impl ClusterState {
             .node_warnings
             .iter()
             .chain(self.warnings.values().flatten())
+            .chain(self.undecodable.values())
         {
             *out.entry((w.object_kind, w.kind.as_str())).or_default() += 1;
         }
@@ -163,8 +168,8 @@ impl ClusterState {
         self.rebuild(&key);
     }
 
-    pub(crate) fn delete_service(&mut self, svc: &ServiceLite) {
-        let Some(key) = self.key_of(svc.namespace(), svc.name(), "Service") else {
+    pub(crate) fn delete_service(&mut self, ns: Option<&str>, name: Option<&str>) {
+        let Some(key) = self.key_of(ns, name, "Service") else {
             return;
         };
         if self.services.remove(&key).is_some() {
@@ -193,14 +198,73 @@ impl ClusterState {
         }
     }
 
-    pub(crate) fn delete_slice(&mut self, slice: &SliceLite) {
-        let Some(key) = self.key_of(slice.namespace(), slice.name(), "EndpointSlice") else {
+    pub(crate) fn delete_slice(&mut self, ns: Option<&str>, name: Option<&str>) {
+        let Some(key) = self.key_of(ns, name, "EndpointSlice") else {
             return;
         };
         if let Some(old) = self.slices.remove(&key)
             && let Some(svc) = self.unlink(&key, &old)
         {
             self.rebuild(&svc);
+        }
+    }
+
+    /// The Service the model holds under this name, if any.
+    pub(crate) fn service(&self, ns: &str, name: &str) -> Option<&ServiceLite> {
+        self.services.get(&obj_key(ns, name))
+    }
+
+    /// The EndpointSlice the model holds under this name, if any.
+    pub(crate) fn slice(&self, ns: &str, name: &str) -> Option<&SliceLite> {
+        self.slices.get(&obj_key(ns, name))
+    }
+
+    /// The Node, if seen.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// `object` of `kind` arrived in a form that does not decode (`why`): one WARN line when
+    /// this is news, and a warning while it lasts.
+    pub(crate) fn set_undecodable(&mut self, kind: &'static str, object: String, why: String) {
+        let w = Warning {
+            kind: super::build::WarningKind::Undecodable,
+            object_kind: kind,
+            object: object.clone(),
+            message: why,
+        };
+        let key = (kind, object);
+        if self.undecodable.get(&key) != Some(&w) {
+            log_new(&[], std::slice::from_ref(&w));
+            self.undecodable.insert(key, w);
+        }
+    }
+
+    /// `object` of `kind` decoded again, or is gone.
+    pub(crate) fn clear_undecodable(&mut self, kind: &'static str, object: &str) {
+        if self
+            .undecodable
+            .remove(&(kind, object.to_owned()))
+            .is_some()
+        {
+            tracing::info!(kind, object, "decodes again");
+        }
+    }
+
+    /// A complete list of `kind` arrived: these are the objects of it that did not decode.
+    pub(crate) fn replace_undecodable(&mut self, kind: &'static str, bad: Vec<(String, String)>) {
+        let bad: BTreeMap<String, String> = bad.into_iter().collect();
+        let gone: Vec<String> = self
+            .undecodable
+            .keys()
+            .filter(|(k, o)| *k == kind && !bad.contains_key(o))
+            .map(|(_, o)| o.clone())
+            .collect();
+        for o in gone {
+            self.clear_undecodable(kind, &o);
+        }
+        for (o, why) in bad {
+            self.set_undecodable(kind, o, why);
         }
     }
 
@@ -580,7 +644,7 @@ mod tests {
                 }
                 Op::DeleteService(n) => {
                     if let Some(s) = self.services.remove(&n) {
-                        st.delete_service(&s);
+                        st.delete_service(s.namespace(), s.name());
                     }
                 }
                 Op::Slice(n, svc, eps) => {
@@ -590,7 +654,7 @@ mod tests {
                 }
                 Op::DeleteSlice(n) => {
                     if let Some(s) = self.slices.remove(&n) {
-                        st.delete_slice(&s);
+                        st.delete_slice(s.namespace(), s.name());
                     }
                 }
                 Op::LocalAddrs(a, b) => {

@@ -30,9 +30,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
+use super::decode::{Decoded, Undecodable, object_of};
 use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
 use super::state::ClusterState;
+use super::view::{ServiceView, SliceView};
 
 /// Errors of client setup.
 #[derive(Debug, thiserror::Error)]
@@ -559,20 +561,29 @@ impl Keep for Node {
 }
 
 /// How a compact form enters the model.
-pub(crate) trait Model: Sized {
+pub(crate) trait Model: Sized + Clone {
     fn apply(self, st: &mut ClusterState);
-    fn delete(self, st: &mut ClusterState);
+    /// The object of this name is gone.
+    fn delete(st: &mut ClusterState, ns: Option<&str>, name: Option<&str>);
     fn replace(list: Vec<Self>, st: &mut ClusterState);
     fn count(st: &ClusterState) -> usize;
+    /// The version of the object of this name the model holds.
+    fn current<'s>(st: &'s ClusterState, ns: Option<&str>, name: &str) -> Option<&'s Self>;
+    /// Namespace and name.
+    fn ident(&self) -> (Option<&str>, Option<&str>);
 }
 
 impl Model for ServiceLite {
+    fn ident(&self) -> (Option<&str>, Option<&str>) {
+        (ServiceView::namespace(self), ServiceView::name(self))
+    }
+
     fn apply(self, st: &mut ClusterState) {
         st.apply_service(self);
     }
 
-    fn delete(self, st: &mut ClusterState) {
-        st.delete_service(&self);
+    fn delete(st: &mut ClusterState, ns: Option<&str>, name: Option<&str>) {
+        st.delete_service(ns, name);
     }
 
     fn replace(list: Vec<Self>, st: &mut ClusterState) {
@@ -582,15 +593,23 @@ impl Model for ServiceLite {
     fn count(st: &ClusterState) -> usize {
         st.service_count()
     }
+
+    fn current<'s>(st: &'s ClusterState, ns: Option<&str>, name: &str) -> Option<&'s Self> {
+        st.service(ns?, name)
+    }
 }
 
 impl Model for SliceLite {
+    fn ident(&self) -> (Option<&str>, Option<&str>) {
+        (SliceView::namespace(self), SliceView::name(self))
+    }
+
     fn apply(self, st: &mut ClusterState) {
         st.apply_slice(self);
     }
 
-    fn delete(self, st: &mut ClusterState) {
-        st.delete_slice(&self);
+    fn delete(st: &mut ClusterState, ns: Option<&str>, name: Option<&str>) {
+        st.delete_slice(ns, name);
     }
 
     fn replace(list: Vec<Self>, st: &mut ClusterState) {
@@ -600,14 +619,22 @@ impl Model for SliceLite {
     fn count(st: &ClusterState) -> usize {
         st.slice_count()
     }
+
+    fn current<'s>(st: &'s ClusterState, ns: Option<&str>, name: &str) -> Option<&'s Self> {
+        st.slice(ns?, name)
+    }
 }
 
 impl Model for Node {
+    fn ident(&self) -> (Option<&str>, Option<&str>) {
+        (None, self.metadata.name.as_deref())
+    }
+
     fn apply(self, st: &mut ClusterState) {
         st.set_node(Some(self));
     }
 
-    fn delete(self, st: &mut ClusterState) {
+    fn delete(st: &mut ClusterState, _: Option<&str>, _: Option<&str>) {
         st.set_node(None);
     }
 
@@ -618,6 +645,24 @@ impl Model for Node {
     fn count(st: &ClusterState) -> usize {
         usize::from(st.has_node())
     }
+
+    fn current<'s>(st: &'s ClusterState, _: Option<&str>, name: &str) -> Option<&'s Self> {
+        st.node()
+            .filter(|n| n.metadata.name.as_deref() == Some(name))
+    }
+}
+
+/// The warning for an object that does not decode, saying what the model does instead.
+fn undecodable_reason(bad: &Undecodable, kept: bool) -> String {
+    let then = if kept {
+        "its last decoded version is kept"
+    } else {
+        "it is skipped"
+    };
+    format!(
+        "cannot be decoded ({}); {then} until it is fixed or deleted",
+        bad.error
+    )
 }
 
 /// What one watch task writes to.
@@ -628,7 +673,7 @@ struct Task {
     epoch: u64,
 }
 
-async fn run<K>(api: Api<K>, config: watcher::Config, task: Task)
+async fn run<K>(api: Api<Decoded<K>>, config: watcher::Config, task: Task)
 where
     K: Resource<DynamicType = ()>
         + Keep
@@ -640,11 +685,16 @@ where
         + 'static,
     K::Kept: Model + Send + 'static,
 {
+    let kind: &'static str = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(k) => k,
+        std::borrow::Cow::Owned(_) => "object",
+    };
     let mut events = kube::runtime::watcher(api, config)
         .default_backoff()
         .boxed();
     // A list in progress: the model keeps the previous complete one until it ends.
     let mut listing: Vec<K::Kept> = Vec::new();
+    let mut listing_bad: Vec<Box<Undecodable>> = Vec::new();
     while let Some(item) = events.next().await {
         let ev = match item {
             Ok(ev) => ev,
@@ -657,30 +707,61 @@ where
             }
         };
         // Reduced before anything keeps it.
-        let (tag, kept): (Event<()>, Option<K::Kept>) = match ev {
-            Event::Init => (Event::Init, None),
-            Event::InitApply(k) => {
+        let (tag, kept): (Event<()>, Option<Decoded<K::Kept>>) = match ev {
+            Event::Init => {
+                listing.clear();
+                listing_bad.clear();
+                (Event::Init, None)
+            }
+            Event::InitApply(Decoded::Ok(k)) => {
                 listing.push(k.keep());
-                (Event::InitApply(()), None)
+                continue;
+            }
+            Event::InitApply(Decoded::Bad(b)) => {
+                listing_bad.push(b);
+                continue;
             }
             Event::InitDone => (Event::InitDone, None),
-            Event::Apply(k) => (Event::Apply(()), Some(k.keep())),
-            Event::Delete(k) => (Event::Delete(()), Some(k.keep())),
+            Event::Apply(k) => (Event::Apply(()), Some(k.map_ok(Keep::keep))),
+            Event::Delete(k) => (Event::Delete(()), Some(k.map_ok(Keep::keep))),
         };
-        if matches!(tag, Event::Init) {
-            listing.clear();
-        }
-        if matches!(tag, Event::InitApply(_)) {
-            continue;
-        }
         let mut model = write_state(&task.state);
         if task.shared.epoch.load(Ordering::SeqCst) != task.epoch {
             return; // restarted: a newer task owns this watch
         }
         match (tag.clone(), kept) {
-            (Event::InitDone, _) => K::Kept::replace(std::mem::take(&mut listing), &mut model),
-            (Event::Apply(()), Some(k)) => k.apply(&mut model),
-            (Event::Delete(()), Some(k)) => k.delete(&mut model),
+            (Event::InitDone, _) => {
+                let mut bad = Vec::with_capacity(listing_bad.len());
+                for b in listing_bad.drain(..) {
+                    // What the model holds of it stays, rather than its backends looking gone.
+                    let held = b.meta.name.as_deref().and_then(|name| {
+                        K::Kept::current(&model, b.meta.namespace.as_deref(), name).cloned()
+                    });
+                    bad.push((b.object(), undecodable_reason(&b, held.is_some())));
+                    listing.extend(held);
+                }
+                K::Kept::replace(std::mem::take(&mut listing), &mut model);
+                model.replace_undecodable(kind, bad);
+            }
+            (Event::Apply(()), Some(Decoded::Ok(k))) => {
+                let (ns, name) = k.ident();
+                model.clear_undecodable(kind, &object_of(ns, name));
+                k.apply(&mut model);
+            }
+            (Event::Apply(()), Some(Decoded::Bad(b))) => {
+                let held = b.meta.name.as_deref().is_some_and(|name| {
+                    K::Kept::current(&model, b.meta.namespace.as_deref(), name).is_some()
+                });
+                model.set_undecodable(kind, b.object(), undecodable_reason(&b, held));
+            }
+            (Event::Delete(()), Some(d)) => {
+                let (ns, name) = match &d {
+                    Decoded::Ok(k) => k.ident(),
+                    Decoded::Bad(b) => (b.meta.namespace.as_deref(), b.meta.name.as_deref()),
+                };
+                model.clear_undecodable(kind, &object_of(ns, name));
+                K::Kept::delete(&mut model, ns, name);
+            }
             _ => {}
         }
         let objects = K::Kept::count(&model);
