@@ -273,6 +273,12 @@ pub(crate) fn namespaced<'a>(
 /// One Service's ports with their frontends and backends, from the Service and the slices
 /// labelled for it, as kube-proxy programs them. Empty for Services with no NAT (headless,
 /// ExternalName, not yet allocated, another proxy's). Costs in proportion to this Service.
+/// The Service opts out of deletions ([`IGNORE_ANNOTATION`]` = "true"`).
+pub(crate) fn annotated_ignore(svc: &impl ServiceView) -> bool {
+    svc.ignore_annotation()
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 pub(crate) fn service_ports<S: ServiceView, E: SliceView>(
     svc: &S,
     ns: &str,
@@ -386,9 +392,7 @@ fn service_frontends(
         }
     }
 
-    let ignored = svc
-        .ignore_annotation()
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let ignored = annotated_ignore(svc);
     let mut ports = Vec::new();
     for (i, sp) in svc.ports().enumerate() {
         let Some(proto) = Proto::from_k8s(sp.protocol) else {

@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::build::SERVICE_NAME_LABEL;
+
 /// One object of a list or watch event, decoded on its own.
 #[derive(Clone, Debug)]
 pub(crate) enum Decoded<K> {
@@ -27,7 +29,8 @@ pub(crate) enum Decoded<K> {
 /// An object that is valid JSON but not a valid `K`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Undecodable {
-    /// Only name, namespace and resourceVersion, read as plain strings.
+    /// Only name, namespace, resourceVersion and the `kubernetes.io/service-name` label, read
+    /// as plain strings.
     pub(crate) meta: ObjectMeta,
     /// serde's message, with the path and position of the offending field.
     pub(crate) error: String,
@@ -37,6 +40,13 @@ impl Undecodable {
     /// `namespace/name`, or `name` for a cluster-scoped object; `?` for what is missing.
     pub(crate) fn object(&self) -> String {
         object_of(self.meta.namespace.as_deref(), self.meta.name.as_deref())
+    }
+
+    /// The Service (namespace, name) the object is labelled for, as an EndpointSlice is.
+    pub(crate) fn service(&self) -> Option<(String, String)> {
+        let ns = self.meta.namespace.clone()?;
+        let svc = self.meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+        Some((ns, svc.clone()))
     }
 }
 
@@ -62,6 +72,15 @@ fn string_at(v: &Value, field: &str) -> Option<String> {
     v.get("metadata")?.get(field)?.as_str().map(str::to_owned)
 }
 
+fn service_label(v: &Value) -> Option<std::collections::BTreeMap<String, String>> {
+    let svc = v
+        .get("metadata")?
+        .get("labels")?
+        .get(SERVICE_NAME_LABEL)?
+        .as_str()?;
+    Some([(SERVICE_NAME_LABEL.to_owned(), svc.to_owned())].into())
+}
+
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Not JSON at all is still an error of the whole body: nothing in it can be trusted.
@@ -73,6 +92,7 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
                     name: string_at(&v, "name"),
                     namespace: string_at(&v, "namespace"),
                     resource_version: string_at(&v, "resourceVersion"),
+                    labels: service_label(&v),
                     ..ObjectMeta::default()
                 },
                 error: e.to_string(),

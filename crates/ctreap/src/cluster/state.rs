@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::build::{
-    Warning, Warnings, namespaced, node_addresses, service_ports, slice_service, unknown_service,
+    Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, slice_service,
+    unknown_service,
 };
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
@@ -30,6 +31,18 @@ type ObjKey = (Box<str>, Box<str>);
 
 fn obj_key(ns: &str, name: &str) -> ObjKey {
     (ns.into(), name.into())
+}
+
+/// An object a watch could not decode.
+#[derive(Clone, Debug)]
+pub(crate) struct BadObject {
+    pub(crate) kind: &'static str,
+    /// `namespace/name`, or `name`.
+    pub(crate) object: String,
+    /// The decoder's message and what the model does about it.
+    pub(crate) why: String,
+    /// The Service (namespace, name) an EndpointSlice is labelled for: held until it decodes.
+    pub(crate) holds: Option<(String, String)>,
 }
 
 /// A (frontend, backend) pair: the entries `conntrack -D -p P --orig-dst F --orig-port-dst FP
@@ -76,7 +89,11 @@ pub struct ClusterState {
     node_warnings: Vec<Warning>,
     /// Objects the watches could not decode, by (kind, `namespace/name`): their last decoded
     /// version, if any, stays in the model.
-    undecodable: BTreeMap<(&'static str, String), Warning>,
+    undecodable: BTreeMap<(&'static str, String), (Warning, Option<ObjKey>)>,
+    /// Every frontend and backend each held Service had while held (and just before): when
+    /// the hold lifts, the Service is judged against them, so backends that left meanwhile are
+    /// recorded.
+    held_at: HashMap<ObjKey, Vec<PortEntry>>,
     changes: HashMap<Pair, Change>,
 }
 
@@ -99,7 +116,7 @@ impl ClusterState {
     pub fn warnings(&self) -> Vec<Warning> {
         let mut out = self.node_warnings.clone();
         out.extend(self.warnings.values().flatten().cloned());
-        out.extend(self.undecodable.values().cloned());
+        out.extend(self.undecodable.values().map(|(w, _)| w.clone()));
         out
     }
 
@@ -111,7 +128,7 @@ impl ClusterState {
             .node_warnings
             .iter()
             .chain(self.warnings.values().flatten())
-            .chain(self.undecodable.values())
+            .chain(self.undecodable.values().map(|(w, _)| w))
         {
             *out.entry((w.object_kind, w.kind.as_str())).or_default() += 1;
         }
@@ -224,48 +241,64 @@ impl ClusterState {
         self.node.as_ref()
     }
 
-    /// `object` of `kind` arrived in a form that does not decode (`why`): one WARN line when
-    /// this is news, and a warning while it lasts.
-    pub(crate) fn set_undecodable(&mut self, kind: &'static str, object: String, why: String) {
+    /// An object arrived in a form that does not decode: one WARN line when this is news, a
+    /// warning while it lasts, and the Service it names held (no deletions) until then.
+    pub(crate) fn set_undecodable(&mut self, bad: BadObject) {
         let w = Warning {
             kind: super::build::WarningKind::Undecodable,
-            object_kind: kind,
-            object: object.clone(),
-            message: why,
+            object_kind: bad.kind,
+            object: bad.object.clone(),
+            message: bad.why,
         };
-        let key = (kind, object);
-        if self.undecodable.get(&key) != Some(&w) {
-            log_new(&[], std::slice::from_ref(&w));
-            self.undecodable.insert(key, w);
+        let holds = bad.holds.map(|(ns, name)| obj_key(&ns, &name));
+        let key = (bad.kind, bad.object);
+        let entry = (w, holds);
+        let old = self.undecodable.get(&key);
+        if old == Some(&entry) {
+            return;
+        }
+        log_new(&[], std::slice::from_ref(&entry.0));
+        let old_holds = old.and_then(|(_, h)| h.clone());
+        let new_holds = entry.1.clone();
+        self.undecodable.insert(key, entry);
+        for k in [old_holds, new_holds].into_iter().flatten() {
+            self.rebuild(&k);
         }
     }
 
     /// `object` of `kind` decoded again, or is gone.
     pub(crate) fn clear_undecodable(&mut self, kind: &'static str, object: &str) {
-        if self
-            .undecodable
-            .remove(&(kind, object.to_owned()))
-            .is_some()
-        {
-            tracing::info!(kind, object, "decodes again");
+        if let Some((_, holds)) = self.undecodable.remove(&(kind, object.to_owned())) {
+            tracing::info!(kind, object, "decodes again, or is gone");
+            if let Some(k) = holds {
+                self.rebuild(&k);
+            }
         }
     }
 
     /// A complete list of `kind` arrived: these are the objects of it that did not decode.
-    pub(crate) fn replace_undecodable(&mut self, kind: &'static str, bad: Vec<(String, String)>) {
-        let bad: BTreeMap<String, String> = bad.into_iter().collect();
+    pub(crate) fn replace_undecodable(&mut self, kind: &'static str, bad: Vec<BadObject>) {
+        let now: HashSet<&str> = bad.iter().map(|b| b.object.as_str()).collect();
         let gone: Vec<String> = self
             .undecodable
             .keys()
-            .filter(|(k, o)| *k == kind && !bad.contains_key(o))
+            .filter(|(k, o)| *k == kind && !now.contains(o.as_str()))
             .map(|(_, o)| o.clone())
             .collect();
         for o in gone {
             self.clear_undecodable(kind, &o);
         }
-        for (o, why) in bad {
-            self.set_undecodable(kind, o, why);
+        for b in bad {
+            self.set_undecodable(b);
         }
+    }
+
+    /// A Service that an undecodable EndpointSlice is labelled for: its endpoints are not all
+    /// known, so none of its flows may be judged.
+    fn held(&self, key: &ObjKey) -> bool {
+        self.undecodable
+            .values()
+            .any(|(_, h)| h.as_ref() == Some(key))
     }
 
     /// A fresh list of every Service: rebuilds the Services that were added, removed or
@@ -414,7 +447,26 @@ impl ClusterState {
             namespace: key.0.to_string(),
             name: key.1.to_string(),
         };
-        let old = self.map.remove_service(&name);
+        let removed = self.map.remove_service(&name);
+        let held = self.held(key);
+        let old = match (held, self.held_at.remove(key)) {
+            (true, seen) => {
+                let mut seen = seen.unwrap_or_default();
+                merge_ports(&mut seen, &removed);
+                self.held_at.insert(key.clone(), seen);
+                removed
+            }
+            (false, Some(mut seen)) => {
+                merge_ports(&mut seen, &removed);
+                // Judged as the Service's own annotation says, not as while held.
+                let ignored = self.services.get(key).is_some_and(annotated_ignore);
+                for p in &mut seen {
+                    p.ignored = ignored;
+                }
+                seen
+            }
+            (false, None) => removed,
+        };
         let mut w = Warnings::default();
         let slices: Vec<&SliceLite> = self
             .slices_of
@@ -426,7 +478,15 @@ impl ClusterState {
         match self.services.get(key) {
             Some(svc) => {
                 let addrs = self.map.node_addresses().to_vec();
-                let ports = service_ports(svc, &key.0, &key.1, &slices, &addrs, &mut w);
+                let mut ports = service_ports(svc, &key.0, &key.1, &slices, &addrs, &mut w);
+                if held {
+                    if let Some(seen) = self.held_at.get_mut(key) {
+                        merge_ports(seen, &ports);
+                    }
+                    for p in &mut ports {
+                        p.ignored = true;
+                    }
+                }
                 self.map.insert_service(name.clone(), ports);
             }
             None if self.services_listed => {
@@ -492,6 +552,43 @@ impl ClusterState {
                 }
             }
         }
+    }
+}
+
+/// Adds the frontends and backends of `ports` to `acc`, port by port, keeping each backend's
+/// best conditions and the `ignored` of the Service's own annotation.
+fn merge_ports(acc: &mut Vec<PortEntry>, ports: &[PortEntry]) {
+    for p in ports {
+        let Some(a) = acc
+            .iter_mut()
+            .find(|a| (&a.name, a.proto, a.port) == (&p.name, p.proto, p.port))
+        else {
+            acc.push(p.clone());
+            continue;
+        };
+        let mut fes: Vec<_> = a
+            .frontends
+            .iter()
+            .chain(p.frontends.iter())
+            .copied()
+            .collect();
+        let mut seen = HashSet::with_capacity(fes.len());
+        fes.retain(|f| seen.insert(f.key));
+        a.frontends = fes.into_boxed_slice();
+        let mut bes: Vec<_> = a
+            .backends
+            .iter()
+            .chain(p.backends.iter())
+            .copied()
+            .collect();
+        // Best first within each address, then one per address.
+        bes.sort_by(|x, y| {
+            (x.ip, x.port)
+                .cmp(&(y.ip, y.port))
+                .then(y.conditions.state().cmp(&x.conditions.state()))
+        });
+        bes.dedup_by_key(|b| (b.ip, b.port));
+        a.backends = bes.into_boxed_slice();
     }
 }
 
@@ -751,6 +848,63 @@ mod tests {
             .map(|p| format!("{}->{}", p.frontend, p.backend))
             .collect();
         assert_eq!(pairs, ["192.168.1.11:30080/TCP->10.244.0.1:8080"]);
+    }
+
+    fn bad_slice_of(svc: u8) -> BadObject {
+        BadObject {
+            kind: "EndpointSlice",
+            object: "ns/junk".into(),
+            why: "cannot be decoded".into(),
+            holds: Some(("ns".into(), format!("s{svc}"))),
+        }
+    }
+
+    /// The backends of `svc`'s UDP frontend and whether deletions are held there.
+    fn udp_backends(st: &ClusterState, n: u8) -> (Vec<String>, bool) {
+        let fe = st
+            .map()
+            .frontend(Proto::Udp, ip(&format!("10.96.0.{}", 10 + n)), 53)
+            .expect("frontend");
+        let port = fe.ports().next().expect("a port");
+        let bes = port.backends().iter().map(|b| b.ip.to_string()).collect();
+        (bes, port.ignored())
+    }
+
+    #[test]
+    fn a_service_with_an_undecodable_slice_is_held_and_judged_when_it_lifts() {
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_services(vec![service(0, false, false, false)]);
+        st.replace_slices(vec![slice(0, 0, &[(1, 0), (2, 0), (3, 0)])]);
+        st.take_changes();
+        st.set_undecodable(bad_slice_of(0));
+        assert!(udp_backends(&st, 0).1, "held");
+        // While held: 2 leaves, 4 comes and leaves again. Nothing is flushable.
+        st.apply_slice(slice(0, 0, &[(1, 0), (3, 0)]));
+        st.apply_slice(slice(0, 0, &[(1, 0), (3, 0), (4, 0)]));
+        st.apply_slice(slice(0, 0, &[(1, 0), (3, 0)]));
+        assert!(st.take_changes().values().all(|c| c.ignored));
+        // The hold lifts: both departures are recorded, flushable.
+        st.clear_undecodable("EndpointSlice", "ns/junk");
+        assert_eq!(
+            udp_backends(&st, 0),
+            (vec!["10.244.0.1".into(), "10.244.0.3".into()], false)
+        );
+        let mut gone: Vec<String> = st
+            .take_changes()
+            .into_iter()
+            .filter(|(p, c)| p.frontend.proto == Proto::Udp && !c.ignored && c.new.is_none())
+            .map(|(p, _)| p.backend.ip().to_string())
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["10.244.0.2", "10.244.0.4"]);
+        // A Service annotated ignore stays so after a hold.
+        st.apply_service(service(0, false, false, true));
+        st.set_undecodable(bad_slice_of(0));
+        st.apply_slice(slice(0, 0, &[(1, 0)]));
+        st.take_changes();
+        st.clear_undecodable("EndpointSlice", "ns/junk");
+        assert!(st.take_changes().values().all(|c| c.ignored));
+        assert!(udp_backends(&st, 0).1, "ignored after the hold");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
 use super::decode::{Decoded, Undecodable, object_of};
 use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
-use super::state::ClusterState;
+use super::state::{BadObject, ClusterState};
 use super::view::{ServiceView, SliceView};
 
 /// Errors of client setup.
@@ -652,17 +652,28 @@ impl Model for Node {
     }
 }
 
-/// The warning for an object that does not decode, saying what the model does instead.
-fn undecodable_reason(bad: &Undecodable, kept: bool) -> String {
-    let then = if kept {
+/// The model's record of an object that does not decode, saying what it does instead.
+fn bad_object(kind: &'static str, bad: &Undecodable, kept: bool) -> BadObject {
+    let holds = (kind == "EndpointSlice").then(|| bad.service()).flatten();
+    let mut then = String::from(if kept {
         "its last decoded version is kept"
     } else {
         "it is skipped"
-    };
-    format!(
-        "cannot be decoded ({}); {then} until it is fixed or deleted",
-        bad.error
-    )
+    });
+    if let Some((ns, svc)) = &holds {
+        then.push_str(&format!(
+            " and Service {ns}/{svc} is held (none of its flows deleted)"
+        ));
+    }
+    BadObject {
+        kind,
+        object: bad.object(),
+        why: format!(
+            "cannot be decoded ({}); {then} until it is fixed or deleted",
+            bad.error
+        ),
+        holds,
+    }
 }
 
 /// What one watch task writes to.
@@ -737,7 +748,7 @@ where
                     let held = b.meta.name.as_deref().and_then(|name| {
                         K::Kept::current(&model, b.meta.namespace.as_deref(), name).cloned()
                     });
-                    bad.push((b.object(), undecodable_reason(&b, held.is_some())));
+                    bad.push(bad_object(kind, &b, held.is_some()));
                     listing.extend(held);
                 }
                 K::Kept::replace(std::mem::take(&mut listing), &mut model);
@@ -752,7 +763,7 @@ where
                 let held = b.meta.name.as_deref().is_some_and(|name| {
                     K::Kept::current(&model, b.meta.namespace.as_deref(), name).is_some()
                 });
-                model.set_undecodable(kind, b.object(), undecodable_reason(&b, held));
+                model.set_undecodable(bad_object(kind, &b, held));
             }
             (Event::Delete(()), Some(d)) => {
                 let (ns, name) = match &d {
