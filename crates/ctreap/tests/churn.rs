@@ -15,6 +15,14 @@
 //!
 //! The counts are printed (run with `--nocapture` to see them). The random sequence is fixed
 //! (`CTREAP_CHURN_SEED` to change it), so a failure can be replayed.
+//!
+//! The chaos run (issue 10) does the same while the cluster misbehaves around the agent: the
+//! API server restarts every 5 s (down 1.5 s each time; the churn goes on in its store), an
+//! EndpointSlice that does not decode (a port that is a string) comes and goes every 2 s,
+//! labelled for a churn Service (which it holds), and node addresses are added and removed on
+//! the agent's namespace every 3 s. A fifth of the flows go to a NodePort on a node address
+//! present for at least 500 ms. Flows whose node address was removed under them are not
+//! live (their frontend is gone); the rest of the rules are the same.
 
 #[path = "support/agent.rs"]
 mod agent;
@@ -37,6 +45,46 @@ const PROGRAMMED_AFTER: Duration = Duration::from_millis(500);
 const CHANGE_EVERY: Duration = Duration::from_millis(100);
 const CREATE_EVERY: Duration = Duration::from_millis(10);
 const FLOWS_PER_TICK: usize = 3;
+
+/// Node addresses the chaos run adds and removes (on `lo` of the agent's namespace).
+const NODE_ADDRS: [&str; 3] = ["192.0.2.1", "192.0.2.2", "192.0.2.3"];
+const RESTART_EVERY: Duration = Duration::from_secs(5);
+const RESTART_DOWNTIME: Duration = Duration::from_millis(1500);
+const JUNK_EVERY: Duration = Duration::from_secs(2);
+const ADDR_EVERY: Duration = Duration::from_secs(3);
+
+/// When something existed: every (from, until) interval, until None = still.
+#[derive(Clone, Default)]
+struct Life {
+    since: Option<Instant>,
+    history: Vec<(Instant, Option<Instant>)>,
+}
+
+impl Life {
+    fn set(&mut self, live: bool, now: Instant) {
+        if live {
+            self.since = Some(now);
+            self.history.push((now, None));
+        } else {
+            self.since = None;
+            if let Some(last) = self.history.last_mut() {
+                last.1 = Some(now);
+            }
+        }
+    }
+
+    /// Without interruption from `t` until now.
+    fn throughout(&self, t: Instant) -> bool {
+        self.history
+            .last()
+            .is_some_and(|(added, removed)| removed.is_none() && *added <= t)
+    }
+
+    /// For at least `d` (what kube-proxy needs before it sends traffic there).
+    fn for_at_least(&self, d: Duration, now: Instant) -> bool {
+        self.since.is_some_and(|t| now.duration_since(t) >= d)
+    }
+}
 
 /// xorshift64*: a fixed, replayable sequence without a dependency.
 struct Rng(u64);
@@ -64,10 +112,9 @@ struct Svc {
     proto_name: &'static str,
     frontend: SocketAddr,
     backend_port: u16,
-    /// Pool IP index -> since when it is an endpoint (None: not an endpoint).
-    live_since: Vec<Option<Instant>>,
-    /// Every (added, removed) interval of each pool IP; removed None = still an endpoint.
-    history: Vec<Vec<(Instant, Option<Instant>)>>,
+    node_port: u16,
+    /// Pool IP index -> when it was an endpoint.
+    lives: Vec<Life>,
     index: usize,
 }
 
@@ -83,7 +130,13 @@ impl Svc {
 
     fn current(&self) -> Vec<usize> {
         (0..POOL as usize)
-            .filter(|i| self.live_since[*i].is_some())
+            .filter(|i| self.lives[*i].since.is_some())
+            .collect()
+    }
+
+    fn absent(&self) -> Vec<usize> {
+        (0..POOL as usize)
+            .filter(|i| self.lives[*i].since.is_none())
             .collect()
     }
 
@@ -102,22 +155,7 @@ impl Svc {
     }
 
     fn set(&mut self, i: usize, live: bool, now: Instant) {
-        if live {
-            self.live_since[i] = Some(now);
-            self.history[i].push((now, None));
-        } else {
-            self.live_since[i] = None;
-            if let Some(last) = self.history[i].last_mut() {
-                last.1 = Some(now);
-            }
-        }
-    }
-
-    /// Has pool IP `i` been an endpoint without interruption from `t` until now?
-    fn live_throughout(&self, i: usize, t: Instant) -> bool {
-        self.history[i]
-            .last()
-            .is_some_and(|(added, removed)| removed.is_none() && *added <= t)
+        self.lives[i].set(live, now);
     }
 }
 
@@ -127,12 +165,32 @@ struct Tracked {
     flow: Flow,
     svc: usize,
     ip: usize,
+    /// The node address (index into [`NODE_ADDRS`]) of a NodePort flow.
+    node_addr: Option<usize>,
     created: Instant,
     towards_live: bool,
 }
 
 #[test]
 fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
+    churn(false);
+}
+
+#[test]
+fn chaos_deletes_no_live_flow_and_leaves_no_stale_one() {
+    churn(true);
+}
+
+/// `ip addr add|del ADDR/32 dev lo` in namespace `ns`.
+fn ip_addr(ns: &str, op: &str, addr: &str) {
+    let st = std::process::Command::new("ip")
+        .args(["-n", ns, "addr", op, &format!("{addr}/32"), "dev", "lo"])
+        .status()
+        .expect("running ip addr");
+    assert!(st.success(), "ip -n {ns} addr {op} {addr}/32 dev lo");
+}
+
+fn churn(chaos: bool) {
     let secs: u64 = std::env::var("CTREAP_CHURN_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -158,8 +216,8 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
                     .parse()
                     .expect("frontend"),
                 backend_port: if udp { 5353 } else { 8080 },
-                live_since: vec![None; POOL as usize],
-                history: vec![Vec::new(); POOL as usize],
+                node_port: 30100 + s as u16,
+                lives: vec![Life::default(); POOL as usize],
                 index: s,
             }
         })
@@ -171,47 +229,59 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
             svc.set(i, true, long_ago);
         }
         let port = svc.frontend.port();
-        api.apply(service(
+        let mut obj = service(
             &svc.name,
             &[&svc.frontend.ip().to_string()],
             &[("p", port, svc.proto_name, svc.backend_port)],
-        ));
+        );
+        obj["spec"]["type"] = serde_json::json!("NodePort");
+        obj["spec"]["ports"][0]["nodePort"] = serde_json::json!(svc.node_port);
+        api.apply(obj);
         api.apply(svc.slice());
     }
+    // The chaos run's node addresses: the first from the start.
+    let mut addrs = vec![Life::default(); NODE_ADDRS.len()];
+    if chaos {
+        ip_addr(&ns.name, "add", NODE_ADDRS[0]);
+        addrs[0].set(true, long_ago);
+    }
+    let node_addr_of = |a: Option<usize>| a.map(|a| NODE_ADDRS[a]);
     let mut tracked: Vec<Tracked> = Vec::new();
-    let mut track =
-        |ct: &mut ctnetlink::Conntrack, svcs: &[Svc], batch: Vec<(usize, usize, bool)>| {
-            let now = Instant::now();
-            let flows: Vec<(Flow, usize, usize, bool)> = batch
-                .into_iter()
-                .map(|(s, i, live)| {
-                    let svc = &svcs[s];
-                    let f = Flow::new(
-                        svc.proto,
-                        &svc.frontend.to_string(),
-                        &svc.backend(i).to_string(),
-                    );
-                    (f, s, i, live)
-                })
-                .collect();
-            let entries: Vec<Flow> = flows.iter().map(|(f, ..)| *f).collect();
-            create(ct, &entries);
-            for (flow, svc, ip, towards_live) in flows {
-                tracked.push(Tracked {
-                    flow,
-                    svc,
-                    ip,
-                    created: now,
-                    towards_live,
-                });
-            }
-        };
+    type Want = (usize, usize, Option<usize>, bool);
+    let mut track = |ct: &mut ctnetlink::Conntrack, svcs: &[Svc], batch: Vec<Want>| {
+        let now = Instant::now();
+        let flows: Vec<(Flow, Want)> = batch
+            .into_iter()
+            .map(|want| {
+                let (s, i, node_addr, _) = want;
+                let svc = &svcs[s];
+                let frontend = match node_addr_of(node_addr) {
+                    Some(a) => format!("{a}:{}", svc.node_port),
+                    None => svc.frontend.to_string(),
+                };
+                let f = Flow::new(svc.proto, &frontend, &svc.backend(i).to_string());
+                (f, want)
+            })
+            .collect();
+        let entries: Vec<Flow> = flows.iter().map(|(f, _)| *f).collect();
+        create(ct, &entries);
+        for (flow, (svc, ip, node_addr, towards_live)) in flows {
+            tracked.push(Tracked {
+                flow,
+                svc,
+                ip,
+                node_addr,
+                created: now,
+                towards_live,
+            });
+        }
+    };
     // Some flows to every initial backend before the agent starts.
     let mut initial = Vec::new();
     for (s, svc) in svcs.iter().enumerate() {
         for i in svc.current() {
             for _ in 0..5 {
-                initial.push((s, i, true));
+                initial.push((s, i, None, true));
             }
         }
     }
@@ -225,77 +295,170 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
     let end = start + Duration::from_secs(secs);
     let mut next_change = start;
     let mut next_create = start;
-    while Instant::now() < end {
-        let now = Instant::now();
-        if now >= next_change {
-            next_change += CHANGE_EVERY;
-            let s = rng.below(svcs.len());
-            let svc = &mut svcs[s];
-            let current = svc.current();
-            let absent: Vec<usize> = (0..POOL as usize)
-                .filter(|i| svc.live_since[*i].is_none())
-                .collect();
-            let remove = current.len() > MIN_ENDPOINTS && (absent.is_empty() || rng.chance(50));
-            if remove {
-                let i = current[rng.below(current.len())];
-                svc.set(i, false, now);
-                removes += 1;
-            } else {
-                let i = absent[rng.below(absent.len())];
-                svc.set(i, true, now);
-                adds += 1;
-            }
-            api.apply(svc.slice());
-        }
-        if now >= next_create {
-            next_create += CREATE_EVERY;
-            let mut batch = Vec::new();
-            for _ in 0..FLOWS_PER_TICK {
-                let s = rng.below(svcs.len());
-                let svc = &svcs[s];
-                if rng.chance(10) {
-                    let absent: Vec<usize> = (0..POOL as usize)
-                        .filter(|i| svc.live_since[*i].is_none())
-                        .collect();
-                    if !absent.is_empty() {
-                        batch.push((s, absent[rng.below(absent.len())], false));
+    let mut next_junk = start + JUNK_EVERY;
+    let mut next_addr = start + ADDR_EVERY;
+    let mut junk: Option<String> = None;
+    let (mut junk_applied, mut junk_deleted, mut addrs_added, mut addrs_removed) = (0, 0, 0, 0);
+    // The API server restarts in the background, its store (and so the churn) going on.
+    let stop_restarts = std::sync::atomic::AtomicBool::new(false);
+    let restarts = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        if chaos {
+            let (server, stop, restarts) = (&api.server, &stop_restarts, &restarts);
+            scope.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let mut next = Instant::now() + RESTART_EVERY;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if Instant::now() >= next {
+                        rt.block_on(server.restart_with_downtime(RESTART_DOWNTIME))
+                            .expect("restart");
+                        restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        next = Instant::now() + RESTART_EVERY;
                     }
-                } else {
-                    let programmed: Vec<usize> = (0..POOL as usize)
-                        .filter(|i| {
-                            svc.live_since[*i]
-                                .is_some_and(|t| now.duration_since(t) >= PROGRAMMED_AFTER)
-                        })
-                        .collect();
-                    if !programmed.is_empty() {
-                        batch.push((s, programmed[rng.below(programmed.len())], true));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+        while Instant::now() < end {
+            let now = Instant::now();
+            if chaos && now >= next_junk {
+                next_junk += JUNK_EVERY;
+                match junk.take() {
+                    Some(name) => {
+                        api.server
+                            .delete(
+                                kube_testserver::ResourceKind::EndpointSlice,
+                                Some("default"),
+                                &name,
+                            )
+                            .expect("delete the junk slice");
+                        junk_deleted += 1;
+                    }
+                    None => {
+                        let svc = &svcs[rng.below(svcs.len())];
+                        let name = format!("{}-junk", svc.name);
+                        let mut bad = slice(
+                            &name,
+                            &svc.name,
+                            &[("p", svc.backend_port, svc.proto_name)],
+                            vec![ep("10.244.99.1")],
+                        );
+                        bad["ports"][0]["port"] = serde_json::json!(svc.backend_port.to_string());
+                        api.apply(bad);
+                        junk = Some(name);
+                        junk_applied += 1;
                     }
                 }
             }
-            if !batch.is_empty() {
-                track(&mut ct, &svcs, batch);
+            if chaos && now >= next_addr {
+                next_addr += ADDR_EVERY;
+                let a = 1 + rng.below(NODE_ADDRS.len() - 1);
+                let add = addrs[a].since.is_none();
+                ip_addr(&ns.name, if add { "add" } else { "del" }, NODE_ADDRS[a]);
+                addrs[a].set(add, Instant::now());
+                if add {
+                    addrs_added += 1;
+                } else {
+                    addrs_removed += 1;
+                }
+            }
+            if now >= next_change {
+                next_change += CHANGE_EVERY;
+                let s = rng.below(svcs.len());
+                let svc = &mut svcs[s];
+                let current = svc.current();
+                let absent = svc.absent();
+                let remove = current.len() > MIN_ENDPOINTS && (absent.is_empty() || rng.chance(50));
+                if remove {
+                    let i = current[rng.below(current.len())];
+                    svc.set(i, false, now);
+                    removes += 1;
+                } else {
+                    let i = absent[rng.below(absent.len())];
+                    svc.set(i, true, now);
+                    adds += 1;
+                }
+                api.apply(svc.slice());
+            }
+            if now >= next_create {
+                next_create += CREATE_EVERY;
+                let mut batch = Vec::new();
+                let programmed_addrs: Vec<usize> = (0..NODE_ADDRS.len())
+                    .filter(|a| addrs[*a].for_at_least(PROGRAMMED_AFTER, now))
+                    .collect();
+                for _ in 0..FLOWS_PER_TICK {
+                    let s = rng.below(svcs.len());
+                    let svc = &svcs[s];
+                    let node_addr = (chaos && !programmed_addrs.is_empty() && rng.chance(20))
+                        .then(|| programmed_addrs[rng.below(programmed_addrs.len())]);
+                    if rng.chance(10) {
+                        let absent = svc.absent();
+                        if !absent.is_empty() {
+                            batch.push((s, absent[rng.below(absent.len())], node_addr, false));
+                        }
+                    } else {
+                        let programmed: Vec<usize> = (0..POOL as usize)
+                            .filter(|i| svc.lives[*i].for_at_least(PROGRAMMED_AFTER, now))
+                            .collect();
+                        if !programmed.is_empty() {
+                            batch.push((
+                                s,
+                                programmed[rng.below(programmed.len())],
+                                node_addr,
+                                true,
+                            ));
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    track(&mut ct, &svcs, batch);
+                }
+            }
+            let wake = next_change.min(next_create);
+            if let Some(d) = wake.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
             }
         }
-        let wake = next_change.min(next_create);
-        if let Some(d) = wake.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
+        stop_restarts.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The last bad slice goes too: while it exists its Service is held, rightly.
+        if let Some(name) = junk.take() {
+            api.server
+                .delete(
+                    kube_testserver::ResourceKind::EndpointSlice,
+                    Some("default"),
+                    &name,
+                )
+                .expect("delete the junk slice");
+            junk_deleted += 1;
         }
-    }
+    });
     agent.assert_running();
     let churn_took = start.elapsed();
 
     // Settle: no stale flow left (a resync every 5 s catches anything the other triggers
     // missed), then one more full pass to be sure nothing else goes.
+    // A node address removed is no frontend any more: its flows are not judged.
+    let frontends: BTreeMap<SocketAddr, (&Svc, bool)> = svcs
+        .iter()
+        .flat_map(|s| {
+            let by_addr = NODE_ADDRS.iter().zip(&addrs).map(move |(a, life)| {
+                let fe = SocketAddr::new(a.parse().expect("ip"), s.node_port);
+                (fe, (s, life.since.is_some()))
+            });
+            std::iter::once((s.frontend, (s, true))).chain(by_addr)
+        })
+        .collect();
     let stale_now = |table: &BTreeSet<Flow>| -> Vec<Flow> {
-        let by_frontend: BTreeMap<SocketAddr, &Svc> =
-            svcs.iter().map(|s| (s.frontend, s)).collect();
         table
             .iter()
             .filter(|f| {
-                let svc = by_frontend
+                let (svc, frontend_now) = frontends
                     .get(&f.frontend)
                     .unwrap_or_else(|| panic!("a flow of no churn Service: {f}"));
-                !svc.current().iter().any(|i| svc.backend(*i) == f.backend)
+                *frontend_now && !svc.current().iter().any(|i| svc.backend(*i) == f.backend)
             })
             .copied()
             .collect()
@@ -334,7 +497,8 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
             towards_removed += 1;
         }
         let svc = &svcs[t.svc];
-        let live = svc.live_throughout(t.ip, t.created);
+        let live = svc.lives[t.ip].throughout(t.created)
+            && t.node_addr.is_none_or(|a| addrs[a].throughout(t.created));
         protected += usize::from(live);
         if !final_table.contains(&t.flow) {
             vanished += 1;
@@ -361,6 +525,20 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
         m.or0("ctreap_circuit_breaker_trips_total"),
         final_table.len(),
     );
+    let nodeport_flows = tracked.iter().filter(|t| t.node_addr.is_some()).count();
+    let watch_errors = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("watch error"))
+        .count();
+    if chaos {
+        println!(
+            "chaos: {} API server restarts ({RESTART_DOWNTIME:?} down each; {watch_errors} watch errors logged by the agent), \
+             {junk_applied} undecodable slices applied and {junk_deleted} deleted, \
+             {addrs_added} node addresses added and {addrs_removed} removed, {nodeport_flows} flows via NodePorts on them",
+            restarts.load(std::sync::atomic::Ordering::SeqCst),
+        );
+    }
     assert!(
         live_deleted.is_empty(),
         "{} live flows deleted, e.g.:\n{}",
@@ -396,5 +574,14 @@ fn churn_deletes_no_live_flow_and_leaves_no_stale_one() {
         removes > 0 && adds > 0 && towards_removed > 0,
         "the churn churned"
     );
+    if chaos {
+        assert!(
+            restarts.load(std::sync::atomic::Ordering::SeqCst) >= 2
+                && junk_applied >= 3
+                && addrs_added + addrs_removed >= 3
+                && nodeport_flows > 0,
+            "the chaos happened"
+        );
+    }
     agent.stop();
 }
