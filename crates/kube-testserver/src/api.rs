@@ -634,28 +634,6 @@ fn list(
         (Some(at), Some(start))
     };
 
-    let (list_rv, snapshot) = {
-        let store = lock(&shared.store);
-        let current = store.rv();
-        let at = match (at, rv) {
-            (Some(at), _) => Some(at),
-            (None, Rv::At(n)) if exact => Some(n),
-            (None, Rv::At(n)) if n > current => return Err(ApiError::too_large(n, current)),
-            _ => None,
-        };
-        match store.snapshot(kind, at) {
-            Ok(s) => s,
-            Err(e) if e.code == 410 && start.is_some() => {
-                return Err(ApiError::new(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-
     // The real server may return fewer items than `limit` (with a continue token);
     // `TestServer::set_list_page_limit` makes this one do so, even without a `limit`.
     let page_limit = shared.list_page_limit.load(Ordering::SeqCst);
@@ -667,26 +645,50 @@ fn list(
     let mut items = Vec::new();
     let mut next_start = None;
     let mut remaining = 0u64;
-    let iter = match &start {
-        Some(s) => snapshot.range::<str, _>((
-            std::ops::Bound::Included(s.as_str()),
-            std::ops::Bound::Unbounded,
-        )),
-        None => snapshot.range::<str, _>(..),
-    };
-    for (key, obj) in iter {
-        if !filter.matches(obj) {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() as u64 >= l) {
-            if next_start.is_none() {
-                next_start = Some(key.clone());
+    let list_rv = {
+        let store = lock(&shared.store);
+        let current = store.rv();
+        let at = match (at, rv) {
+            (Some(at), _) => Some(at),
+            (None, Rv::At(n)) if exact => Some(n),
+            (None, Rv::At(n)) if n > current => return Err(ApiError::too_large(n, current)),
+            _ => None,
+        };
+        // remainingItemCount is sent only without selectors; with them, the page ends at the
+        // first match past the limit. (Counting with the filter made a paginated list of N
+        // objects cost N^2 / limit filter calls.)
+        let selectors = !(filter.labels.is_empty() && filter.fields.is_empty());
+        let visit = |key: &str, obj: &Arc<Value>| {
+            let full = limit.is_some_and(|l| items.len() as u64 >= l);
+            if full && next_start.is_some() && filter.namespace.is_none() {
+                remaining += 1; // every object of the kind matches
+                return true;
             }
-            remaining += 1;
-            continue;
+            if !filter.matches(obj) {
+                return true;
+            }
+            if full {
+                if next_start.is_none() {
+                    next_start = Some(key.to_owned());
+                }
+                remaining += 1;
+                return !selectors;
+            }
+            items.push(obj.clone());
+            true
+        };
+        match store.range_at(kind, at, start.as_deref(), visit) {
+            Ok(rv) => rv,
+            Err(e) if e.code == 410 && start.is_some() => {
+                return Err(ApiError::new(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
+            }
+            Err(e) => return Err(e),
         }
-        items.push(obj.clone());
-    }
+    };
 
     let mut metadata = Map::new();
     metadata.insert("resourceVersion".into(), Value::String(list_rv.to_string()));

@@ -508,33 +508,89 @@ impl Store {
     /// The objects of `kind` as they were at resourceVersion `at` (current
     /// state if `None`), rebuilt by undoing retained history, as an etcd read
     /// at a past revision would return them.
+    #[cfg(test)]
     pub(crate) fn snapshot(
         &self,
         kind: ResourceKind,
         at: Option<u64>,
     ) -> Result<(u64, ObjectMap), ApiError> {
-        let mut map = self.objects.get(&kind).cloned().unwrap_or_default();
+        let mut map = ObjectMap::new();
+        let at = self.range_at(kind, at, None, |k, v| {
+            map.insert(k.to_owned(), v.clone());
+            true
+        })?;
+        Ok((at, map))
+    }
+
+    /// Visits the objects of `kind` with keys from `start` on, in key order,
+    /// as they were at resourceVersion `at` (current state if `None`): an etcd
+    /// range read at a past revision. `visit` returns false to stop. Returns
+    /// the revision read. Costs what is visited plus the history after `at`,
+    /// never a copy of the store (a paginated list of N objects used to cost
+    /// N per page).
+    pub(crate) fn range_at(
+        &self,
+        kind: ResourceKind,
+        at: Option<u64>,
+        start: Option<&str>,
+        mut visit: impl FnMut(&str, &Arc<Value>) -> bool,
+    ) -> Result<u64, ApiError> {
         let at = at.unwrap_or(self.rv);
         if at > self.rv {
             return Err(ApiError::too_large(at, self.rv));
         }
-        if at == self.rv {
-            return Ok((at, map));
-        }
-        if at < self.compact_rev {
+        if at < self.rv && at < self.compact_rev {
             return Err(ApiError::too_old(at, self.compact_rev));
         }
+        // Key -> its object at `at` (None: created since), for every key written since.
+        let mut undo: BTreeMap<String, Option<Arc<Value>>> = BTreeMap::new();
         for ev in self.history.iter().rev().take_while(|e| e.rv > at) {
-            if ev.kind != kind {
-                continue;
+            if ev.kind == kind {
+                undo.insert(key_of(kind, &ev.object), ev.prev.clone());
             }
-            let key = key_of(kind, &ev.object);
-            match &ev.prev {
-                Some(prev) => map.insert(key, prev.clone()),
-                None => map.remove(&key),
-            };
         }
-        Ok((at, map))
+        let empty = ObjectMap::new();
+        let current = self.objects.get(&kind).unwrap_or(&empty);
+        let from = || match start {
+            Some(s) => (std::ops::Bound::Included(s), std::ops::Bound::Unbounded),
+            None => (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        };
+        let mut cur = current.range::<str, _>(from()).peekable();
+        let mut old = undo.range::<str, _>(from()).peekable();
+        loop {
+            let (key, obj): (&str, Option<&Arc<Value>>) = match (cur.peek(), old.peek()) {
+                (None, None) => break,
+                (Some(&(k, v)), None) => {
+                    cur.next();
+                    (k, Some(v))
+                }
+                (None, Some(&(k, v))) => {
+                    old.next();
+                    (k, v.as_ref())
+                }
+                (Some(&(kc, vc)), Some(&(ko, vo))) => match kc.cmp(ko) {
+                    std::cmp::Ordering::Less => {
+                        cur.next();
+                        (kc, Some(vc))
+                    }
+                    std::cmp::Ordering::Greater => {
+                        old.next();
+                        (ko, vo.as_ref())
+                    }
+                    std::cmp::Ordering::Equal => {
+                        cur.next();
+                        old.next();
+                        (ko, vo.as_ref())
+                    }
+                },
+            };
+            if let Some(obj) = obj
+                && !visit(key, obj)
+            {
+                break;
+            }
+        }
+        Ok(at)
     }
 }
 

@@ -337,12 +337,23 @@ async fn list_shape_pages_and_exact_reads() {
         server
             .delete(ResourceKind::Service, Some("default"), "c")
             .expect("delete c");
+        // Nor a create or an update in the pages still to come.
+        server
+            .apply(&service("default", "cc", 80, &[]))
+            .expect("apply cc");
+        server
+            .apply(&service("default", "d", 8080, &[]))
+            .expect("update d");
         let (_, p2) = get_json(
             &server,
             &format!("/api/v1/services?limit=2&continue={token}"),
         )
         .await;
         assert_eq!(names(&p2), ["c", "d"]);
+        assert_eq!(
+            p2["items"][1]["spec"]["ports"][0]["port"], 80,
+            "d as it was"
+        );
         let token2 = p2["metadata"]["continue"]
             .as_str()
             .expect("continue")
@@ -367,7 +378,7 @@ async fn list_shape_pages_and_exact_reads() {
             &format!("/api/v1/services?resourceVersion={rv}&resourceVersionMatch=NotOlderThan"),
         )
         .await;
-        assert_eq!(names(&now).len(), 4);
+        assert_eq!(names(&now).len(), 5, "c deleted, cc created");
         let compacted = server.compact();
         let (code, gone) = get_json(
             &server,
