@@ -163,7 +163,7 @@ async fn syncs_follows_changes_and_survives_a_relist() {
         .delete(ResourceKind::Service, Some("monitoring"), "statsd")
         .expect("delete statsd");
     let third = wait_for(&watch, "statsd to disappear", |s| {
-        !s.map.ports().any(|p| p.service().name == "statsd")
+        !s.map.ports().any(|p| &*p.service().name == "statsd")
     })
     .await;
     assert_eq!(dump(&third.map), expected(&server));

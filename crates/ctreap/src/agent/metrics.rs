@@ -248,8 +248,8 @@ impl Metrics {
         for ((svc, protocol, reason), n) in counts {
             self.stale_flows
                 .get_or_create(&StaleLabels {
-                    namespace: svc.namespace.clone(),
-                    service: svc.name.clone(),
+                    namespace: svc.namespace.to_string(),
+                    service: svc.name.to_string(),
                     protocol,
                     reason,
                 })
@@ -348,8 +348,8 @@ impl Metrics {
         let open: HashSet<ServiceLabels> = services
             .iter()
             .map(|s| ServiceLabels {
-                namespace: s.namespace.clone(),
-                service: s.name.clone(),
+                namespace: s.namespace.to_string(),
+                service: s.name.to_string(),
             })
             .collect();
         let mut previous = self.breaker_known.lock().unwrap_or_else(|e| e.into_inner());

@@ -132,8 +132,8 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
         counts.add(d.verdict);
         let g = groups
             .entry((
-                svc.namespace.clone(),
-                svc.name.clone(),
+                svc.namespace.to_string(),
+                svc.name.to_string(),
                 d.proto,
                 d.frontend,
                 d.backend,

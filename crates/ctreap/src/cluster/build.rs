@@ -206,8 +206,8 @@ impl ServiceMap {
             let ports = service_ports(svc, ns, name, &batch, &node_addrs, &mut w);
             map.insert_service(
                 ServiceName {
-                    namespace: ns.to_owned(),
-                    name: name.to_owned(),
+                    namespace: super::intern::intern(ns),
+                    name: super::intern::intern(name),
                 },
                 ports,
             );
@@ -458,7 +458,7 @@ fn service_frontends(
         fes.retain(|f| seen.insert(f.key));
         ports.push(PortEntry {
             service: 0,
-            name: sp.name.unwrap_or_default().into(),
+            name: super::intern::intern(sp.name.unwrap_or_default()),
             proto,
             port,
             node_port,

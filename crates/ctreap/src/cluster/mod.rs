@@ -14,6 +14,7 @@
 mod build;
 mod decode;
 mod ifaddrs;
+mod intern;
 mod lite;
 mod model;
 mod state;
@@ -22,6 +23,7 @@ mod watch;
 
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
 pub use ifaddrs::{addresses_in, local_addresses};
+pub use intern::Name;
 #[cfg(test)]
 pub(crate) use lite::{ServiceLite, SliceLite};
 pub use model::{

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use super::intern::Name;
+
 /// A transport protocol that a Service port can use, numbered as in `netinet/in.h`
 /// (`IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_SCTP`): the numbers conntrack reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -207,8 +209,8 @@ impl Backend {
 /// A Service's namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
 }
 
 impl fmt::Display for ServiceName {
@@ -229,7 +231,7 @@ pub(crate) struct PortEntry {
     /// sets it.
     pub(crate) service: u32,
     /// `spec.ports[].name`; empty when unnamed (single-port Services).
-    pub(crate) name: Box<str>,
+    pub(crate) name: Name,
     pub(crate) proto: Proto,
     pub(crate) port: u16,
     pub(crate) node_port: Option<u16>,

@@ -20,17 +20,18 @@ use super::build::{
     Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, slice_service,
     unknown_service,
 };
+use super::intern::{Name, intern};
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
 use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
 use super::view::{ServiceView, SliceView};
 
-/// An object's namespace and name.
-type ObjKey = (Box<str>, Box<str>);
+/// An object's namespace and name, shared with everything else that holds them.
+type ObjKey = (Name, Name);
 
 fn obj_key(ns: &str, name: &str) -> ObjKey {
-    (ns.into(), name.into())
+    (intern(ns), intern(name))
 }
 
 /// An object a watch could not decode.
@@ -77,7 +78,7 @@ pub struct ClusterState {
     services: HashMap<ObjKey, ServiceLite>,
     slices: HashMap<ObjKey, SliceLite>,
     /// (namespace, Service name) -> the names of the slices labelled for it.
-    slices_of: HashMap<ObjKey, Vec<Box<str>>>,
+    slices_of: HashMap<ObjKey, Vec<Name>>,
     node: Option<Node>,
     local_addrs: Vec<IpAddr>,
     /// The Services have been listed: before that, every slice's Service looks missing.
@@ -444,8 +445,8 @@ impl ClusterState {
     /// whose backend got worse. Proportional to that Service.
     fn rebuild(&mut self, key: &ObjKey) {
         let name = ServiceName {
-            namespace: key.0.to_string(),
-            name: key.1.to_string(),
+            namespace: key.0.clone(),
+            name: key.1.clone(),
         };
         let removed = self.map.remove_service(&name);
         let held = self.held(key);
