@@ -5,7 +5,7 @@
 //!   k8s-openapi would silently drop) fails. Then the safety properties of the DaemonSet and
 //!   the RBAC, and the DaemonSet's arguments parsed by the real `ctreap run`.
 //! - deploy/monitoring/: every metric, label and label value an alert or a dashboard query
-//!   uses is in the metric contract below (agent-contract.md); `promtool check rules` and
+//!   uses is in the metric contract below (docs/agent.md, "Endpoints and metrics"); `promtool check rules` and
 //!   `promtool test rules` (deploy/monitoring/tests/prometheusrule.test.yaml) run the alerts.
 //! - deploy/helm/ctreap/: helm is not available here, so the chart is checked structurally
 //!   (every `.Values` path exists, every value is used, no tabs, balanced blocks, every
@@ -31,7 +31,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 // ---------------------------------------------------------------------------------------------
-// The metric contract (agent-contract.md, "Metrics"). One entry per metric family.
+// The metric contract (docs/agent.md, "Endpoints and metrics"). One entry per metric family.
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {

@@ -1,5 +1,5 @@
 //! End-to-end: the real `ctreap run` against the local API server and a private network
-//! namespace's conntrack table, one test per behaviour of /work/agent-contract.md and per
+//! namespace's conntrack table, one test per behaviour of docs/agent.md and per
 //! safety rule of issue 5.
 //!
 //! Each test builds the same small cluster ([`cluster`]): `dns` (UDP, 3 backends), `web`
