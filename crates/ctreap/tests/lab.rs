@@ -90,7 +90,7 @@ fn no_failure_before_the_death(v: &VariantReport, c: &ClientFigures) {
 fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
     assert!(
         is_root(),
-        "the lab test needs root (network namespaces, nftables, conntrack): run `sudo scripts/test`"
+        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let report_dir = dir.path().join("report");

@@ -25,7 +25,7 @@ fn require(backend: NatBackend) {
         backend,
         conntrack_cli: true,
     }) {
-        panic!("the lab's kernel tests cannot run: {e}\n(run them as root: `sudo scripts/test`)");
+        panic!("the lab's kernel tests cannot run: {e}\n(run them as root: `scripts/test`)");
     }
 }
 

@@ -21,7 +21,7 @@ pub fn require_kernel() {
     assert!(
         euid == 0,
         "kernel tests need root (CAP_NET_ADMIN and CAP_SYS_ADMIN to create network namespaces); \
-         run `sudo scripts/test` (CI={:?})",
+         run `scripts/test` (CI={:?})",
         std::env::var("CI").ok()
     );
     let out = Command::new("conntrack").arg("--version").output();

@@ -64,11 +64,7 @@ mod tests {
         for i in 0..3 * FIRST_SWEEP {
             drop(intern(&format!("churned-{i}")));
         }
-        let held = POOL
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map_or(0, |p| p.names.len());
+        let held = POOL.lock().unwrap().as_ref().map_or(0, |p| p.names.len());
         assert!(held < 2 * FIRST_SWEEP, "{held} names held");
         assert!(Arc::ptr_eq(&a, &intern("kube-system-test-intern")));
     }
