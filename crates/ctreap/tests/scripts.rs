@@ -24,7 +24,7 @@ fn write_exe(path: &Path, text: &str) {
 fn scratch(with_sudo: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for s in ["lab", "test", "as-root.sh"] {
+    for s in ["lab", "test", "as-root.sh", "install-helm.sh"] {
         let text = fs::read_to_string(repo.join("scripts").join(s)).expect("read script");
         write_exe(&dir.path().join("scripts").join(s), &text);
     }
@@ -37,6 +37,8 @@ fn scratch(with_sudo: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     };
     let bin = dir.path().join("home/.cargo/bin");
     write_exe(&bin.join("cargo"), &record("cargo"));
+    // Present, so scripts/test does not fetch one.
+    write_exe(&bin.join("helm"), &record("helm"));
     if with_sudo {
         // Records, then runs the command (this test is root already).
         write_exe(
