@@ -44,8 +44,13 @@ fn runtime() -> tokio::runtime::Runtime {
 fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CTREAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal (and not with NO_COLOR): kubectl logs, journald
+    // and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
@@ -69,20 +74,30 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
+            // clap's first line, and the valid values or its suggestion when it has them.
             let msg = e.to_string();
-            let first = msg
-                .lines()
+            let mut lines = msg.lines();
+            let mut line = lines
                 .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("ctreap: {first} (see --help)");
+                .trim_start_matches("error: ")
+                .to_owned();
+            for extra in lines.map(str::trim) {
+                if extra.starts_with("[possible values") || extra.starts_with("tip:") {
+                    line.push_str("; ");
+                    line.push_str(extra.trim_start_matches('[').trim_end_matches(']'));
+                }
+            }
+            eprintln!("ctreap: {line} (see --help)");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match &cli.cmd {
         // The agent logs what it does; the commands only what went wrong.
         Command::Run(c) => init_logging("info", c.log_format == ctreap::agent::LogFormat::Json),
-        _ => init_logging("warn", false),
+        // kube's client logs every failed request at ERROR; the commands name the failure
+        // once themselves (the agent keeps the line: it retries, and the log is its record).
+        _ => init_logging("warn,kube_client::client::builder=off", false),
     }
     let res = match cli.cmd {
         Command::Conntrack(c) => ctreap::cli::conntrack::run(c).map(|()| ExitCode::SUCCESS),

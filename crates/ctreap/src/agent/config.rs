@@ -25,7 +25,7 @@ pub struct RunCmd {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9742")]
     pub listen: SocketAddr,
     /// Time between two full reconciles (the safety net behind the watch and event triggers).
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "60s")]
     pub resync: Duration,
     /// Compute and report everything; delete nothing.
     #[arg(long)]
@@ -41,7 +41,7 @@ pub struct RunCmd {
     /// judged on the newest view. The default covers an endpoint that moves between two
     /// EndpointSlices (slice writers update one object at a time); 0s deletes at once, and can
     /// then cut a live pod's flows during such a move.
-    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "50ms")]
     pub grace: Duration,
     /// Circuit breaker: hold back a pass that would delete more than this share of the node's
     /// NAT (translated) flows (and more than --max-delete-min flows) until a fresh re-list
@@ -52,15 +52,15 @@ pub struct RunCmd {
     #[arg(long, default_value_t = 1000)]
     pub max_delete_min: u64,
     /// Circuit breaker: how long a held pass waits before the watches re-list to confirm it.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "10s")]
     pub breaker_hold: Duration,
     /// /healthz fails (503) when the agent's main loop has made no progress for this long (a
     /// wedged loop, so that the kubelet restarts the pod). Passes count as progress as they
     /// read the table.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "60s")]
     pub liveness_timeout: Duration,
     /// Fault injection for tests: the main loop stops making progress this long after start.
-    #[arg(long, value_parser = parse_duration, hide = true)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, hide = true)]
     pub debug_stall_after: Option<Duration>,
     /// Do not listen for conntrack NEW events (flows created towards gone backends are then
     /// caught by the next full reconcile only).

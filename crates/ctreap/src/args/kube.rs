@@ -6,12 +6,18 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::cluster::{ClusterWatch, Snapshot, WatchConfig, addresses_in, kube_client, node_name};
+use crate::cluster::{ClusterWatch, Snapshot, WatchConfig, addresses_in, kube_config, node_name};
+
+/// How long a command waits for the API server's first answer before it gives up, as kubectl
+/// does within seconds rather than retrying for the whole --sync-timeout.
+const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
     /// Path to the kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
-    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    // Not `env = "KUBECONFIG"`: kube reads that itself, as kubectl does (a colon-separated
+    // list, merged), where clap would take it as one path.
+    #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use.
     #[arg(long)]
@@ -21,7 +27,7 @@ pub struct KubeArgs {
     pub node_name: Option<String>,
     /// How long to wait for the first complete list of Services, EndpointSlices and the Node
     /// (`ctreap run` waits on, and warns at this period).
-    #[arg(long = "sync-timeout", value_parser = super::parse_duration, default_value = "30s")]
+    #[arg(long = "sync-timeout", value_parser = super::parse_duration, allow_hyphen_values = true, default_value = "30s")]
     pub sync_timeout: Duration,
 }
 
@@ -29,7 +35,19 @@ impl KubeArgs {
     /// Starts the watches and waits until every one has delivered its initial list: a verdict
     /// on a half-listed cluster would call every not-yet-listed endpoint gone.
     pub async fn synced_watch(&self, netns: Option<&ctnetlink::Netns>) -> Result<ClusterWatch> {
-        let client = kube_client(self.kubeconfig.clone(), self.context.clone()).await?;
+        let config = kube_config(self.kubeconfig.clone(), self.context.clone()).await?;
+        let url = config.cluster_url.clone();
+        let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+        // One request first: an unreachable or refusing server is one line now, not 30 s of
+        // retries.
+        match tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!(
+                "cannot reach the API server at {url}: {}",
+                crate::cluster::innermost(&e)
+            ),
+            Err(_) => bail!("the API server at {url} did not answer within {REACH_TIMEOUT:?}"),
+        }
         let node = node_name(self.node_name.clone())?;
         // NodePorts answer on the node's own interface addresses too (kube-proxy with
         // nodePortAddresses unset); read them where the conntrack table lives.

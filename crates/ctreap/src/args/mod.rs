@@ -40,6 +40,11 @@ impl NetnsArg {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.starts_with('-') {
+        return Err(format!(
+            "{s:?}: a duration cannot be negative (e.g. 0s, 500ms, 10s, 2m)"
+        ));
+    }
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| s.split_at(i));

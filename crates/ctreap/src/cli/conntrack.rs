@@ -98,7 +98,7 @@ pub enum ConntrackSub {
         #[arg(long)]
         count: Option<u64>,
         /// Stop after this long (e.g. 10s, 500ms).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         timeout: Option<Duration>,
         #[command(flatten)]
         ns: NetnsArg,

@@ -25,12 +25,24 @@ pub struct FilterArgs {
     /// Destination address of the reply direction (the client, or the node with SNAT).
     #[arg(short = 'q', long = "reply-dst", help_heading = "Filter")]
     pub reply_dst: Option<IpAddr>,
-    #[arg(long = "orig-port-src", alias = "sport", help_heading = "Filter")]
+    /// Source port of the original direction (the client's; needs -p).
+    #[arg(
+        long = "orig-port-src",
+        visible_alias = "sport",
+        help_heading = "Filter"
+    )]
     pub orig_port_src: Option<u16>,
-    #[arg(long = "orig-port-dst", alias = "dport", help_heading = "Filter")]
+    /// Destination port of the original direction (the Service port or NodePort; needs -p).
+    #[arg(
+        long = "orig-port-dst",
+        visible_alias = "dport",
+        help_heading = "Filter"
+    )]
     pub orig_port_dst: Option<u16>,
+    /// Source port of the reply direction: the backend's port after DNAT (needs -p).
     #[arg(long = "reply-port-src", help_heading = "Filter")]
     pub reply_port_src: Option<u16>,
+    /// Destination port of the reply direction (needs -p).
     #[arg(long = "reply-port-dst", help_heading = "Filter")]
     pub reply_port_dst: Option<u16>,
     /// Connection mark, VALUE[/MASK] (decimal or 0x hex).

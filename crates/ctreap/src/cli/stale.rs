@@ -52,7 +52,7 @@ pub struct WatchCmd {
     #[command(flatten)]
     pub scope: Scope,
     /// Time between two lines.
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
     pub interval: Duration,
     /// Stop after this many lines (default: run until interrupted).
     #[arg(long)]

@@ -39,14 +39,14 @@ use super::view::{ServiceView, SliceView};
 /// Errors of client setup.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("no usable Kubernetes configuration (in-cluster or kubeconfig): {0}")]
-    Infer(#[source] kube::config::InferConfigError),
+    /// The message is the innermost cause only: kube's errors repeat their source in their
+    /// own text, which printed the same cause two or three times.
+    #[error("kubeconfig {path}: {reason} (check --kubeconfig, or $KUBECONFIG as kubectl reads it)")]
+    Kubeconfig { path: String, reason: String },
+    #[error(
+        "no Kubernetes configuration: {reason} (pass --kubeconfig PATH, set $KUBECONFIG, or run in a pod with a service account)"
+    )]
+    Infer { reason: String },
     #[error("building the Kubernetes client: {0}")]
     Client(#[source] kube::Error),
     #[error("no node name: not given, NODE_NAME unset, and the hostname is unreadable: {0}")]
@@ -61,6 +61,14 @@ pub async fn kube_client(
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
 ) -> Result<kube::Client, Error> {
+    kube::Client::try_from(kube_config(kubeconfig, context).await?).map_err(Error::Client)
+}
+
+/// The configuration [`kube_client`] builds its client from (the server's URL among it).
+pub async fn kube_config(
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+) -> Result<kube::Config, Error> {
     let options = KubeConfigOptions {
         context,
         cluster: None,
@@ -68,23 +76,77 @@ pub async fn kube_client(
     };
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(&path).map_err(|source| Error::Kubeconfig {
-                path: path.clone(),
-                source,
+            let shown = path.display().to_string();
+            let kc = Kubeconfig::read_from(&path).map_err(|e| Error::Kubeconfig {
+                path: shown.clone(),
+                reason: innermost(&e),
             })?;
             kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|source| Error::Kubeconfig { path, source })?
+                .map_err(|e| Error::Kubeconfig {
+                    path: shown,
+                    reason: innermost(&e),
+                })?
+        }
+        None if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) => {
+            let kc = kubeconfig_from_env()?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::Kubeconfig {
+                    path: "$KUBECONFIG".into(),
+                    reason: innermost(&e),
+                })?
         }
         None if options.context.is_some() => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|source| Error::Kubeconfig {
-                path: PathBuf::from("$KUBECONFIG or ~/.kube/config"),
-                source,
+            .map_err(|e| Error::Kubeconfig {
+                path: "$KUBECONFIG or ~/.kube/config".into(),
+                reason: innermost(&e),
             })?,
-        None => kube::Config::infer().await.map_err(Error::Infer)?,
+        None => kube::Config::infer().await.map_err(|e| Error::Infer {
+            reason: innermost(&e),
+        })?,
     };
-    kube::Client::try_from(config).map_err(Error::Client)
+    Ok(config)
+}
+
+/// `$KUBECONFIG` as kubectl reads it: a list of files (`:`-separated), merged, the first to
+/// set a value winning; empty entries and files that do not exist are skipped.
+fn kubeconfig_from_env() -> Result<Kubeconfig, Error> {
+    let value = std::env::var_os("KUBECONFIG").unwrap_or_default();
+    let listed: Vec<PathBuf> = std::env::split_paths(&value)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    let existing: Vec<&PathBuf> = listed.iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        return Err(Error::Infer {
+            reason: format!(
+                "none of the files in $KUBECONFIG exists ({})",
+                value.to_string_lossy()
+            ),
+        });
+    }
+    let mut merged = Kubeconfig::default();
+    for p in existing {
+        let kc = Kubeconfig::read_from(p).map_err(|e| Error::Kubeconfig {
+            path: p.display().to_string(),
+            reason: innermost(&e),
+        })?;
+        merged = merged.merge(kc).map_err(|e| Error::Kubeconfig {
+            path: p.display().to_string(),
+            reason: innermost(&e),
+        })?;
+    }
+    Ok(merged)
+}
+
+/// The message of the innermost error in `e`'s source chain: the cause, said once.
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// This node's name, as kubelet registers it: `flag` if given, else `$NODE_NAME` (the

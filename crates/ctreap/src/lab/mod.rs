@@ -49,7 +49,7 @@ pub struct LabCmd {
     )]
     pub clients: Vec<ClientKind>,
     /// Traffic time of each variant (the rollout happens inside it; world setup comes on top).
-    #[arg(long, value_parser = parse_duration, default_value = "25s")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "25s")]
     pub duration: Duration,
     /// Directory for report.json, samples.json, timeline.svg and the agent's log.
     #[arg(long, value_name = "DIR", default_value = "lab-report")]
@@ -59,7 +59,7 @@ pub struct LabCmd {
     pub nat: NatBackend,
     /// The rule programmer's delay between an EndpointSlice change and the new rules
     /// (kube-proxy's sync latency).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true, default_value = "1s")]
     pub sync_delay: Duration,
 }
 
