@@ -367,7 +367,11 @@ fn stale_without_an_api_server_says_so() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("did not deliver a complete list"), "{err}");
+    assert!(
+        err.contains("cannot reach the API server at http://127.0.0.1:9/")
+            && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
