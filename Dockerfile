@@ -12,9 +12,13 @@ COPY crates crates
 # stage is the image's architecture, under buildx emulation too. The musl target would need a
 # toolchain download; glibc's static libc.a is already in this image.
 # The release profile keeps line tables (debug = 1) for profiling; the image drops them.
+# The git revision for ctreap_build_info (the build context has no .git):
+#   docker build --build-arg CTREAP_GIT_REVISION="$(git rev-parse --short=12 HEAD)" ...
+ARG CTREAP_GIT_REVISION=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(rustc -vV | sed -n 's/^host: //p')" && \
+    CTREAP_GIT_REVISION="$CTREAP_GIT_REVISION" \
     RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=debuginfo \
       cargo build --release --locked -p ctreap --no-default-features --target "$target" && \
     cp "target/$target/release/ctreap" /ctreap && \

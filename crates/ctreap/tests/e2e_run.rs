@@ -968,8 +968,9 @@ fn a_single_service_emptied_is_flushed_at_once() {
     agent.stop();
 }
 
-/// --dry-run: everything is computed and counted (`ctreap_dry_run_flows_total`, "would flush"
-/// lines), nothing is deleted: not the stale flows at start-up, not a removed backend's.
+/// --dry-run: everything is computed and counted (`ctreap_dry_run_flows_total`, "would delete"
+/// lines), nothing is deleted: not the stale flows at start-up, not a removed backend's. Each
+/// flow is counted once: the resyncs that find the same flows again add nothing (issue 12).
 ///
 /// Without the rule the table changes.
 #[test]
@@ -978,7 +979,7 @@ fn dry_run_deletes_nothing_and_counts_what_it_would() {
     let stale = Flow::many(IPPROTO_UDP, DNS, "10.244.1.9:5353", 2);
     w.add(&stale);
     let before = w.table();
-    let mut agent = w.agent(&["--resync", "60s", "--dry-run"]);
+    let mut agent = w.agent(&["--resync", "1s", "--dry-run"]);
     agent.wait_ready(READY);
     let m = wait_startup_pass(&mut agent);
     assert_line(
@@ -994,13 +995,29 @@ fn dry_run_deletes_nothing_and_counts_what_it_would() {
         &m,
         "ctreap_dry_run_flows_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3",
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Two resyncs later the same five flows have been found again, and counted once.
+    let resyncs = |m: &Metrics| m.or0("ctreap_reconciles_total{trigger=\"resync\"}");
+    let m = agent.wait_metrics(Duration::from_secs(15), "two resyncs", |m| {
+        resyncs(m) >= 2.0
+    });
+    assert_eq!(
+        m.sum("ctreap_dry_run_flows_total", &[]),
+        5.0,
+        "each flow counted once:\n{}",
+        m.text
+    );
     assert_table(&before, &[], &w.table(), "dry run");
     assert_eq!(agent.metrics().deleted(), 0.0);
-    let lines = agent.log_lines_with("would flush");
+    let lines = agent.log_lines_with("would delete");
     assert!(
         lines.iter().any(|l| l.contains("10.244.1.2:5353")),
-        "a would-flush line for the removed backend:\n{}",
+        "a would-delete line for the removed backend:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per group, not one per pass:\n{}",
         agent.log()
     );
     assert!(
@@ -1872,4 +1889,49 @@ fn an_object_that_does_not_decode_is_skipped_and_named() {
     w.wait_gone(&dns_gone, FLUSH_DEADLINE, "10.244.1.2's flows", &agent);
     let all_gone: Vec<Flow> = [sig_gone, web_gone, dns_gone].concat();
     assert_table(&expected, &all_gone, &w.table(), "at the end");
+}
+
+/// The first scrape (issue 12): the standard process metrics, `ctreap_build_info` labelled with
+/// the version and git revision, and the counters whose labels are known in advance already at
+/// 0, so `rate()` and `increase()` see the first deletion.
+#[test]
+fn the_first_scrape_has_process_metrics_build_info_and_zero_counters() {
+    let w = World::new("run-scrape");
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    let m = agent.metrics();
+    assert!(m.value("process_resident_memory_bytes") > 1e6, "{}", m.text);
+    assert!(m.get("process_cpu_seconds_total").is_some(), "{}", m.text);
+    assert!(m.value("process_open_fds") >= 3.0, "{}", m.text);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = m.value("process_start_time_seconds");
+    assert!(
+        started <= now && started > now - 600.0,
+        "{started} vs {now}"
+    );
+    let build = m.series_of("ctreap_build_info");
+    assert_eq!(build.len(), 1, "{build:?}");
+    let (labels, v) = &build[0];
+    assert_eq!(*v, 1.0);
+    assert!(
+        labels.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && labels.contains("revision=\"")
+            && !labels.contains("revision=\"\""),
+        "{labels}"
+    );
+    for line in [
+        "ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 0",
+        "ctreap_flows_deleted_total{protocol=\"sctp\",reason=\"not_serving\",trigger=\"resync\"} 0",
+        "ctreap_reconciles_total{trigger=\"overrun\"} 0",
+        "ctreap_conntrack_dumps_total{scope=\"backend\"} 0",
+    ] {
+        assert_line(&m, line);
+    }
+    assert!(
+        m.series_of("ctreap_dry_run_flows_total").is_empty(),
+        "no dry-run series without --dry-run"
+    );
 }

@@ -62,6 +62,13 @@ pub struct DumpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// The git revision the binary was built from (build.rs), or "unknown".
+    pub revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub resource: &'static str,
 }
@@ -100,7 +107,7 @@ pub struct Metrics {
     breaker_known: Mutex<HashSet<ServiceLabels>>,
     watch_synced: Family<ResourceLabels, Gauge>,
     ready: Gauge,
-    build_info: Gauge<i64, std::sync::atomic::AtomicI64>,
+    build_info: Family<BuildLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -132,7 +139,7 @@ impl Metrics {
             breaker_known: Mutex::new(HashSet::new()),
             watch_synced: Family::default(),
             ready: Gauge::default(),
-            build_info: Gauge::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,10 +230,28 @@ impl Metrics {
         );
         registry.register(
             "ctreap_build_info",
-            "Always 1; the version is in the help text",
+            "Always 1, labelled with the version and the git revision of the binary",
             m.build_info.clone(),
         );
-        m.build_info.set(1);
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: env!("CTREAP_REVISION"),
+            })
+            .set(1);
+        registry.register_collector(Box::new(super::process::Process));
+        // Counters whose label values are known in advance start at 0, so rate() and
+        // increase() see the first event.
+        for trigger in super::Trigger::ALL {
+            if trigger.runs_full_pass() {
+                let _ = m.reconciles.get_or_create(&TriggerLabels {
+                    trigger: trigger.as_str(),
+                });
+            }
+        }
+        for scope in ["table", "backend"] {
+            let _ = m.dumps.get_or_create(&DumpLabels { scope });
+        }
         Metrics { registry, ..m }
     }
 
@@ -254,6 +279,27 @@ impl Metrics {
                     reason,
                 })
                 .set(*n as i64);
+        }
+    }
+
+    /// The deletion counters' series at 0 for every (protocol, reason, trigger) the agent can
+    /// report: `ctreap_dry_run_flows_total` under --dry-run, else `ctreap_flows_deleted_total`.
+    pub fn init_deleted(&self, dry_run: bool) {
+        let family = if dry_run {
+            &self.dry_run_flows
+        } else {
+            &self.flows_deleted
+        };
+        for protocol in ["udp", "tcp", "sctp"] {
+            for reason in ["gone", "not_serving"] {
+                for trigger in super::Trigger::ALL {
+                    let _ = family.get_or_create(&DeletedLabels {
+                        protocol,
+                        reason,
+                        trigger: trigger.as_str(),
+                    });
+                }
+            }
         }
     }
 

@@ -27,6 +27,7 @@ mod flows;
 pub mod http;
 mod kernel;
 pub mod metrics;
+mod process;
 
 pub use config::{LogFormat, RunCmd};
 
@@ -90,6 +91,23 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Watch,
+        Trigger::Event,
+        Trigger::Resync,
+        Trigger::Startup,
+        Trigger::Overrun,
+        Trigger::Breaker,
+    ];
+
+    /// Triggers of full passes (`ctreap_reconciles_total`); the others delete by key.
+    pub const fn runs_full_pass(self) -> bool {
+        matches!(
+            self,
+            Trigger::Resync | Trigger::Startup | Trigger::Overrun | Trigger::Breaker
+        )
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Trigger::Watch => "watch",
@@ -231,6 +249,8 @@ struct Agent {
     /// lists were complete means events may have been missed: the watches are restarted and
     /// nothing is deleted until their fresh lists are complete.
     watch_errors_seen: u64,
+    /// --dry-run: the flows already counted, so that each is counted (and logged) once.
+    dry_seen: Arc<Mutex<DrySeen>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -283,6 +303,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
     }
 
     let health = Arc::new(Health::new());
+    health.metrics.init_deleted(cmd.dry_run);
     health.set_liveness_timeout(cmd.liveness_timeout);
     health.beat();
     let listener = tokio::net::TcpListener::bind(cmd.listen)
@@ -340,6 +361,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         netlink_error: None,
         missed_events: false,
         watch_errors_seen: 0,
+        dry_seen: Arc::default(),
     };
     let res = agent.main(stop_rx, netns).await;
     cancel.store(true, Ordering::Relaxed);
@@ -1041,7 +1063,7 @@ impl Agent {
         }
         let (flows, model, k) = (self.flows.clone(), self.model.clone(), self.kernel.clone());
         let health = self.health.clone();
-        let dry_run = self.cmd.dry_run;
+        let dry = self.cmd.dry_run.then(|| self.dry_seen.clone());
         let res = tokio::task::spawn_blocking(move || {
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let (mut results, mut unknown, mut skipped) = (Vec::new(), Vec::new(), 0u64);
@@ -1065,7 +1087,7 @@ impl Agent {
                     }
                 }
                 for (g, tuples) in groups {
-                    execute(&mut kernel, g, &tuples, dry_run, &mut results);
+                    execute(&mut kernel, g, &tuples, dry.as_deref(), &mut results);
                 }
             }
             let mut keys = keys;
@@ -1144,13 +1166,13 @@ impl Agent {
             );
             return gone;
         }
-        let dry_run = self.cmd.dry_run;
+        let dry = self.cmd.dry_run.then(|| self.dry_seen.clone());
         let k = self.kernel.clone();
         let res = tokio::task::spawn_blocking(move || {
             let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
             let mut results = Vec::with_capacity(groups.len());
             for (g, tuples) in groups {
-                execute(&mut kernel, g, &tuples, dry_run, &mut results);
+                execute(&mut kernel, g, &tuples, dry.as_deref(), &mut results);
             }
             results
         })
@@ -1184,7 +1206,7 @@ impl Agent {
                     info!(
                         service = %g.service, frontend = %g.frontend, backend = %g.backend,
                         protocol, reason, trigger = trigger.as_str(), count = n,
-                        "would flush (dry run)"
+                        "would delete (dry run)"
                     );
                 }
                 Some(Err(e)) => {
@@ -1220,6 +1242,24 @@ impl Agent {
     }
 }
 
+/// Flows a --dry-run agent has counted: every pass finds a stale flow again (nothing deletes
+/// it), but `ctreap_dry_run_flows_total` and the "would delete" lines count it once. Bounded:
+/// past [`DRY_SEEN_MAX`] flows the set starts over (flows then may be counted again).
+#[derive(Debug, Default)]
+struct DrySeen(std::collections::HashSet<(Tuple, Option<u16>)>);
+
+const DRY_SEEN_MAX: usize = 1_000_000;
+
+impl DrySeen {
+    /// How many of `tuples` were not counted before (now they are).
+    fn fresh(&mut self, tuples: &[(Tuple, Option<u16>)]) -> u64 {
+        if self.0.len() + tuples.len() > DRY_SEEN_MAX {
+            self.0.clear();
+        }
+        tuples.iter().filter(|t| self.0.insert(**t)).count() as u64
+    }
+}
+
 /// One group of entries, deleted (or counted under --dry-run): the group, its size, the
 /// kernel's report (`None` for a dry run) and when the kernel acknowledged it.
 type Executed = (
@@ -1229,16 +1269,27 @@ type Executed = (
     Instant,
 );
 
+/// Deletes a group, or under --dry-run (`dry` set) counts the flows of it not counted before;
+/// a dry group with nothing new leaves no result (no second log line for the same flows).
 fn execute(
     kernel: &mut Kernel,
     g: Stale,
     tuples: &[(Tuple, Option<u16>)],
-    dry_run: bool,
+    dry: Option<&Mutex<DrySeen>>,
     out: &mut Vec<Executed>,
 ) {
-    let n = tuples.len() as u64;
-    let report = (!dry_run).then(|| kernel.delete(tuples));
-    out.push((g, n, report, Instant::now()));
+    match dry {
+        Some(seen) => {
+            let n = seen.lock().unwrap_or_else(|e| e.into_inner()).fresh(tuples);
+            if n > 0 {
+                out.push((g, n, None, Instant::now()));
+            }
+        }
+        None => {
+            let report = kernel.delete(tuples);
+            out.push((g, tuples.len() as u64, Some(report), Instant::now()));
+        }
+    }
 }
 
 /// The original tuple and zone a flow from the index is deleted by (zone 0 is the default

@@ -181,7 +181,7 @@ impl Drop for AgentProcess {
 /// The agent's "flushed" log lines, for the report's notes.
 pub fn flush_lines(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains("flushed") || l.contains("would flush"))
+        .filter(|l| l.contains("flushed") || l.contains("would delete"))
         .map(|l| l.trim().to_string())
         .collect()
 }
