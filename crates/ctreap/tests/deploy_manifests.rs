@@ -1347,6 +1347,14 @@ fn alerts_pass_promtool_check_and_unit_tests() {
     }
     std::fs::write(dir.path().join("alerts.test.yaml"), tests).expect("write");
     assert_promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
+
+    // The annotations as rendered for Alertmanager, against the full rule.
+    std::fs::write(
+        dir.path().join("annotations.test.yaml"),
+        read("deploy/monitoring/tests/annotations.test.yaml"),
+    )
+    .expect("write");
+    assert_promtool(&["test", "rules", "annotations.test.yaml"], dir.path());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2010,15 +2018,17 @@ fn helm_renders_non_default_values() {
     assert!(r.service_account.is_none() && r.quota.is_none());
     let pm = r.pod_monitor.expect("a PodMonitor");
     assert_eq!(str_at(&pm, &["metadata", "labels", "release"]), "prom");
-    // The alerts follow the values: only UDP is deleted, and a dry run informs.
+    // The alerts follow the values: only UDP is deleted; a dry-run node is left out by the
+    // expression itself, as in the plain rule, so the severity stays the plain rule's.
     let rule = r.prometheus_rule.expect("a PrometheusRule");
     let stale = &rule["spec"]["groups"][0]["rules"][0];
     assert_eq!(str_at(stale, &["alert"]), "CtreapStaleFlowsPersisting");
+    let expr = str_at(stale, &["expr"]);
     assert!(
-        str_at(stale, &["expr"]).contains(r#"protocol=~"udp""#),
+        expr.contains(r#"protocol=~"udp""#) && expr.contains("unless on (node)"),
         "{stale:?}"
     );
-    assert_eq!(str_at(stale, &["labels", "severity"]), "info");
+    assert_eq!(str_at(stale, &["labels", "severity"]), "critical");
     // The arguments parse with the real binary (clap parses every value before --help).
     let mut check: Vec<&str> = args.iter().map(String::as_str).collect();
     check.push("--help");
