@@ -484,3 +484,62 @@ fn doctor_reports_node_and_api_checks() {
     assert_eq!(out.status.code(), Some(1), "a missing namespace is a FAIL");
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  ctnetlink"));
 }
+
+/// `ctreap doctor` names the service proxy programming the node's namespace and whether ctreap
+/// applies there (issue 12; docs/compatibility.md): nothing found, kube-proxy's nftables table,
+/// its iptables chain, and Cilium's eBPF maps alone (ctreap does not apply).
+#[test]
+fn doctor_names_the_service_proxy() {
+    let ns = TestNs::new("doctor-proxy");
+    let bpf = tempfile::tempdir().expect("tempdir");
+    let proxy_line = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+            .args(["doctor", "--skip-api", "--netns", &ns.name, "--bpffs"])
+            .arg(bpf.path())
+            .output()
+            .expect("run doctor");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("service proxy"))
+            .unwrap_or_else(|| panic!("no service proxy line: {out:?}"))
+            .to_owned()
+    };
+    let in_ns = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args)
+            .status()
+            .expect("ip netns exec");
+        assert!(st.success(), "{args:?}");
+    };
+    let line = proxy_line();
+    assert!(
+        line.starts_with("WARN") && line.contains("none found"),
+        "{line}"
+    );
+
+    // Cilium's maps alone: an eBPF proxy, ctreap does not apply.
+    std::fs::create_dir_all(bpf.path().join("tc/globals")).expect("mkdir");
+    std::fs::write(bpf.path().join("tc/globals/cilium_lb4_services_v2"), "").expect("write");
+    let line = proxy_line();
+    assert!(
+        line.starts_with("WARN") && line.contains("Cilium eBPF") && line.contains("does not apply"),
+        "{line}"
+    );
+
+    in_ns(&["nft", "add", "table", "ip", "kube-proxy"]);
+    let line = proxy_line();
+    assert!(
+        line.starts_with("OK")
+            && line.contains("kube-proxy nftables mode")
+            && line.contains("ctreap applies"),
+        "{line}"
+    );
+    in_ns(&["nft", "delete", "table", "ip", "kube-proxy"]);
+    in_ns(&["iptables", "-t", "nat", "-N", "KUBE-SERVICES"]);
+    let line = proxy_line();
+    assert!(
+        line.starts_with("OK") && line.contains("kube-proxy iptables mode"),
+        "{line}"
+    );
+}

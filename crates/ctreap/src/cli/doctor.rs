@@ -21,6 +21,127 @@ pub struct DoctorCmd {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub ns: NetnsArg,
+    /// Where the BPF filesystem is mounted (Cilium's and Calico's eBPF maps are pinned there).
+    #[arg(long, default_value = "/sys/fs/bpf", hide = true)]
+    pub bpffs: std::path::PathBuf,
+}
+
+/// What each service proxy leaves on a node, as found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProxyEvidence {
+    /// `table ip kube-proxy` (or ip6) in nftables: kube-proxy's nftables mode.
+    pub nft_kube_proxy: bool,
+    /// The `KUBE-SERVICES` chain in iptables' nat table: kube-proxy's iptables mode.
+    pub iptables_kube_services: bool,
+    /// IPVS virtual servers in /proc/net/ip_vs: kube-proxy's ipvs mode.
+    pub ipvs_services: usize,
+    /// Cilium's pinned maps (`tc/globals/cilium_*`).
+    pub cilium_bpf: bool,
+    /// Calico's eBPF data plane (`calico/` pinned maps).
+    pub calico_bpf: bool,
+}
+
+/// Which service proxy programs the node, and whether ctreap applies there
+/// (docs/compatibility.md).
+pub fn proxy_check(e: &ProxyEvidence) -> Check {
+    let mut netfilter = Vec::new();
+    if e.nft_kube_proxy {
+        netfilter.push("kube-proxy nftables mode (table ip kube-proxy)".to_string());
+    }
+    if e.iptables_kube_services {
+        netfilter.push("kube-proxy iptables mode (nat KUBE-SERVICES)".to_string());
+    }
+    if e.ipvs_services > 0 {
+        netfilter.push(format!(
+            "kube-proxy ipvs mode ({} IPVS virtual servers)",
+            e.ipvs_services
+        ));
+    }
+    let mut ebpf = Vec::new();
+    if e.cilium_bpf {
+        ebpf.push("Cilium eBPF");
+    }
+    if e.calico_bpf {
+        ebpf.push("Calico eBPF");
+    }
+    match (netfilter.is_empty(), ebpf.is_empty()) {
+        (false, _) => check(
+            Level::Ok,
+            "service proxy",
+            format!(
+                "{}: Service NAT is netfilter DNAT, remembered in conntrack; ctreap applies{}",
+                netfilter.join(", "),
+                if ebpf.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (also found: {} maps)", ebpf.join(", "))
+                }
+            ),
+        ),
+        (true, false) => check(
+            Level::Warn,
+            "service proxy",
+            format!(
+                "{} kube-proxy replacement and no kube-proxy rules: Services are translated in BPF with their own connection tracking, so ctreap does not apply on this node (docs/compatibility.md)",
+                ebpf.join(", ")
+            ),
+        ),
+        (true, true) => check(
+            Level::Warn,
+            "service proxy",
+            "none found (no kube-proxy nftables table, iptables KUBE-SERVICES chain or IPVS virtual servers; no Cilium or Calico eBPF maps): is this a node's network namespace (--netns)?",
+        ),
+    }
+}
+
+/// Runs `cmd` in the network namespace (`nsenter --net`), or here; `None` if it could not run.
+fn run_in(ns: &NetnsArg, cmd: &[&str]) -> Option<std::process::Output> {
+    let mut c = match &ns.netns {
+        Some(n) => {
+            let path = if n.contains('/') {
+                n.clone()
+            } else {
+                format!("/run/netns/{n}")
+            };
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net={path}")).args(cmd);
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new(cmd[0]);
+            c.args(&cmd[1..]);
+            c
+        }
+    };
+    c.stdin(std::process::Stdio::null()).output().ok()
+}
+
+fn proxy_evidence(ns: &NetnsArg, bpffs: &std::path::Path) -> ProxyEvidence {
+    let ok = |cmd: &[&str]| run_in(ns, cmd).is_some_and(|o| o.status.success());
+    let ipvs_services = run_in(ns, &["cat", "/proc/net/ip_vs"])
+        .filter(|o| o.status.success())
+        .map_or(0, |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| {
+                    ["TCP ", "UDP ", "SCTP ", "FWM "]
+                        .iter()
+                        .any(|p| l.starts_with(p))
+                })
+                .count()
+        });
+    let cilium_bpf = std::fs::read_dir(bpffs.join("tc/globals")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("cilium_"))
+    });
+    ProxyEvidence {
+        nft_kube_proxy: ok(&["nft", "list", "table", "ip", "kube-proxy"])
+            || ok(&["nft", "list", "table", "ip6", "kube-proxy"]),
+        iptables_kube_services: ok(&["iptables", "-w", "5", "-t", "nat", "-S", "KUBE-SERVICES"]),
+        ipvs_services,
+        cilium_bpf,
+        calico_bpf: bpffs.join("calico").is_dir(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -272,8 +393,13 @@ async fn api_checks(kube: &KubeArgs) -> Vec<Check> {
 
 /// Runs the checks, prints them, and returns the worst level.
 pub async fn doctor(cmd: DoctorCmd) -> Result<Level> {
-    let ns = cmd.ns.clone();
-    let mut checks = tokio::task::spawn_blocking(move || node_checks(&ns)).await?;
+    let (ns, bpffs) = (cmd.ns.clone(), cmd.bpffs.clone());
+    let mut checks = tokio::task::spawn_blocking(move || {
+        let mut c = node_checks(&ns);
+        c.push(proxy_check(&proxy_evidence(&ns, &bpffs)));
+        c
+    })
+    .await?;
     if !cmd.skip_api {
         checks.extend(api_checks(&cmd.kube).await);
     }
