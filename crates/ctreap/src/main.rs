@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ctreap::args::UsageError;
 
 #[derive(Debug, Parser)]
@@ -27,6 +27,13 @@ enum Command {
     /// Reproduce the outage in network namespaces and compare the fixes.
     #[cfg(feature = "lab")]
     Lab(ctreap::lab::LabCmd),
+    /// Print a shell completion script: `source <(ctreap completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `ctreap man | man -l -`.
+    Man,
 }
 
 /// EX_USAGE from sysexits.h: a bad flag or configuration.
@@ -135,6 +142,14 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "lab")]
         Command::Lab(c) => ctreap::lab::run(c).map(|()| ExitCode::SUCCESS),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ctreap", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
     match res {
         Ok(code) => code,

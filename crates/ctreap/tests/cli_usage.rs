@@ -192,3 +192,65 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(err.lines().count() > 1, "debug logs expected: {err}");
     assert!(!err.contains('\u{1b}'), "colour codes in a pipe: {err:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shell completions and the man page, generated from the clap definitions.
+
+#[test]
+fn bash_completion_completes_subcommands_and_flags() {
+    let (code, script, err) = ctreap(&["completion", "bash"]);
+    assert_eq!(code, Some(0), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ctreap.bash");
+    std::fs::write(&path, &script).expect("write");
+    // What bash offers after `ctreap st<TAB>` and `ctreap stale --out<TAB>`.
+    let complete = |words: &str, cword: usize| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{words}'; \
+                 _ctreap ctreap \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; \
+                 echo \"${{COMPREPLY[@]}}\"",
+                path.display()
+            ))
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("ctreap st", 1), "stale");
+    assert_eq!(complete("ctreap stale --outp", 2), "--output");
+}
+
+#[test]
+fn zsh_and_fish_completions_name_the_subcommands() {
+    for shell in ["zsh", "fish"] {
+        let (code, script, err) = ctreap(&["completion", shell]);
+        assert_eq!(code, Some(0), "{shell}: {err}");
+        for sub in ["stale", "watch", "doctor", "run", "conntrack"] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let err = usage_error(&["completion", "tcsh"]);
+    assert!(err.contains("possible values: bash"), "{err}");
+}
+
+#[test]
+fn the_man_page_is_roff_listing_the_commands() {
+    let (code, page, err) = ctreap(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(page.contains(".TH ctreap 1"), "{page}");
+    for sub in ["stale", "watch", "doctor", "run", "conntrack", "completion"] {
+        assert!(page.contains(sub), "the man page lacks {sub}");
+    }
+}
+
+#[test]
+fn all_namespaces_is_spelt_as_kubectl_spells_it_and_conflicts_with_n() {
+    for cmd in ["stale", "watch"] {
+        let (code, out, _) = ctreap(&[cmd, "--help"]);
+        assert_eq!(code, Some(0));
+        assert!(out.contains("-A, --all-namespaces"), "{cmd}: {out}");
+        let err = usage_error(&[cmd, "-A", "-n", "kube-system"]);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+}

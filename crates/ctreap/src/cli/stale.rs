@@ -24,9 +24,13 @@ pub enum StaleFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct Scope {
-    /// Only Services in this namespace.
+    /// Only Services in this namespace (default: every namespace; flows are the node's, not a
+    /// namespace's, so unlike kubectl the context's namespace is not applied).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+    /// Every namespace (the default), as kubectl spells it.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
+    pub all_namespaces: bool,
     /// Only this Service (name; with --namespace to be exact).
     #[arg(long)]
     pub service: Option<String>,
