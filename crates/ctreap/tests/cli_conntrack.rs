@@ -182,6 +182,25 @@ fn json_and_table_and_count() {
     assert_eq!(rows.len(), 3, "{json}");
     for r in &rows {
         assert_eq!(r["reply"]["src"], "10.0.0.5", "{r}");
+        // Names beside the numbers, as conntrack users read them (issue 12).
+        assert_eq!(r["family_name"], "ipv4", "{r}");
+        let num = r["orig"]["proto"]["num"].as_u64().expect("proto num");
+        let name = r["orig"]["proto"]["name"].as_str().expect("proto name");
+        assert_eq!(name, ctnetlink::codec::format::proto_name(num as u8), "{r}");
+        let flags: Vec<&str> = r["status_flags"]
+            .as_array()
+            .expect("status_flags")
+            .iter()
+            .map(|f| f.as_str().expect("flag name"))
+            .collect();
+        let status = r["status"].as_u64().expect("status");
+        assert!(
+            flags.contains(&"CONFIRMED") && flags.len() == status.count_ones() as usize,
+            "one name per status bit: {r}"
+        );
+        if num == 6 {
+            assert!(r["protoinfo"]["tcp"]["state_name"].is_string(), "{r}");
+        }
     }
     let table = ok(&[
         "conntrack",

@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use ctnetlink::codec::format::{
-    proto_name, sctp_state_from_name, tcp_state_from_name, write_conntrack_line,
+    proto_name, sctp_state_from_name, sctp_state_name, tcp_state_from_name, tcp_state_name,
+    write_conntrack_line,
 };
 use ctnetlink::consts::*;
 use ctnetlink::{Entry, EventSocket, FlushPath, Groups, L4, ProtoInfo, SctpInfo, TcpInfo, Tuple};
 
-use super::filter::{FilterArgs, parse_proto, parse_status};
+use super::filter::{FilterArgs, parse_proto, parse_status, status_names};
 use crate::args::{NetnsArg, UsageError, parse_duration};
 
 #[derive(Debug, Args)]
@@ -238,7 +239,7 @@ fn list(filter: &FilterArgs, output: ListFormat, ns: &NetnsArg) -> Result<()> {
         line.clear();
         match output {
             ListFormat::Conntrack => write_conntrack_line(&mut line, &e, now),
-            ListFormat::Json => line.push_str(&serde_json::to_string(&e).unwrap_or_default()),
+            ListFormat::Json => line.push_str(&entry_json(&e).to_string()),
             ListFormat::Table => table_row(&mut line, &e),
         }
         line.push('\n');
@@ -406,7 +407,11 @@ fn events(
                     line.push_str(&format!("{:>9} ", format!("[{}]", ev.kind.as_str())));
                     write_conntrack_line(&mut line, &ev.entry, now_secs());
                 }
-                EventFormat::Json => line.push_str(&serde_json::to_string(&ev).unwrap_or_default()),
+                EventFormat::Json => {
+                    let mut v = serde_json::to_value(&ev).unwrap_or_default();
+                    v["entry"] = entry_json(&ev.entry);
+                    line.push_str(&v.to_string());
+                }
             }
             line.push('\n');
             broken |= out
@@ -528,4 +533,40 @@ fn stats(ns: &NetnsArg) -> Result<()> {
         None => println!("entries={}", g.entries),
     }
     Ok(())
+}
+
+/// An entry as JSON, the numbers kept and the names conntrack users read beside them:
+/// `family_name`, each tuple's `proto.name`, `status_flags` and the TCP/SCTP `state_name`.
+fn entry_json(e: &Entry) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    let Some(o) = v.as_object_mut() else {
+        return v;
+    };
+    let family = match e.family {
+        AF_INET => "ipv4",
+        AF_INET6 => "ipv6",
+        _ => "unknown",
+    };
+    o.insert("family_name".into(), family.into());
+    o.insert("status_flags".into(), status_names(e.status).into());
+    for dir in ["orig", "reply"] {
+        if let Some(p) = o.get_mut(dir).and_then(|t| t.get_mut("proto"))
+            && let Some(num) = p.get("num").and_then(serde_json::Value::as_u64)
+        {
+            p["name"] = proto_name(num as u8).into();
+        }
+    }
+    if let Some(pi) = o.get_mut("protoinfo") {
+        for (proto, name) in [
+            ("tcp", tcp_state_name as fn(u8) -> &'static str),
+            ("sctp", sctp_state_name),
+        ] {
+            if let Some(info) = pi.get_mut(proto)
+                && let Some(state) = info.get("state").and_then(serde_json::Value::as_u64)
+            {
+                info["state_name"] = name(state as u8).into();
+            }
+        }
+    }
+    v
 }

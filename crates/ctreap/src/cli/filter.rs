@@ -113,31 +113,50 @@ pub fn parse_mark(s: &str) -> Result<(u32, u32), String> {
 }
 
 /// Status names as `conntrack -u` spells them.
+/// The IPS_* status bits by the names conntrack-tools prints and takes.
+pub const STATUS_NAMES: [(&str, u32); 15] = [
+    ("EXPECTED", IPS_EXPECTED),
+    ("SEEN_REPLY", IPS_SEEN_REPLY),
+    ("ASSURED", IPS_ASSURED),
+    ("CONFIRMED", IPS_CONFIRMED),
+    ("SRC_NAT", IPS_SRC_NAT),
+    ("DST_NAT", IPS_DST_NAT),
+    ("SEQ_ADJUST", IPS_SEQ_ADJUST),
+    ("SRC_NAT_DONE", IPS_SRC_NAT_DONE),
+    ("DST_NAT_DONE", IPS_DST_NAT_DONE),
+    ("DYING", IPS_DYING),
+    ("FIXED_TIMEOUT", IPS_FIXED_TIMEOUT),
+    ("TEMPLATE", IPS_TEMPLATE),
+    ("UNTRACKED", IPS_UNTRACKED),
+    ("OFFLOAD", IPS_OFFLOAD),
+    ("HW_OFFLOAD", IPS_HW_OFFLOAD),
+];
+
+/// The names of the status bits set in `bits`, in bit order.
+pub fn status_names(bits: u32) -> Vec<&'static str> {
+    STATUS_NAMES
+        .iter()
+        .filter(|(_, b)| bits & b != 0)
+        .map(|(n, _)| *n)
+        .collect()
+}
+
 pub fn parse_status(s: &str) -> Result<u32, String> {
     let mut bits = 0;
     for name in s.split(',') {
-        bits |= match name.trim().to_ascii_uppercase().as_str() {
-            "EXPECTED" => IPS_EXPECTED,
-            "SEEN_REPLY" => IPS_SEEN_REPLY,
-            "ASSURED" => IPS_ASSURED,
-            "CONFIRMED" => IPS_CONFIRMED,
-            "SRC_NAT" | "SNAT" => IPS_SRC_NAT,
-            "DST_NAT" | "DNAT" => IPS_DST_NAT,
-            "SEQ_ADJUST" => IPS_SEQ_ADJUST,
-            "SRC_NAT_DONE" => IPS_SRC_NAT_DONE,
-            "DST_NAT_DONE" => IPS_DST_NAT_DONE,
-            "DYING" => IPS_DYING,
-            "FIXED_TIMEOUT" => IPS_FIXED_TIMEOUT,
-            "TEMPLATE" => IPS_TEMPLATE,
-            "UNTRACKED" => IPS_UNTRACKED,
-            "OFFLOAD" => IPS_OFFLOAD,
-            "HW_OFFLOAD" => IPS_HW_OFFLOAD,
-            other => {
-                return Err(format!(
-                    "unknown status {other:?} (ASSURED, SEEN_REPLY, DST_NAT, ...)"
-                ));
-            }
+        let name = name.trim().to_ascii_uppercase();
+        let name = match name.as_str() {
+            "SNAT" => "SRC_NAT",
+            "DNAT" => "DST_NAT",
+            n => n,
         };
+        bits |= STATUS_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                format!("unknown status {name:?} (ASSURED, SEEN_REPLY, DST_NAT, ...)")
+            })?;
     }
     Ok(bits)
 }
