@@ -1491,7 +1491,8 @@ fn dashboard_queries_parse_as_promql() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Helm chart, structurally (helm cannot run here).
+// The Helm chart: what Helm does not check (values that exist and are used, every run flag a
+// value); rendering by real Helm is below.
 
 const CHART: &str = "deploy/helm/ctreap";
 
@@ -1591,31 +1592,12 @@ fn chart_templates_and_values_agree() {
         assert!(names.contains(wanted), "no template {wanted}");
     }
 
+    // Syntax is Helm's to check (helm_lints_the_chart, helm_renders_*); what it does not see:
+    // a .Values path that does not exist renders as nothing, and a value no template uses
+    // does nothing.
     let values = values();
     let mut refs = BTreeSet::new();
     for (file, text) in &tpls {
-        assert!(
-            !text.contains('\t'),
-            "{file}: a tab character (YAML forbids them)"
-        );
-        // Block actions open and close in pairs (comments and raw strings contain none).
-        let opens = ["if", "range", "with", "define", "block"]
-            .iter()
-            .map(|k| {
-                text.matches(&format!("{{{{- {k} ")).count()
-                    + text.matches(&format!("{{{{ {k} ")).count()
-            })
-            .sum::<usize>();
-        let ends = text.matches("{{- end }}").count()
-            + text.matches("{{ end }}").count()
-            + text.matches("{{- end -}}").count()
-            + text.matches("{{ end -}}").count();
-        assert_eq!(opens, ends, "{file}: {opens} blocks opened, {ends} closed");
-        assert_eq!(
-            text.matches("{{").count(),
-            text.matches("}}").count(),
-            "{file}: unbalanced delimiters"
-        );
         for r in values_refs(text) {
             let path: Vec<&str> = r.iter().map(String::as_str).collect();
             assert!(
