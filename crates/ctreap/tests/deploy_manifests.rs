@@ -791,7 +791,7 @@ fn daemonset_runs_on_every_node_with_net_admin_only() {
     };
     assert_eq!(q(&res.requests, "cpu").as_deref(), Some("10m"));
     assert_eq!(q(&res.requests, "memory").as_deref(), Some("64Mi"));
-    assert_eq!(q(&res.limits, "memory").as_deref(), Some("320Mi"));
+    assert_eq!(q(&res.limits, "memory").as_deref(), Some("256Mi"));
     assert_eq!(
         q(&res.limits, "cpu"),
         None,
