@@ -191,7 +191,9 @@ pub fn deletion_metrics(metrics: &str) -> Vec<String> {
     metrics
         .lines()
         .filter(|l| {
+            // The counters start at 0 for every label set; the report names what happened.
             !l.starts_with('#')
+                && !l.ends_with(" 0")
                 && (l.starts_with("ctreap_flows_deleted_total")
                     || l.starts_with("ctreap_flush_latency_seconds_count")
                     || l.starts_with("ctreap_flush_latency_seconds_sum")
@@ -207,7 +209,7 @@ mod tests {
 
     #[test]
     fn metric_lines() {
-        let m = "# HELP x\nctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 1\nctreap_ready 1\n# EOF\n";
+        let m = "# HELP x\nctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 1\nctreap_flows_deleted_total{protocol=\"tcp\",reason=\"gone\",trigger=\"watch\"} 0\nctreap_ready 1\n# EOF\n";
         assert_eq!(
             deletion_metrics(m),
             vec![
