@@ -300,6 +300,15 @@ fn churn(chaos: bool) {
     let mut junk: Option<String> = None;
     let (mut junk_applied, mut junk_deleted, mut addrs_added, mut addrs_removed) = (0, 0, 0, 0);
     // The API server restarts in the background, its store (and so the churn) going on.
+    let delete_junk = |name: &str| {
+        api.server
+            .delete(
+                kube_testserver::ResourceKind::EndpointSlice,
+                Some("default"),
+                name,
+            )
+            .expect("delete the junk slice");
+    };
     let stop_restarts = std::sync::atomic::AtomicBool::new(false);
     let restarts = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
@@ -328,13 +337,7 @@ fn churn(chaos: bool) {
                 next_junk += JUNK_EVERY;
                 match junk.take() {
                     Some(name) => {
-                        api.server
-                            .delete(
-                                kube_testserver::ResourceKind::EndpointSlice,
-                                Some("default"),
-                                &name,
-                            )
-                            .expect("delete the junk slice");
+                        delete_junk(&name);
                         junk_deleted += 1;
                     }
                     None => {
@@ -425,13 +428,7 @@ fn churn(chaos: bool) {
         stop_restarts.store(true, std::sync::atomic::Ordering::SeqCst);
         // The last bad slice goes too: while it exists its Service is held, rightly.
         if let Some(name) = junk.take() {
-            api.server
-                .delete(
-                    kube_testserver::ResourceKind::EndpointSlice,
-                    Some("default"),
-                    &name,
-                )
-                .expect("delete the junk slice");
+            delete_junk(&name);
             junk_deleted += 1;
         }
     });
