@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use agent::{
     Agent, Api, Flow, Metrics, assert_table, create, ep, ep_cond, eventually, eventually_with,
-    never, present, service, slice, table,
+    never, present, service, slice, slice_ips, table,
 };
 use common::TestNs;
 use ctnetlink::Conntrack;
@@ -40,41 +40,21 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 const READY: Duration = Duration::from_secs(30);
 
 fn dns_slice(ips: &[&str]) -> Value {
-    slice(
-        "dns-a",
-        "dns",
-        &[("dns", 5353, "UDP")],
-        ips.iter().map(|i| ep(i)).collect(),
-    )
+    slice_ips("dns-a", "dns", &[("dns", 5353, "UDP")], ips)
 }
 
 fn web4_slice(ips: &[&str]) -> Value {
-    slice(
-        "web-v4",
-        "web",
-        &[("http", 8080, "TCP")],
-        ips.iter().map(|i| ep(i)).collect(),
-    )
+    slice_ips("web-v4", "web", &[("http", 8080, "TCP")], ips)
 }
 
 fn web6_slice(ips: &[&str]) -> Value {
-    let mut s = slice(
-        "web-v6",
-        "web",
-        &[("http", 8080, "TCP")],
-        ips.iter().map(|i| ep(i)).collect(),
-    );
+    let mut s = slice_ips("web-v6", "web", &[("http", 8080, "TCP")], ips);
     s["addressType"] = json!("IPv6");
     s
 }
 
 fn sig_slice(ips: &[&str]) -> Value {
-    slice(
-        "sig-a",
-        "sig",
-        &[("diameter", 3868, "SCTP")],
-        ips.iter().map(|i| ep(i)).collect(),
-    )
+    slice_ips("sig-a", "sig", &[("diameter", 3868, "SCTP")], ips)
 }
 
 /// Restarts the API server with `downtime`; runs `during` once it refuses connections and
@@ -687,14 +667,7 @@ fn a_backend_moved_or_readded_in_one_burst_keeps_its_flows() {
     agent.wait_ready(READY);
     wait_startup_pass(&mut agent);
     let before = w.table();
-    let dns_b = |ips: &[&str]| {
-        slice(
-            "dns-b",
-            "dns",
-            &[("dns", 5353, "UDP")],
-            ips.iter().map(|i| ep(i)).collect(),
-        )
-    };
+    let dns_b = |ips: &[&str]| slice_ips("dns-b", "dns", &[("dns", 5353, "UDP")], ips);
     w.api.apply(dns_b(&[]));
     for round in 0..5 {
         // 10.244.1.2 moves to dns-b, then back.
@@ -1244,14 +1217,7 @@ fn an_ignored_service_is_never_flushed() {
     let mut svc = service("legacy", &["10.96.0.40"], &[("dns", 53, "UDP", 53)]);
     svc["metadata"]["annotations"] = json!({"ctreap.io/ignore": "true"});
     w.api.apply(svc);
-    let legacy_slice = |ips: &[&str]| {
-        slice(
-            "legacy-a",
-            "legacy",
-            &[("dns", 53, "UDP")],
-            ips.iter().map(|i| ep(i)).collect(),
-        )
-    };
+    let legacy_slice = |ips: &[&str]| slice_ips("legacy-a", "legacy", &[("dns", 53, "UDP")], ips);
     w.api.apply(legacy_slice(&["10.244.4.1", "10.244.4.2"]));
     let mut legacy = Flow::many(IPPROTO_UDP, "10.96.0.40:53", "10.244.4.1:53", 3);
     legacy.extend(Flow::many(IPPROTO_UDP, "10.96.0.40:53", "10.244.4.2:53", 3));
@@ -1481,14 +1447,7 @@ fn nodeports_follow_addresses_added_after_start() {
     np["spec"]["type"] = json!("NodePort");
     np["spec"]["ports"][0]["nodePort"] = json!(30053);
     w.api.apply(np);
-    let np_slice = |ips: &[&str]| {
-        slice(
-            "np-a",
-            "np",
-            &[("dns", 5353, "UDP")],
-            ips.iter().map(|i| ep(i)).collect(),
-        )
-    };
+    let np_slice = |ips: &[&str]| slice_ips("np-a", "np", &[("dns", 5353, "UDP")], ips);
     w.api.apply(np_slice(&["10.244.5.1", "10.244.5.2"]));
     let mut agent = w.agent(&["--resync", "60s"]);
     agent.wait_ready(READY);
@@ -1722,14 +1681,7 @@ fn flows_to_gone_backends_created_during_an_outage_go_when_the_view_is_back() {
 #[test]
 fn an_endpoint_moving_between_slices_keeps_its_flows_by_default() {
     let mut w = World::new("run-move");
-    let dns_b = |ips: &[&str]| {
-        slice(
-            "dns-b",
-            "dns",
-            &[("dns", 5353, "UDP")],
-            ips.iter().map(|i| ep(i)).collect(),
-        )
-    };
+    let dns_b = |ips: &[&str]| slice_ips("dns-b", "dns", &[("dns", 5353, "UDP")], ips);
     w.api.apply(dns_b(&[]));
     let mut agent = w.agent(&["--resync", "60s"]);
     agent.wait_ready(READY);

@@ -155,6 +155,11 @@ pub fn slice(name: &str, svc: &str, ports: &[(&str, u16, &str)], endpoints: Vec<
            "ports": ports, "endpoints": endpoints})
 }
 
+/// [`slice`] with a ready endpoint per address.
+pub fn slice_ips(name: &str, svc: &str, ports: &[(&str, u16, &str)], ips: &[&str]) -> Value {
+    slice(name, svc, ports, ips.iter().map(|i| ep(i)).collect())
+}
+
 /// A ready endpoint on this node.
 pub fn ep(ip: &str) -> Value {
     ep_cond(ip, true, true, false)
