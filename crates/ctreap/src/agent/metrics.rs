@@ -285,11 +285,7 @@ impl Metrics {
     /// The deletion counters' series at 0 for every (protocol, reason, trigger) the agent can
     /// report: `ctreap_dry_run_flows_total` under --dry-run, else `ctreap_flows_deleted_total`.
     pub fn init_deleted(&self, dry_run: bool) {
-        let family = if dry_run {
-            &self.dry_run_flows
-        } else {
-            &self.flows_deleted
-        };
+        let family = self.deletions(dry_run);
         for protocol in ["udp", "tcp", "sctp"] {
             for reason in ["gone", "not_serving"] {
                 for trigger in super::Trigger::ALL {
@@ -311,18 +307,23 @@ impl Metrics {
         trigger: Trigger,
         n: u64,
     ) {
-        let family = if dry_run {
-            &self.dry_run_flows
-        } else {
-            &self.flows_deleted
-        };
-        family
+        self.deletions(dry_run)
             .get_or_create(&DeletedLabels {
                 protocol,
                 reason,
                 trigger: trigger.as_str(),
             })
             .inc_by(n);
+    }
+
+    /// The counter deletions go to: `ctreap_dry_run_flows_total` under --dry-run, else
+    /// `ctreap_flows_deleted_total`.
+    fn deletions(&self, dry_run: bool) -> &Family<DeletedLabels, Counter> {
+        if dry_run {
+            &self.dry_run_flows
+        } else {
+            &self.flows_deleted
+        }
     }
 
     pub fn flush_latency(&self, d: Duration) {

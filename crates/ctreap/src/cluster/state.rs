@@ -267,6 +267,14 @@ impl ClusterState {
         }
     }
 
+    /// The object `ns/name` of `kind` decoded, or is gone: called on every watch event, so
+    /// nothing is built unless some object is undecodable.
+    pub(crate) fn decoded(&mut self, kind: &'static str, ns: Option<&str>, name: Option<&str>) {
+        if !self.undecodable.is_empty() {
+            self.clear_undecodable(kind, &super::decode::object_of(ns, name));
+        }
+    }
+
     /// `object` of `kind` decoded again, or is gone.
     pub(crate) fn clear_undecodable(&mut self, kind: &'static str, object: &str) {
         if let Some((_, holds)) = self.undecodable.remove(&(kind, object.to_owned())) {

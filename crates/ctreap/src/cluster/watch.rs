@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
-use super::decode::{Decoded, Undecodable, object_of};
+use super::decode::{Decoded, Undecodable};
 use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
 use super::state::{BadObject, ClusterState};
@@ -818,7 +818,7 @@ where
             }
             (Event::Apply(()), Some(Decoded::Ok(k))) => {
                 let (ns, name) = k.ident();
-                model.clear_undecodable(kind, &object_of(ns, name));
+                model.decoded(kind, ns, name);
                 k.apply(&mut model);
             }
             (Event::Apply(()), Some(Decoded::Bad(b))) => {
@@ -832,7 +832,7 @@ where
                     Decoded::Ok(k) => k.ident(),
                     Decoded::Bad(b) => (b.meta.namespace.as_deref(), b.meta.name.as_deref()),
                 };
-                model.clear_undecodable(kind, &object_of(ns, name));
+                model.decoded(kind, ns, name);
                 K::Kept::delete(&mut model, ns, name);
             }
             _ => {}
