@@ -128,6 +128,11 @@ struct Bench {
     time_v: bool,
     /// The kube-proxy-style delete's last (dump, deletes) split, in seconds.
     kube_proxy_phases: Option<(f64, f64)>,
+    /// nlink's connection in the namespace, on a current-thread runtime of its own.
+    nlink: (
+        tokio::runtime::Runtime,
+        nlink::Connection<nlink::netlink::Netfilter>,
+    ),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +140,7 @@ enum ListOp {
     Floor,
     DumpRaw,
     Decode,
+    Nlink,
     ConntrackTools,
     CtreapCli,
 }
@@ -145,6 +151,7 @@ impl ListOp {
             ListOp::Floor => "list_floor_recv_only",
             ListOp::DumpRaw => "list_dump_raw_no_decode",
             ListOp::Decode => "list_ctnetlink_dump",
+            ListOp::Nlink => "list_nlink_stream_conntrack",
             ListOp::ConntrackTools => "list_conntrack_tools",
             ListOp::CtreapCli => "list_ctreap_cli",
         }
@@ -155,6 +162,7 @@ impl ListOp {
             ListOp::Floor => "receive-only loop, no parsing (floor)",
             ListOp::DumpRaw => "ctnetlink dump_raw, no-op callback",
             ListOp::Decode => "ctnetlink dump, every entry decoded",
+            ListOp::Nlink => "nlink 0.33 stream_conntrack, every entry",
             ListOp::ConntrackTools => "conntrack -L > /dev/null",
             ListOp::CtreapCli => "ctreap conntrack list > /dev/null",
         }
@@ -323,6 +331,23 @@ impl Bench {
                     s.entries
                 );
                 (dt, n)
+            }
+            ListOp::Nlink => {
+                let (rt, conn) = &self.nlink;
+                rt.block_on(async {
+                    use futures::StreamExt;
+                    let mut n = 0u64;
+                    let t = Instant::now();
+                    let mut s = conn
+                        .stream_conntrack(AF_UNSPEC)
+                        .await
+                        .context("nlink stream_conntrack")?;
+                    while let Some(e) = s.next().await {
+                        black_box(e.context("nlink: an entry")?);
+                        n += 1;
+                    }
+                    Ok::<_, anyhow::Error>((t.elapsed().as_secs_f64(), n))
+                })?
             }
             ListOp::ConntrackTools => {
                 let (dt, err) = timed_command(in_netns(&self.ns_name, "conntrack").arg("-L"))?;
@@ -498,7 +523,12 @@ struct DeleteLog {
 impl Bench {
     /// Group 1: list the whole table, every method once per run, the order rotated each run.
     fn measure_list(&mut self, runs: usize, all: &mut Vec<Series>) -> Result<()> {
-        let mut ops = vec![ListOp::Floor, ListOp::DumpRaw, ListOp::Decode];
+        let mut ops = vec![
+            ListOp::Floor,
+            ListOp::DumpRaw,
+            ListOp::Decode,
+            ListOp::Nlink,
+        ];
         if self.conntrack_tools {
             ops.push(ListOp::ConntrackTools);
         }
@@ -933,6 +963,19 @@ fn targets(all: &[Series]) -> Vec<TargetResult> {
         },
     );
     push(
+        "full decoded list at least as fast as nlink 0.33's stream_conntrack",
+        ratio(med(ListOp::Nlink.key()), med(ListOp::Decode.key())),
+        1.0,
+        true,
+        &|v| {
+            let m = ratio(min(ListOp::Nlink.key()), min(ListOp::Decode.key()));
+            format!(
+                "nlink takes {v:.2}x our time (medians; {:.2}x by minimums)",
+                m.unwrap_or(f64::NAN)
+            )
+        },
+    );
+    push(
         "peak RSS of a full list < 32 MiB",
         find(all, "rss_ctnetlink_list").map(Series::max),
         32.0,
@@ -1015,6 +1058,21 @@ fn run(args: &Args) -> Result<()> {
         })?
         .context("opening the raw netlink socket")?;
 
+    let nlink = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("a runtime for nlink")?;
+        let conn = rt
+            .block_on(async {
+                nlink::Connection::<nlink::netlink::Netfilter>::new_in(std::path::PathBuf::from(
+                    format!("/var/run/netns/{ns_name}"),
+                ))
+            })
+            .context("opening nlink's netfilter connection in the namespace")?;
+        (rt, conn)
+    };
+
     // Fill.
     println!("filling {} entries with create_batch ...", w.entries);
     let fill_s = fill_table(&mut ct, &w, true)?;
@@ -1053,6 +1111,7 @@ fn run(args: &Args) -> Result<()> {
         conntrack_tools: m.tools_version.is_some(),
         time_v,
         kube_proxy_phases: None,
+        nlink,
     };
     let mut all: Vec<Series> = Vec::new();
     if args.only.wants("list") {

@@ -129,6 +129,11 @@ pub const CTA_TIMESTAMP_STOP: u16 = 2;
 // enum ctattr_secctx
 pub const CTA_SECCTX_NAME: u16 = 1;
 
+// enum ctattr_synproxy
+pub const CTA_SYNPROXY_ISN: u16 = 1;
+pub const CTA_SYNPROXY_ITS: u16 = 2;
+pub const CTA_SYNPROXY_TSOFF: u16 = 3;
+
 // enum ctattr_stats_cpu
 pub const CTA_STATS_SEARCHED: u16 = 1;
 pub const CTA_STATS_FOUND: u16 = 2;

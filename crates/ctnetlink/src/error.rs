@@ -8,29 +8,36 @@ use std::path::PathBuf;
 
 /// Bytes that do not parse, with the path of attributes that led there
 /// (for example `CTA_TUPLE_REPLY: CTA_TUPLE_PROTO: CTA_PROTO_SRC_PORT: expected 2 bytes, got 1`).
+///
+/// One pointer wide, so that the decoder's `Result`s stay small on the path that succeeds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{context}: {message}")]
-pub struct DecodeError {
+#[error("{}: {}", .0.context, .0.message)]
+pub struct DecodeError(Box<DecodeErrorInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DecodeErrorInner {
     context: String,
     message: String,
 }
 
 impl DecodeError {
+    #[cold]
     pub fn new(context: &str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(DecodeErrorInner {
             context: context.to_owned(),
             message: message.into(),
-        }
+        }))
     }
 
     /// Prefixes the context with an enclosing attribute or message name.
+    #[cold]
     pub fn within(mut self, outer: &str) -> Self {
-        self.context = format!("{outer}: {}", self.context);
+        self.0.context = format!("{outer}: {}", self.0.context);
         self
     }
 
     pub fn context(&self) -> &str {
-        &self.context
+        &self.0.context
     }
 }
 

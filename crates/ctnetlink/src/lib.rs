@@ -28,7 +28,9 @@ pub mod events;
 pub mod netns;
 pub mod socket;
 
-pub use codec::entry::{Counters, Entry, ProtoInfo, RawAttr, SctpInfo, TcpInfo, Timestamp};
+pub use codec::entry::{
+    Counters, Entry, ProtoInfo, RawAttr, SctpInfo, Synproxy, TcpInfo, Timestamp,
+};
 pub use codec::filter::Filter;
 pub use codec::message::{CpuStats, EventKind, GlobalStats};
 pub use codec::tuple::{L4, Tuple};

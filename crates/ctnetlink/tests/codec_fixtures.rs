@@ -22,7 +22,7 @@ use ctnetlink::codec::message::{CtMessage, MessageIter, Received, Reply, append_
 use ctnetlink::codec::nla::NlaIter;
 use ctnetlink::consts::*;
 use ctnetlink::{
-    Counters, CpuStats, Entry, EventKind, GlobalStats, L4, ProtoInfo, RawAttr, SctpInfo, TcpInfo,
+    Counters, CpuStats, Entry, EventKind, GlobalStats, L4, ProtoInfo, SctpInfo, Synproxy, TcpInfo,
     Timestamp, Tuple,
 };
 
@@ -193,18 +193,9 @@ fn tuple(src: &str, dst: &str, proto: L4, zone: Option<u16>) -> Tuple {
 
 /// CTA_SYNPROXY { CTA_SYNPROXY_ISN 0, CTA_SYNPROXY_ITS 0, CTA_SYNPROXY_TSOFF 0 } (enum
 /// ctattr_synproxy): ctnetlink_create_conntrack gives every entry made over netlink (here by
-/// `conntrack -I`) a synproxy extension, and the dump carries it. Not decoded by the library, so
-/// it is kept in `Entry::unknown`.
-fn synproxy_zero() -> RawAttr {
-    RawAttr {
-        kind: CTA_SYNPROXY,
-        nested: true,
-        payload: vec![
-            8, 0, 1, 0, 0, 0, 0, 0, //
-            8, 0, 2, 0, 0, 0, 0, 0, //
-            8, 0, 3, 0, 0, 0, 0, 0,
-        ],
-    }
+/// `conntrack -I`) a synproxy extension, and the dump carries it.
+fn synproxy_zero() -> Option<Synproxy> {
+    Some(Synproxy::default())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -339,7 +330,8 @@ fn udp_dnat_mark_zone() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
     assert!(want.is_dnat());
@@ -390,7 +382,8 @@ fn tcp_established() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
     assert_eq!(want.tcp_state(), Some(TCP_CONNTRACK_ESTABLISHED));
@@ -439,7 +432,8 @@ fn tcp6_syn_sent() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
     assert!(!want.is_dnat());
@@ -489,7 +483,8 @@ fn sctp_vtags() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
 }
@@ -530,7 +525,8 @@ fn icmp_echo() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
     // The kernel computed the reply tuple the way Tuple::invert does (echo request -> reply).
@@ -573,7 +569,8 @@ fn icmpv6_echo() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
     assert_eq!(want.orig.invert(), want.reply);
@@ -618,7 +615,8 @@ fn udp_orig_zone() {
         timestamp: None,
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
 }
@@ -671,7 +669,8 @@ fn udp_acct_timestamp() {
         }),
         labels: None,
         secctx: None,
-        unknown: vec![synproxy_zero()],
+        synproxy: synproxy_zero(),
+        unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
 }
@@ -731,6 +730,7 @@ fn tcp_loopback_acct() {
         labels: None,
         secctx: None,
         // Made by the packet path, not over netlink: no synproxy extension.
+        synproxy: None,
         unknown: vec![],
     };
     check_dumped_entry(&fx, &want);
@@ -771,6 +771,7 @@ fn destroy_event_entry() -> Entry {
         timestamp: None,
         labels: None,
         secctx: None,
+        synproxy: None,
         unknown: vec![],
     }
 }
@@ -1176,6 +1177,7 @@ fn create_request_udp() {
         timestamp: None,
         labels: None,
         secctx: None,
+        synproxy: None,
         unknown: vec![],
     };
     check_create_request(
@@ -1236,6 +1238,7 @@ fn create_request_tcp() {
         timestamp: None,
         labels: None,
         secctx: None,
+        synproxy: None,
         unknown: vec![],
     };
     check_create_request(
@@ -1291,6 +1294,7 @@ fn create_request_sctp() {
         timestamp: None,
         labels: None,
         secctx: None,
+        synproxy: None,
         unknown: vec![],
     };
     check_create_request(
@@ -1339,6 +1343,7 @@ fn create_request_icmpv6() {
         timestamp: None,
         labels: None,
         secctx: None,
+        synproxy: None,
         unknown: vec![],
     };
     let ct = fx.ct();

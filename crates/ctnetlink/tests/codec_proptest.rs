@@ -19,7 +19,7 @@ use ctnetlink::codec::message::{CpuStats, GlobalStats, MessageIter, Reply};
 use ctnetlink::codec::nla::{NlaIter, NlaWriter};
 use ctnetlink::consts::*;
 use ctnetlink::{
-    Counters, Entry, Filter, L4, ProtoInfo, RawAttr, SctpInfo, TcpInfo, Timestamp, Tuple,
+    Counters, Entry, Filter, L4, ProtoInfo, RawAttr, SctpInfo, Synproxy, TcpInfo, Timestamp, Tuple,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -69,6 +69,7 @@ const KNOWN_CTA: &[u16] = &[
     CTA_SECCTX,
     CTA_TIMESTAMP,
     CTA_LABELS,
+    CTA_SYNPROXY,
 ];
 
 fn arb_addr(v6: bool) -> BoxedStrategy<IpAddr> {
@@ -219,12 +220,13 @@ fn arb_entry() -> BoxedStrategy<Entry> {
                     // CTA_SECCTX_NAME is NUL-terminated: a name has no NUL of its own.
                     prop::option::of("[^\u{0}]{0,16}"),
                     prop::collection::vec(arb_raw(arb_unknown_kind()), 0..4),
+                    any::<Option<(u32, u32, u32)>>(),
                 ),
             )
                 .prop_map(
                     move |(
                         (orig, reply, master, status, protoinfo, timeout, mark, secmark),
-                        (zone, id, use_count, co, cr, ts, labels, secctx, unknown),
+                        (zone, id, use_count, co, cr, ts, labels, secctx, unknown, synproxy),
                     )| Entry {
                         family,
                         orig,
@@ -243,6 +245,7 @@ fn arb_entry() -> BoxedStrategy<Entry> {
                         timestamp: ts.map(|(start, stop)| Timestamp { start, stop }),
                         labels,
                         secctx,
+                        synproxy: synproxy.map(|(isn, its, tsoff)| Synproxy { isn, its, tsoff }),
                         unknown,
                     },
                 )

@@ -51,6 +51,18 @@ pub struct SctpInfo {
     pub vtag_reply: Option<u32>,
 }
 
+/// CTA_SYNPROXY (enum ctattr_synproxy): the SYN proxy's sequence adjustment. The kernel gives
+/// every entry created over ctnetlink this extension, so dumps of such entries carry it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Synproxy {
+    /// CTA_SYNPROXY_ISN
+    pub isn: u32,
+    /// CTA_SYNPROXY_ITS
+    pub its: u32,
+    /// CTA_SYNPROXY_TSOFF
+    pub tsoff: u32,
+}
+
 /// CTA_PROTOINFO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,7 +134,9 @@ pub struct Entry {
     /// CTA_SECCTX / CTA_SECCTX_NAME.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secctx: Option<String>,
-    /// Attributes this library does not decode (helper, NAT sequence adjustment, synproxy, ones a
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synproxy: Option<Synproxy>,
+    /// Attributes this library does not decode (helper, NAT sequence adjustment, ones a
     /// newer kernel adds), in the order they came.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<RawAttr>,
@@ -149,6 +163,7 @@ impl Entry {
             timestamp: None,
             labels: None,
             secctx: None,
+            synproxy: None,
             unknown: Vec::new(),
         }
     }
@@ -200,6 +215,7 @@ impl Entry {
                 CTA_TIMESTAMP => e.timestamp = Some(parse_timestamp(p)?),
                 CTA_LABELS => e.labels = Some(p.to_vec()),
                 CTA_SECCTX => e.secctx = parse_secctx(p)?,
+                CTA_SYNPROXY => e.synproxy = Some(parse_synproxy(p)?),
                 _ => e.unknown.push(a.into()),
             }
         }
@@ -275,7 +291,33 @@ impl Entry {
                 w.put(u.kind, &u.payload);
             }
         }
+        // Last, as ctnetlink_fill_info writes it: after the helper and the sequence adjustment,
+        // which are kept in `unknown`.
+        if let Some(s) = &self.synproxy {
+            w.nested(CTA_SYNPROXY, |w| {
+                w.put_be32(CTA_SYNPROXY_ISN, s.isn);
+                w.put_be32(CTA_SYNPROXY_ITS, s.its);
+                w.put_be32(CTA_SYNPROXY_TSOFF, s.tsoff);
+            });
+        }
     }
+}
+
+/// CTA_SYNPROXY's three values; one that is absent reads as 0, attributes a newer kernel adds
+/// are skipped.
+fn parse_synproxy(p: &[u8]) -> Result<Synproxy, DecodeError> {
+    const C: &str = "CTA_SYNPROXY";
+    let mut s = Synproxy::default();
+    for a in NlaIter::new(p, C) {
+        let a = a?;
+        match a.kind {
+            CTA_SYNPROXY_ISN => s.isn = nla::be32(a.payload, C, "CTA_SYNPROXY_ISN")?,
+            CTA_SYNPROXY_ITS => s.its = nla::be32(a.payload, C, "CTA_SYNPROXY_ITS")?,
+            CTA_SYNPROXY_TSOFF => s.tsoff = nla::be32(a.payload, C, "CTA_SYNPROXY_TSOFF")?,
+            _ => {}
+        }
+    }
+    Ok(s)
 }
 
 fn parse_counters(p: &[u8], ctx: &'static str) -> Result<Counters, DecodeError> {
