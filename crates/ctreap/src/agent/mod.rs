@@ -23,7 +23,9 @@
 pub mod breaker;
 pub mod config;
 mod events;
+mod executor;
 mod flows;
+mod gate;
 pub mod http;
 mod kernel;
 pub mod metrics;
@@ -37,23 +39,24 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ctnetlink::{Entry, Filter, Netns, Tuple};
+use ctnetlink::{Filter, Netns};
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
 use self::breaker::Limits;
 use self::events::{EventMsg, SharedView};
+use self::executor::{DrySeen, Executed, Executor, Groups, SweepFailed, key_filters};
 use self::flows::FlowIndex;
+use self::gate::{Check, Confirm, Gate, Watches};
 use self::http::Health;
-use self::kernel::{Kernel, Selected};
+use self::kernel::Kernel;
 use crate::cluster::{
     ClusterState, ClusterWatch, Proto, ServiceMap, ServiceName, WatchConfig, Watched, addresses_in,
     kube_client, node_name,
 };
 use crate::reconcile::{
-    Flow, FlushKey, Planned, Policy, Stale, StaleReason, Verdict, classify, deletable,
-    deletable_planned, key_of, planned,
+    FlushKey, Planned, Policy, StaleReason, deletable, deletable_planned, key_of, planned,
 };
 
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
@@ -151,58 +154,12 @@ fn emptied_services<'a>(
         .count()
 }
 
-/// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
-type StaleCounts = HashMap<(ServiceName, &'static str, &'static str), u64>;
-
 /// What a pass looks at.
 enum Scope {
     /// The whole table, judged by the verdict.
     Full,
     /// Only the entries of these (frontend, backend) pairs.
     Keys(Planned),
-}
-
-/// What the blocking part of a pass found.
-struct Found {
-    selected: Vec<Selected<Stale>>,
-    /// Service flows seen (any verdict but not-a-Service); counted on full-table dumps only.
-    service_flows: Option<u64>,
-    /// Translated (NAT) flows seen, Service or not in the current view: what the breaker
-    /// weighs a deletion against (a view that lost every Service counts no Service flow).
-    nat_flows: Option<u64>,
-    stale: StaleCounts,
-    entries: u64,
-    interrupted: bool,
-    cancelled: bool,
-    decode_errors: u64,
-}
-
-/// Watch-planned keys, grouped into kernel-filterable dumps: one per backend address (all its
-/// ports and protocols in one kernel walk; the userspace check picks the planned pairs).
-/// IPv6 addresses are never sent to the kernel as a filter (Linux 6.18 compares them inverted,
-/// see ctnetlink's `Filter::kernel_part`), so an IPv6 backend's dump is narrowed in userspace.
-fn key_filters(keys: &Planned) -> Vec<Filter> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for k in keys.keys() {
-        if seen.insert(k.reply_src) {
-            out.push(Filter {
-                reply_src: Some(k.reply_src),
-                ..Filter::default()
-            });
-        }
-    }
-    out
-}
-
-/// A pass held back by the circuit breaker.
-struct Held {
-    /// When the watches re-list to confirm the view.
-    relist_at: Instant,
-    relisting: bool,
-    /// The watch-planned keys of the held pass: after the re-list they are judged again on
-    /// the fresh map (a full pass cannot see the flows of a Service that no longer exists).
-    keys: Option<Planned>,
 }
 
 /// Watch-planned removals that empty their Service, gathered for the breaker.
@@ -225,7 +182,10 @@ struct Agent {
     policy: Policy,
     limits: Limits,
     health: Arc<Health>,
-    kernel: Arc<Mutex<Kernel>>,
+    /// Sweeps and deletes.
+    exec: Executor,
+    /// May the agent delete now?
+    gate: Gate,
     cancel: Arc<AtomicBool>,
     watch: ClusterWatch,
     /// This node's name (--node-name, $NODE_NAME or the hostname).
@@ -239,18 +199,6 @@ struct Agent {
     flows: Arc<FlowIndex>,
     pending: HashMap<FlushKey, Pending>,
     emptied: Option<Emptied>,
-    held: Option<Held>,
-    /// The last ctnetlink request (dump or stats) failed: not ready.
-    netlink_error: Option<String>,
-    /// NEW flows towards backends already gone arrived while deleting was not allowed (an API
-    /// outage, a re-list, a held breaker): a full pass is owed once the view is current.
-    missed_events: bool,
-    /// Watch errors of the current ClusterWatch already accounted for. An error after the
-    /// lists were complete means events may have been missed: the watches are restarted and
-    /// nothing is deleted until their fresh lists are complete.
-    watch_errors_seen: u64,
-    /// --dry-run: the flows already counted, so that each is counted (and logged) once.
-    dry_seen: Arc<Mutex<DrySeen>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -339,6 +287,16 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
     let flows = Arc::new(FlowIndex::default());
     info!(node = %node, dry_run = cmd.dry_run, "watching Services, EndpointSlices and the Node");
 
+    let exec = Executor {
+        kernel,
+        model: model.clone(),
+        flows: flows.clone(),
+        health: health.clone(),
+        policy: cmd.policy(),
+        dry: cmd
+            .dry_run
+            .then(|| Arc::new(Mutex::new(DrySeen::default()))),
+    };
     let mut agent = Agent {
         policy: cmd.policy(),
         limits: Limits {
@@ -347,7 +305,8 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         },
         cmd,
         health,
-        kernel,
+        exec,
+        gate: Gate::default(),
         cancel: cancel.clone(),
         watch,
         node,
@@ -357,11 +316,6 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         changes,
         pending: HashMap::new(),
         emptied: None,
-        held: None,
-        netlink_error: None,
-        missed_events: false,
-        watch_errors_seen: 0,
-        dry_seen: Arc::default(),
     };
     let res = agent.main(stop_rx, netns).await;
     cancel.store(true, Ordering::Relaxed);
@@ -435,10 +389,7 @@ impl Agent {
         loop {
             let grace_due = self.pending.values().map(|p| p.due).min().unwrap_or(far);
             let emptied_due = self.emptied.as_ref().map_or(far, |e| e.due);
-            let relist_due = match &self.held {
-                Some(h) if !h.relisting => h.relist_at,
-                _ => far,
-            };
+            let relist_due = self.gate.relist_due().unwrap_or(far);
             self.health.beat();
             if stall_at.is_some_and(|t| Instant::now() >= t) {
                 warn!("--debug-stall-after: the main loop stops making progress (fault injection)");
@@ -529,49 +480,32 @@ impl Agent {
                 .metrics
                 .watch_synced(w.as_str(), s.synced && !s.relisting);
         }
-        if let Some(e) = &self.netlink_error {
-            self.health
-                .set_not_ready(Some(format!("ctnetlink unusable: {e}")));
-        } else if status.current() {
-            self.health.set_not_ready(None);
-        } else if !status.synced() {
-            self.health.set_not_ready(Some(format!(
-                "waiting for the list of {}",
-                self.pending_watches()
-            )));
-        } else {
-            self.health
-                .set_not_ready(Some(format!("re-listing {}", self.pending_watches())));
-        }
+        let not_ready = self
+            .gate
+            .readiness(Watches::from(&status), || self.pending_watches());
+        self.health.set_not_ready(not_ready);
     }
 
-    /// May the agent delete now? Every watch has listed, none re-lists, no watch error since the
-    /// last complete list, and the breaker holds nothing. Restarts the watches (a fresh list of
-    /// everything) after a watch error: the view may have missed events while the watch was
-    /// broken (API server restart, network), and an endpoint added meanwhile must not be judged
-    /// gone.
+    /// May the agent delete now? Asks the trust gate ([`gate`]), and restarts the watches (a
+    /// fresh list of everything) when it says a watch failed after its list: the view may have
+    /// missed events while the watch was broken (API server restart, network), and an endpoint
+    /// added meanwhile must not be judged gone.
     fn view_ok(&mut self) -> bool {
-        let status = self.watch.status();
-        let errors: u64 = status.watches.values().map(|s| s.errors).sum();
-        if !status.synced() || status.relisting() {
-            // Still listing (first list, or a re-list after 410 Gone or a restart): the list
-            // comes after these errors, and the view is trusted only once it is complete.
-            // Restarting again here would loop for as long as the API server is away.
-            self.watch_errors_seen = errors;
-            return false;
+        match self.gate.check(Watches::from(&self.watch.status())) {
+            Check::Delete => true,
+            Check::Wait(_) => false,
+            Check::Restart => {
+                self.restart_watch("a watch failed after its list; re-listing everything");
+                false
+            }
         }
-        if errors > self.watch_errors_seen {
-            self.restart_watch("a watch failed after its list; re-listing everything");
-            return false;
-        }
-        status.current() && self.held.is_none()
     }
 
     /// Replaces the watches with fresh ones (a full list of every resource).
     fn restart_watch(&mut self, why: &str) {
         warn!("{why}; deleting nothing until the new lists are complete");
         self.watch.restart();
-        self.watch_errors_seen = 0;
+        self.gate.restarted();
         self.changes.mark_changed();
         self.publish(false);
         self.observe_status();
@@ -591,34 +525,34 @@ impl Agent {
     }
 
     async fn on_change(&mut self, arrival: Instant) {
-        if let Some(h) = &self.held
-            && h.relisting
-        {
+        match self.gate.confirm(Watches::from(&self.watch.status())) {
+            Confirm::NotHeld => {}
             // The breaker's fresh re-list: once complete, it is the confirmed view.
-            if !self.watch.is_synced() || !self.watch.status().current() {
+            Confirm::Waiting => {
                 self.observe_status();
                 return;
             }
-            let keys = self.held.take().and_then(|h| h.keys);
-            if self.take_trusted() {
-                info!(
-                    "circuit breaker: the fresh re-list confirmed the view; running the pass on it"
-                );
-                if let Some(keys) = keys {
-                    self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
+            Confirm::Confirmed(keys) => {
+                if self.take_trusted() {
+                    info!(
+                        "circuit breaker: the fresh re-list confirmed the view; running the pass on it"
+                    );
+                    if let Some(keys) = keys {
+                        self.pass(Scope::Keys(keys), Trigger::Breaker, None).await;
+                    }
+                    self.pass(Scope::Full, Trigger::Breaker, None).await;
+                    self.gate.take_missed_events(); // that full pass saw them
+                    self.health.metrics.breaker(&[]);
                 }
-                self.pass(Scope::Full, Trigger::Breaker, None).await;
-                self.missed_events = false; // that full pass saw them
-                self.health.metrics.breaker(&[]);
+                return;
             }
-            return;
         }
         if !self.take_trusted() {
             // The changes stay recorded in the model until the view is current again.
             debug!("view not current (re-listing or breaker held): deleting nothing");
             return;
         }
-        if std::mem::take(&mut self.missed_events) {
+        if self.gate.take_missed_events() {
             info!(
                 "the view is current again; new flows towards backends already gone arrived meanwhile: running a full pass"
             );
@@ -760,10 +694,10 @@ impl Agent {
             return;
         }
         if !self.take_trusted() {
-            self.missed_events = true;
+            self.gate.missed_events();
             return;
         }
-        let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        let mut groups: Groups = HashMap::new();
         {
             let model = self.model.read().unwrap_or_else(|e| e.into_inner());
             for (tuple, zone, flow) in flows {
@@ -782,8 +716,9 @@ impl Agent {
 
     /// The breaker's hold is over: re-list everything from scratch.
     fn relist_for_breaker(&mut self) {
-        let Some(h) = &mut self.held else { return };
-        h.relisting = true;
+        if !self.gate.begin_relist() {
+            return;
+        }
         self.restart_watch(
             "circuit breaker: re-listing Services, EndpointSlices and the Node to confirm the view",
         );
@@ -791,31 +726,25 @@ impl Agent {
 
     /// Reads the table's size for the gauges; doubles as the netlink health check.
     async fn read_stats(&mut self) {
-        let k = self.kernel.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            k.lock().unwrap_or_else(|e| e.into_inner()).stats()
-        })
-        .await;
-        match res {
-            Ok(Ok(s)) => {
+        match self.exec.stats().await {
+            Some(Ok(s)) => {
                 self.health
                     .metrics
                     .conntrack(u64::from(s.entries), s.max_entries.map_or(0, u64::from));
                 self.netlink_ok(None);
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 self.health.metrics.netlink_error(&e);
                 warn!(error = %e, "reading conntrack stats");
                 self.netlink_ok(Some(e.to_string()));
             }
-            Err(e) => warn!(error = %e, "stats task failed"),
+            None => warn!("stats task failed"),
         }
     }
 
     /// Records whether the last ctnetlink request worked, for /readyz.
     fn netlink_ok(&mut self, error: Option<String>) {
-        if self.netlink_error != error {
-            self.netlink_error = error;
+        if self.gate.netlink(error) {
             self.observe_status();
         }
     }
@@ -826,7 +755,6 @@ impl Agent {
     async fn pass(&mut self, scope: Scope, trigger: Trigger, arrival: Option<Instant>) {
         let started = Instant::now();
         let full = matches!(scope, Scope::Full);
-        let policy = self.policy;
         let skip: HashSet<FlushKey> = self.pending.keys().copied().collect();
         // A watch-driven pass that empties two or more Services may trip the breaker, which
         // needs the node's Service flow count: dump the whole table for it.
@@ -853,100 +781,15 @@ impl Agent {
         let counting = filters.len() == 1 && filters[0].is_empty();
         let scope = if counting { "table" } else { "backend" };
         self.health.metrics.dumps(scope, filters.len() as u64);
-        let k = self.kernel.clone();
-        let model = self.model.clone();
-        let flows = self.flows.clone();
-        let health = self.health.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let keys = keys;
-            let mut read = 0u64;
-            // A whole-table walk also rebuilds the index of flows by backend.
-            let walk = counting.then(|| flows.begin_walk());
-            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
-            let mut service_flows = 0u64;
-            let mut nat_flows = 0u64;
-            let mut stale: StaleCounts = HashMap::new();
-            let sweep = kernel.sweep(&filters, |flow, _e: &Entry| {
-                // A long pass is progress (/healthz): the loop awaits it.
-                read += 1;
-                if read.is_multiple_of(65_536) {
-                    health.beat();
-                }
-                // Each entry is judged with the model as it is now (the watches go on
-                // updating it during a long pass); the lock is held for one entry.
-                let model = model.read().unwrap_or_else(|e| e.into_inner());
-                let map = model.map();
-                if let Some(mark) = walk {
-                    flows.walk_saw(mark, flow);
-                }
-                if counting {
-                    if flows::translated(flow) {
-                        nat_flows += 1;
-                    }
-                    let d = classify(map, flow);
-                    if !matches!(d.verdict, Verdict::NotService(_)) {
-                        service_flows += 1;
-                    }
-                    // Opted-out Services are not counted: their stale flows are left on
-                    // purpose, and the staleness alert must not fire for them.
-                    if full
-                        && let (Verdict::Stale(r), Some(port)) = (d.verdict, d.port)
-                        && !port.ignored()
-                    {
-                        *stale
-                            .entry((
-                                port.service().clone(),
-                                proto_label(d.proto),
-                                reason_label(r),
-                            ))
-                            .or_default() += 1;
-                    }
-                }
-                match &keys {
-                    None => {
-                        if skip.contains(&key_of(flow)) {
-                            return None; // within --grace
-                        }
-                        deletable(map, flow, &policy)
-                    }
-                    Some(keys) => deletable_planned(map, flow, keys, &policy),
-                }
-            });
-            let sweep = match sweep {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(mark) = walk {
-                        flows.end_walk(mark, false);
-                    }
-                    return (Err(e), keys);
-                }
-            };
-            if let Some(mark) = walk {
-                let complete = !sweep.interrupted && !sweep.cancelled && sweep.decode_errors == 0;
-                flows.end_walk(mark, complete);
-            }
-            let found = Found {
-                selected: sweep.selected,
-                service_flows: counting.then_some(service_flows),
-                nat_flows: counting.then_some(nat_flows),
-                stale,
-                entries: sweep.entries,
-                interrupted: sweep.interrupted,
-                cancelled: sweep.cancelled,
-                decode_errors: sweep.decode_errors,
-            };
-            (Ok(found), keys)
-        })
-        .await;
-        let (found, keys) = match res {
-            Ok((Ok(f), keys)) => (f, keys),
-            Ok((Err(e), _)) => {
+        let (found, keys) = match self.exec.sweep(filters, keys, skip, full).await {
+            (Ok(f), keys) => (f, keys),
+            (Err(SweepFailed::Netlink(e)), _) => {
                 self.health.metrics.netlink_error(&e);
                 self.netlink_ok(Some(format!("conntrack dump failed: {e}")));
                 warn!(trigger = trigger.as_str(), error = %e, "conntrack dump failed; deleting nothing this pass");
                 return;
             }
-            Err(e) => {
+            (Err(SweepFailed::Task(e)), _) => {
                 warn!(error = %e, "pass task failed");
                 return;
             }
@@ -961,7 +804,7 @@ impl Agent {
             );
         }
 
-        let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
+        let mut groups: Groups = HashMap::new();
         for s in found.selected {
             groups.entry(s.label).or_default().push((s.tuple, s.zone));
         }
@@ -1061,41 +904,7 @@ impl Agent {
                 return None;
             }
         }
-        let (flows, model, k) = (self.flows.clone(), self.model.clone(), self.kernel.clone());
-        let health = self.health.clone();
-        let dry = self.cmd.dry_run.then(|| self.dry_seen.clone());
-        let res = tokio::task::spawn_blocking(move || {
-            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
-            let (mut results, mut unknown, mut skipped) = (Vec::new(), Vec::new(), 0u64);
-            for ip in backends {
-                health.beat();
-                let Some(list) = flows.flows_of(ip) else {
-                    unknown.push(ip);
-                    continue;
-                };
-                if list.is_empty() {
-                    skipped += 1;
-                    continue;
-                }
-                let mut groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>> = HashMap::new();
-                {
-                    let model = model.read().unwrap_or_else(|e| e.into_inner());
-                    for f in &list {
-                        if let Some(s) = deletable_planned(model.map(), f, &keys, &policy) {
-                            groups.entry(s).or_default().push(tuple_of(f));
-                        }
-                    }
-                }
-                for (g, tuples) in groups {
-                    execute(&mut kernel, g, &tuples, dry.as_deref(), &mut results);
-                }
-            }
-            let mut keys = keys;
-            keys.retain(|k, _| unknown.contains(&k.reply_src));
-            (results, keys, skipped)
-        })
-        .await;
-        let Ok((results, left, skipped)) = res else {
+        let Some((results, left, skipped)) = self.exec.delete_known(backends, keys).await else {
             warn!("delete task failed");
             return None;
         };
@@ -1136,11 +945,7 @@ impl Agent {
     /// Holds a pass the breaker stopped (with its watch-planned keys, judged again after the
     /// confirming re-list) and withdraws the event listener's view until then.
     fn hold(&mut self, keys: Option<Planned>) {
-        self.held = Some(Held {
-            relist_at: Instant::now() + self.cmd.breaker_hold,
-            relisting: false,
-            keys,
-        });
+        self.gate.hold(Instant::now(), self.cmd.breaker_hold, keys);
         self.publish(false);
     }
 
@@ -1149,7 +954,7 @@ impl Agent {
     /// Returns the count per (Service, protocol, reason) of entries no longer in the table.
     async fn delete(
         &mut self,
-        groups: HashMap<Stale, Vec<(Tuple, Option<u16>)>>,
+        groups: Groups,
         trigger: Trigger,
         arrival: Option<Instant>,
     ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
@@ -1166,18 +971,7 @@ impl Agent {
             );
             return gone;
         }
-        let dry = self.cmd.dry_run.then(|| self.dry_seen.clone());
-        let k = self.kernel.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut kernel = k.lock().unwrap_or_else(|e| e.into_inner());
-            let mut results = Vec::with_capacity(groups.len());
-            for (g, tuples) in groups {
-                execute(&mut kernel, g, &tuples, dry.as_deref(), &mut results);
-            }
-            results
-        })
-        .await;
-        let Ok(results) = res else {
+        let Some(results) = self.exec.delete(groups).await else {
             warn!("delete task failed");
             return gone;
         };
@@ -1240,67 +1034,6 @@ impl Agent {
         }
         gone
     }
-}
-
-/// Flows a --dry-run agent has counted: every pass finds a stale flow again (nothing deletes
-/// it), but `ctreap_dry_run_flows_total` and the "would delete" lines count it once. Bounded:
-/// past [`DRY_SEEN_MAX`] flows the set starts over (flows then may be counted again).
-#[derive(Debug, Default)]
-struct DrySeen(std::collections::HashSet<(Tuple, Option<u16>)>);
-
-const DRY_SEEN_MAX: usize = 1_000_000;
-
-impl DrySeen {
-    /// How many of `tuples` were not counted before (now they are).
-    fn fresh(&mut self, tuples: &[(Tuple, Option<u16>)]) -> u64 {
-        if self.0.len() + tuples.len() > DRY_SEEN_MAX {
-            self.0.clear();
-        }
-        tuples.iter().filter(|t| self.0.insert(**t)).count() as u64
-    }
-}
-
-/// One group of entries, deleted (or counted under --dry-run): the group, its size, the
-/// kernel's report (`None` for a dry run) and when the kernel acknowledged it.
-type Executed = (
-    Stale,
-    u64,
-    Option<Result<ctnetlink::BatchReport, ctnetlink::Error>>,
-    Instant,
-);
-
-/// Deletes a group, or under --dry-run (`dry` set) counts the flows of it not counted before;
-/// a dry group with nothing new leaves no result (no second log line for the same flows).
-fn execute(
-    kernel: &mut Kernel,
-    g: Stale,
-    tuples: &[(Tuple, Option<u16>)],
-    dry: Option<&Mutex<DrySeen>>,
-    out: &mut Vec<Executed>,
-) {
-    match dry {
-        Some(seen) => {
-            let n = seen.lock().unwrap_or_else(|e| e.into_inner()).fresh(tuples);
-            if n > 0 {
-                out.push((g, n, None, Instant::now()));
-            }
-        }
-        None => {
-            let report = kernel.delete(tuples);
-            out.push((g, tuples.len() as u64, Some(report), Instant::now()));
-        }
-    }
-}
-
-/// The original tuple and zone a flow from the index is deleted by (zone 0 is the default
-/// zone, which the kernel reports as no zone).
-fn tuple_of(f: &Flow) -> (Tuple, Option<u16>) {
-    let tuple = Tuple::new(
-        f.orig_src,
-        f.orig_dst,
-        ctnetlink::L4::ports(f.proto, f.orig_sport, f.orig_dport),
-    );
-    (tuple, (f.zone != 0).then_some(f.zone))
 }
 
 #[cfg(test)]

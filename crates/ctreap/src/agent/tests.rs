@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::cluster::{ServiceLite, SliceLite};
-use crate::reconcile::{Flow, ProtoSet};
+use crate::reconcile::{Flow, ProtoSet, Verdict, classify};
 
 const UDP: u8 = 17;
 const TCP: u8 = 6;
