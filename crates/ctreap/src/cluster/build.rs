@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
 
+use super::few::Few;
 use super::model::{
     Backend, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, Proto, ServiceMap,
     ServiceName,
@@ -462,7 +463,7 @@ fn service_frontends(
             proto,
             port,
             node_port,
-            frontends: fes.into_boxed_slice(),
+            frontends: Few::from(fes),
             backends: Box::new([]),
             ignored,
         });

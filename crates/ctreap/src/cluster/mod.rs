@@ -13,6 +13,7 @@
 
 mod build;
 mod decode;
+mod few;
 mod ifaddrs;
 mod intern;
 mod lite;

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use super::few::Few;
 use super::intern::Name;
 
 /// A transport protocol that a Service port can use, numbered as in `netinet/in.h`
@@ -235,7 +236,7 @@ pub(crate) struct PortEntry {
     pub(crate) proto: Proto,
     pub(crate) port: u16,
     pub(crate) node_port: Option<u16>,
-    pub(crate) frontends: Box<[Frontend]>,
+    pub(crate) frontends: Few<Frontend>,
     pub(crate) backends: Box<[Backend]>,
     /// The Service is annotated [`IGNORE_ANNOTATION`]`: "true"`.
     pub(crate) ignored: bool,
@@ -273,7 +274,7 @@ pub struct MapStats {
 #[derive(Clone, Debug)]
 struct ServiceSlot {
     name: ServiceName,
-    ports: Box<[PortId]>,
+    ports: Few<PortId>,
 }
 
 /// Every NAT frontend of the cluster as seen from one node, and the backends behind each.
@@ -292,7 +293,7 @@ pub struct ServiceMap {
     ports: Vec<Option<PortEntry>>,
     free_ports: Vec<PortId>,
     /// Frontend key -> the service ports published on it (almost always one).
-    frontends: HashMap<FrontendKey, Box<[PortId]>>,
+    frontends: HashMap<FrontendKey, Few<PortId>>,
     node_addrs: Vec<IpAddr>,
 }
 
@@ -431,12 +432,9 @@ impl ServiceMap {
                 if let std::collections::hash_map::Entry::Occupied(mut o) =
                     self.frontends.entry(fe.key)
                 {
-                    let left: Box<[PortId]> =
-                        o.get().iter().copied().filter(|&p| p != id).collect();
-                    if left.is_empty() {
+                    o.get_mut().retain(|&p| p != id);
+                    if o.get().is_empty() {
                         o.remove();
-                    } else {
-                        *o.get_mut() = left;
                     }
                 }
             }
@@ -470,10 +468,7 @@ impl ServiceMap {
                 }
             };
             for fe in p.frontends.iter() {
-                let e = self.frontends.entry(fe.key).or_default();
-                let mut v = std::mem::take(e).into_vec();
-                v.push(id);
-                *e = v.into_boxed_slice();
+                self.frontends.entry(fe.key).or_default().push(id);
             }
             self.ports[id as usize] = Some(PortEntry { service: si, ..p });
             ids.push(id);
@@ -481,7 +476,7 @@ impl ServiceMap {
         self.service_ids.insert(name.clone(), si);
         self.services[si as usize] = Some(ServiceSlot {
             name,
-            ports: ids.into_boxed_slice(),
+            ports: Few::from(ids),
         });
     }
 

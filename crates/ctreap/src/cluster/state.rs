@@ -20,6 +20,7 @@ use super::build::{
     Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, slice_service,
     unknown_service,
 };
+use super::few::Few;
 use super::intern::{Name, intern};
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
@@ -78,7 +79,7 @@ pub struct ClusterState {
     services: HashMap<ObjKey, ServiceLite>,
     slices: HashMap<ObjKey, SliceLite>,
     /// (namespace, Service name) -> the names of the slices labelled for it.
-    slices_of: HashMap<ObjKey, Vec<Name>>,
+    slices_of: HashMap<ObjKey, Few<Name>>,
     node: Option<Node>,
     local_addrs: Vec<IpAddr>,
     /// The Services have been listed: before that, every slice's Service looks missing.
@@ -583,7 +584,7 @@ fn merge_ports(acc: &mut Vec<PortEntry>, ports: &[PortEntry]) {
             .collect();
         let mut seen = HashSet::with_capacity(fes.len());
         fes.retain(|f| seen.insert(f.key));
-        a.frontends = fes.into_boxed_slice();
+        a.frontends = Few::from(fes);
         let mut bes: Vec<_> = a
             .backends
             .iter()
