@@ -1,6 +1,6 @@
-//! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing) and 4
-//! (ctreap) with the UDP and keep-alive clients, asserting the issue's figures from
-//! report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
+//! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing), 4
+//! (ctreap) and 5 (kube-proxy's own UDP cleanup) with the UDP and keep-alive clients,
+//! asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
 //! it never skips.
 
 use std::process::Command;
@@ -98,7 +98,7 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         .args([
             "lab",
             "--variant",
-            "nothing,ctreap",
+            "nothing,ctreap,kube-proxy",
             "--clients",
             "udp,keepalive",
             "--duration",
@@ -212,4 +212,41 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
     }
     // The UDP resolver kept its source port: ctreap fixed the flow, not the client.
     assert_eq!(client(ct, ClientKind::Udp).source_ports, 1);
+
+    // Variant 5, kube-proxy >= 1.32's reconciler: UDP recovers after the sync that follows
+    // the removal (1 s sync delay), on the same source port; the keep-alive TCP client is
+    // left alone and recovers no sooner than with nothing.
+    let kp = variant(&report, "kube-proxy");
+    let udp = client(kp, ClientKind::Udp);
+    no_failure_before_the_death(kp, udp);
+    assert!(udp.recovered, "kube-proxy/udp did not recover\n{story}");
+    assert_eq!(
+        udp.source_ports, 1,
+        "kube-proxy/udp changed its source port"
+    );
+    assert!(
+        udp.removal_to_last_error_s < 2.5,
+        "kube-proxy/udp: last error {:.2}s after the death, expected within the sync delay \
+         plus a second\n{story}",
+        udp.removal_to_last_error_s
+    );
+    only_new_pods(kp, udp);
+    assert!(
+        kp.notes
+            .iter()
+            .any(|n| n.contains("conntrack reconciler") && !n.ends_with("UDP entries deleted: 0")),
+        "kube-proxy: no reconciler run deleted anything: {:?}",
+        kp.notes
+    );
+    let ka = client(kp, ClientKind::Keepalive);
+    no_failure_before_the_death(kp, ka);
+    let nothing_ka = client(nothing, ClientKind::Keepalive);
+    assert!(
+        ka.longest_error_window_after_removal_s
+            >= (nothing_ka.longest_error_window_after_removal_s - 0.3).min(0.9),
+        "kube-proxy/keepalive recovered sooner ({:.2}s) than with nothing ({:.2}s): TCP is \
+         not kube-proxy's to clean\n{story}",
+        ka.longest_error_window_after_removal_s,
+        nothing_ka.longest_error_window_after_removal_s
+    );
 }

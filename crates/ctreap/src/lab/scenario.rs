@@ -69,14 +69,19 @@ pub enum Variant {
     Timeouts,
     /// ctreap's agent, `ctreap run`, watching the API server and the node's table.
     Ctreap,
+    /// kube-proxy >= 1.32's own UDP conntrack reconciler, run by the rule programmer after
+    /// every sync ([`kube_proxy_stale`](super::world::kube_proxy_stale)).
+    #[serde(rename = "kube-proxy")]
+    KubeProxy,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Nothing,
         Variant::Prestop,
         Variant::Timeouts,
         Variant::Ctreap,
+        Variant::KubeProxy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +90,7 @@ impl Variant {
             Variant::Prestop => "prestop",
             Variant::Timeouts => "timeouts",
             Variant::Ctreap => "ctreap",
+            Variant::KubeProxy => "kube-proxy",
         }
     }
 
@@ -94,6 +100,7 @@ impl Variant {
             Variant::Prestop => "2. the seed's preStop: conntrack -D -d $POD_IP inside the pod",
             Variant::Timeouts => "3. the seed's option 4: reduced conntrack timeouts on the node",
             Variant::Ctreap => "4. ctreap run on the node",
+            Variant::KubeProxy => "5. kube-proxy >= 1.32's own UDP conntrack cleanup, no ctreap",
         }
     }
 }
@@ -106,8 +113,9 @@ impl FromStr for Variant {
             "prestop" | "2" => Ok(Variant::Prestop),
             "timeouts" | "3" => Ok(Variant::Timeouts),
             "ctreap" | "4" => Ok(Variant::Ctreap),
+            "kube-proxy" | "5" => Ok(Variant::KubeProxy),
             other => Err(format!(
-                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap)"
+                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy)"
             )),
         }
     }
@@ -372,6 +380,9 @@ fn run_inner(
     )?;
     let mut pcfg = ProgrammerConfig::new(&kubeconfig.0, world.nat_target());
     pcfg.sync_delay = plan.sync_delay;
+    if variant == Variant::KubeProxy {
+        pcfg.conntrack_cleanup = Some(world.node_netns_handle());
+    }
     let _rt_guard = rt.enter();
     let programmer = rt.block_on(Programmer::start(pcfg))?;
     progress.say(format!(
@@ -627,6 +638,22 @@ fn run_inner(
         }
     }
 
+    if variant == Variant::KubeProxy {
+        for sync in programmer.syncs() {
+            let at = secs_since(epoch, sync.applied);
+            match &sync.conntrack_cleared {
+                Some(Ok(n)) => report.notes.push(format!(
+                    "kube-proxy conntrack reconciler after sync {} (t={at:.2}s): UDP entries deleted: {n}",
+                    sync.seq
+                )),
+                Some(Err(e)) => bail!(
+                    "the emulated kube-proxy conntrack reconciler failed after sync {}: {e}",
+                    sync.seq
+                ),
+                None => {}
+            }
+        }
+    }
     programmer.stop();
     world.cleanup()?;
     drop(server);

@@ -47,7 +47,7 @@ pub use nat::{NatBackend, NatRules, NatTarget, ServicePortRules};
 pub use objects::EndpointSpec;
 pub use pod::{Kill, KillReport, PodStats};
 pub use prereq::{Requirements, check_prerequisites};
-pub use programmer::{Programmer, ProgrammerConfig, SyncRecord};
+pub use programmer::{Programmer, ProgrammerConfig, SyncRecord, UdpFrontends, kube_proxy_stale};
 pub use seed::{ConntrackTimeouts, PreStopOutcome, SysctlChange};
 pub use topology::{ClientInfo, PodInfo, World, WorldConfig};
 

@@ -3,24 +3,28 @@
 //! serving endpoints, `sync_delay` after it sees a change.
 //!
 //! Like kube-proxy it picks, per service port, the ready endpoints, or if there are none the
-//! serving-and-terminating ones (KEP-1669); unlike kube-proxy (which clears UDP entries) it never
-//! touches conntrack at all: in the lab, what happens to conntrack is the variant's business.
+//! serving-and-terminating ones (KEP-1669). By default it never touches conntrack: in the lab,
+//! what happens to conntrack is the variant's business. With
+//! [`ProgrammerConfig::conntrack_cleanup`] it also runs kube-proxy's own UDP conntrack
+//! reconciler after every sync ([`kube_proxy_stale`]), for the `kube-proxy` variant.
 //!
 //! Sync timing: the first sync happens as soon as every watch has listed; afterwards a change
 //! seen at `t` is applied at `t + sync_delay` with whatever the stores hold then (changes within
 //! the delay are coalesced, as kube-proxy's `minSyncPeriod` coalesces them). Each applied sync
 //! is recorded ([`SyncRecord`]) for the report.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use ctnetlink::{Conntrack, Entry, Filter, Netns};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{ClusterWatch, FrontendKind, ServiceMap, WatchConfig, kube_client};
+use crate::cluster::{ClusterWatch, FrontendKind, Proto, ServiceMap, WatchConfig, kube_client};
 
 use super::Error;
 use super::nat::{NatRules, NatTarget, ServicePortRules};
@@ -36,6 +40,9 @@ pub struct ProgrammerConfig {
     pub sync_delay: Duration,
     /// Give up waiting for the initial lists after this long (default 10 s).
     pub sync_timeout: Duration,
+    /// Run kube-proxy's UDP conntrack reconciler in this namespace after every sync (the
+    /// node's; `None`, the default: never touch conntrack).
+    pub conntrack_cleanup: Option<Netns>,
 }
 
 impl ProgrammerConfig {
@@ -45,6 +52,7 @@ impl ProgrammerConfig {
             nat,
             sync_delay: Duration::from_secs(1),
             sync_timeout: Duration::from_secs(10),
+            conntrack_cleanup: None,
         }
     }
 }
@@ -65,6 +73,124 @@ pub struct SyncRecord {
     pub rules: NatRules,
     /// Why the apply failed, if it did (the next change retries).
     pub error: Option<String>,
+    /// With [`ProgrammerConfig::conntrack_cleanup`]: the UDP entries the reconciler deleted
+    /// after this sync, or why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conntrack_cleared: Option<Result<u64, String>>,
+}
+
+/// The UDP frontends of a map with the IPs of their serving endpoints: what kube-proxy's
+/// reconciler compares the table with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpFrontends {
+    /// ClusterIP, external IP and load-balancer IP, with the service port.
+    by_addr: HashMap<(IpAddr, u16), BTreeSet<IpAddr>>,
+    /// NodePort, on any address.
+    by_node_port: HashMap<u16, BTreeSet<IpAddr>>,
+}
+
+impl UdpFrontends {
+    /// From the map: every UDP service port's frontends, and its endpoints that are serving
+    /// (ready or not, terminating or not: kube-proxy's `IsServing`).
+    pub fn of(map: &ServiceMap) -> UdpFrontends {
+        let mut out = UdpFrontends::default();
+        for port in map.ports() {
+            if port.proto() != Proto::Udp {
+                continue;
+            }
+            let serving: BTreeSet<IpAddr> = port
+                .backends()
+                .iter()
+                .filter(|b| b.conditions.serving)
+                .map(|b| b.ip)
+                .collect();
+            for f in port.frontends() {
+                match f.kind {
+                    FrontendKind::NodePort => {
+                        out.by_node_port.insert(f.key.port, serving.clone());
+                    }
+                    _ => {
+                        out.by_addr.insert((f.key.ip, f.key.port), serving.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds, with no serving endpoint, the frontends of `before` that are gone now (their
+    /// Service was deleted or lost the port).
+    fn with_departed(&self, before: &UdpFrontends) -> UdpFrontends {
+        let mut out = self.clone();
+        for k in before.by_addr.keys() {
+            out.by_addr.entry(*k).or_default();
+        }
+        for k in before.by_node_port.keys() {
+            out.by_node_port.entry(*k).or_default();
+        }
+        out
+    }
+}
+
+/// Whether kube-proxy's conntrack reconciler deletes entry `e`, the frontends being `now`.
+///
+/// It follows `CleanStaleEntries` in kube-proxy's `pkg/proxy/conntrack/cleanup.go` (the
+/// iptables and nftables proxiers call it at the end of every sync since Kubernetes 1.32):
+/// only UDP entries; an entry whose original destination is a UDP Service IP and port, or
+/// whose original destination port is a UDP NodePort, is deleted when its reply source is not
+/// the IP of a serving endpoint of that Service port. TCP and SCTP entries are never touched.
+/// Two later fixes are included: a Service port left with no serving endpoint is cleaned too
+/// (the 1.32 code skipped it, which left UDP clients black-holed, kubernetes #139628), and so
+/// are the frontends of a Service deleted since the last sync (see [`UdpFrontends`]).
+pub fn kube_proxy_stale(now: &UdpFrontends, e: &Entry) -> bool {
+    let Some(dport) = e.orig.proto.dst_port else {
+        return false;
+    };
+    if e.orig.proto.num != libc::IPPROTO_UDP as u8 {
+        return false;
+    }
+    let reply_src = e.reply.src;
+    let by_addr = now
+        .by_addr
+        .get(&(e.orig.dst, dport))
+        .is_some_and(|ips| !ips.contains(&reply_src));
+    let by_node_port = now
+        .by_node_port
+        .get(&dport)
+        .is_some_and(|ips| !ips.contains(&reply_src));
+    by_addr || by_node_port
+}
+
+/// One run of the reconciler in `netns`: dumps the UDP entries and deletes the stale ones.
+fn reconcile_conntrack(netns: &Netns, now: &UdpFrontends) -> Result<u64, String> {
+    let mut ct = Conntrack::open_in(Some(netns)).map_err(|e| e.to_string())?;
+    let mut stale = Vec::new();
+    let filter = Filter {
+        proto: Some(libc::IPPROTO_UDP as u8),
+        ..Filter::default()
+    };
+    ct.dump(&filter, |e| {
+        if kube_proxy_stale(now, &e) {
+            stale.push((e.orig, e.zone));
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let report = ct.delete_batch(&stale).map_err(|e| e.to_string())?;
+    Ok(report.ok)
+}
+
+async fn cleanup(netns: Option<&Netns>, now: &UdpFrontends) -> Option<Result<u64, String>> {
+    let (netns, now) = (netns?.clone(), now.clone());
+    Some(
+        match tokio::task::spawn_blocking(move || reconcile_conntrack(&netns, &now)).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("conntrack cleanup task: {e}")),
+        },
+    )
 }
 
 struct Shared {
@@ -186,6 +312,8 @@ impl Programmer {
                 status: "failed".into(),
                 stderr: e,
             })?;
+        let udp = UdpFrontends::of(&snap.map);
+        let conntrack_cleared = cleanup(config.conntrack_cleanup.as_ref(), &udp).await;
         let shared = Arc::new(Shared {
             syncs: Mutex::new(vec![SyncRecord {
                 seq: 0,
@@ -194,10 +322,17 @@ impl Programmer {
                 applied_at: SystemTime::now(),
                 rules: rules.clone(),
                 error: None,
+                conntrack_cleared,
             }]),
             latest: watch::Sender::new(0),
         });
-        let task = tokio::spawn(follow(cluster, changes, config, rules, shared.clone()));
+        let task = tokio::spawn(follow(
+            cluster,
+            changes,
+            config,
+            (rules, udp),
+            shared.clone(),
+        ));
         Ok(Programmer { shared, task })
     }
 
@@ -269,7 +404,7 @@ async fn follow(
     cluster: ClusterWatch,
     mut changes: watch::Receiver<u64>,
     config: ProgrammerConfig,
-    mut last: NatRules,
+    (mut last, mut last_udp): (NatRules, UdpFrontends),
     shared: Arc<Shared>,
 ) {
     let mut seq = 1;
@@ -285,7 +420,8 @@ async fn follow(
             continue;
         };
         let rules = rules_from_map(&snap.map);
-        if rules == last && !last_failed {
+        let udp = UdpFrontends::of(&snap.map);
+        if rules == last && udp == last_udp && !last_failed {
             continue;
         }
         let result = apply(&config.nat, &rules).await;
@@ -294,6 +430,19 @@ async fn follow(
         if let Err(e) = &result {
             tracing::warn!(error = %e, "lab rule programmer: sync failed");
         }
+        // kube-proxy reconciles conntrack at the end of a sync, after the rules are in.
+        let conntrack_cleared = if result.is_ok() {
+            cleanup(
+                config.conntrack_cleanup.as_ref(),
+                &udp.with_departed(&last_udp),
+            )
+            .await
+        } else {
+            None
+        };
+        if let Some(Err(e)) = &conntrack_cleared {
+            tracing::warn!(error = %e, "lab rule programmer: conntrack cleanup failed");
+        }
         shared.syncs().push(SyncRecord {
             seq,
             seen,
@@ -301,9 +450,99 @@ async fn follow(
             applied_at: SystemTime::now(),
             rules: rules.clone(),
             error: result.err(),
+            conntrack_cleared,
         });
         seq += 1;
         last = rules;
+        last_udp = udp;
         shared.latest.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctnetlink::{L4, Tuple};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// `client:40000 -> dst:dport`, answered by `backend:bport`.
+    fn entry(proto: u8, dst: &str, dport: u16, backend: &str, bport: u16) -> Entry {
+        let client = ip("198.18.1.2");
+        Entry::new(
+            Tuple::new(client, ip(dst), L4::ports(proto, 40000, dport)),
+            Tuple::new(ip(backend), client, L4::ports(proto, bport, 40000)),
+        )
+    }
+
+    const UDP: u8 = libc::IPPROTO_UDP as u8;
+    const TCP: u8 = libc::IPPROTO_TCP as u8;
+
+    fn frontends(serving: &[&str]) -> UdpFrontends {
+        let ips: BTreeSet<IpAddr> = serving.iter().map(|s| ip(s)).collect();
+        UdpFrontends {
+            by_addr: [((ip("198.19.0.10"), 53), ips.clone())].into(),
+            by_node_port: [(30053, ips)].into(),
+        }
+    }
+
+    #[test]
+    fn udp_entries_to_a_backend_that_is_not_serving_are_deleted() {
+        let now = frontends(&["192.0.2.12"]);
+        assert!(kube_proxy_stale(
+            &now,
+            &entry(UDP, "198.19.0.10", 53, "192.0.2.10", 5353)
+        ));
+        assert!(!kube_proxy_stale(
+            &now,
+            &entry(UDP, "198.19.0.10", 53, "192.0.2.12", 5353)
+        ));
+        // NodePort on any node address.
+        assert!(kube_proxy_stale(
+            &now,
+            &entry(UDP, "198.18.1.1", 30053, "192.0.2.10", 5353)
+        ));
+        assert!(!kube_proxy_stale(
+            &now,
+            &entry(UDP, "198.18.1.1", 30053, "192.0.2.12", 5353)
+        ));
+        // Another port of the same IP is not this Service port.
+        assert!(!kube_proxy_stale(
+            &now,
+            &entry(UDP, "198.19.0.10", 54, "192.0.2.10", 5353)
+        ));
+    }
+
+    #[test]
+    fn tcp_entries_are_never_touched() {
+        let now = frontends(&["192.0.2.12"]);
+        assert!(!kube_proxy_stale(
+            &now,
+            &entry(TCP, "198.19.0.10", 53, "192.0.2.10", 5353)
+        ));
+        assert!(!kube_proxy_stale(
+            &now,
+            &entry(TCP, "198.18.1.1", 30053, "192.0.2.10", 5353)
+        ));
+    }
+
+    #[test]
+    fn a_service_with_no_serving_endpoint_or_deleted_is_cleaned_too() {
+        let empty = frontends(&[]);
+        assert!(kube_proxy_stale(
+            &empty,
+            &entry(UDP, "198.19.0.10", 53, "192.0.2.10", 5353)
+        ));
+        let gone = UdpFrontends::default().with_departed(&frontends(&["192.0.2.12"]));
+        assert!(kube_proxy_stale(
+            &gone,
+            &entry(UDP, "198.19.0.10", 53, "192.0.2.12", 5353)
+        ));
+        assert!(!kube_proxy_stale(
+            &UdpFrontends::default(),
+            &entry(UDP, "198.19.0.10", 53, "192.0.2.12", 5353)
+        ));
     }
 }
