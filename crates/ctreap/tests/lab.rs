@@ -1,6 +1,6 @@
 //! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing), 4
-//! (ctreap) and 5 (kube-proxy's own UDP cleanup) with the UDP and keep-alive clients,
-//! asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
+//! (ctreap), 5 (kube-proxy's own UDP cleanup) and 6 (the application drains) with the UDP and
+//! keep-alive clients, asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
 //! it never skips.
 
 use std::process::Command;
@@ -98,7 +98,7 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         .args([
             "lab",
             "--variant",
-            "nothing,ctreap,kube-proxy",
+            "nothing,ctreap,kube-proxy,drain",
             "--clients",
             "udp,keepalive",
             "--duration",
@@ -248,5 +248,27 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
          not kube-proxy's to clean\n{story}",
         ka.longest_error_window_after_removal_s,
         nothing_ka.longest_error_window_after_removal_s
+    );
+
+    // Variant 6, drain: the keep-alive client was moved to a new pod before the old ones
+    // died, so it never fails; the UDP resolver has no connection to close and fails until
+    // the end, as with nothing.
+    let dr = variant(&report, "drain");
+    let ka = client(dr, ClientKind::Keepalive);
+    assert_eq!(
+        ka.failed, 0,
+        "drain/keepalive failed: {:?}\n{story}",
+        ka.error_windows
+    );
+    assert!(
+        ka.connects >= 2,
+        "drain/keepalive never reconnected\n{story}"
+    );
+    only_new_pods(dr, ka);
+    let udp = client(dr, ClientKind::Udp);
+    no_failure_before_the_death(dr, udp);
+    assert!(
+        !udp.recovered,
+        "drain/udp recovered: draining cannot move UDP\n{story}"
     );
 }

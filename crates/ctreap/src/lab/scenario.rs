@@ -73,15 +73,19 @@ pub enum Variant {
     /// every sync ([`kube_proxy_stale`](super::world::kube_proxy_stale)).
     #[serde(rename = "kube-proxy")]
     KubeProxy,
+    /// The seed's option 5: the application drains its keep-alive connections once the
+    /// rules no longer send it new flows, before it dies.
+    Drain,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Nothing,
         Variant::Prestop,
         Variant::Timeouts,
         Variant::Ctreap,
         Variant::KubeProxy,
+        Variant::Drain,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Variant {
             Variant::Timeouts => "timeouts",
             Variant::Ctreap => "ctreap",
             Variant::KubeProxy => "kube-proxy",
+            Variant::Drain => "drain",
         }
     }
 
@@ -101,6 +106,9 @@ impl Variant {
             Variant::Timeouts => "3. the seed's option 4: reduced conntrack timeouts on the node",
             Variant::Ctreap => "4. ctreap run on the node",
             Variant::KubeProxy => "5. kube-proxy >= 1.32's own UDP conntrack cleanup, no ctreap",
+            Variant::Drain => {
+                "6. the seed's option 5: the app drains its keep-alive connections before it dies"
+            }
         }
     }
 }
@@ -114,8 +122,9 @@ impl FromStr for Variant {
             "timeouts" | "3" => Ok(Variant::Timeouts),
             "ctreap" | "4" => Ok(Variant::Ctreap),
             "kube-proxy" | "5" => Ok(Variant::KubeProxy),
+            "drain" | "6" => Ok(Variant::Drain),
             other => Err(format!(
-                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy)"
+                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain)"
             )),
         }
     }
@@ -497,6 +506,22 @@ fn run_inner(
         wait,
     ))?;
     progress.say("kube-proxy stand-in synced: new flows go to the new pods only");
+    // The seed's option 5: the application stopped reporting healthy when it was told to
+    // terminate and waited for the load balancer (here: until the rules no longer send it new
+    // flows); now it closes its keep-alive connections, and its clients reconnect to the
+    // rules of now.
+    if variant == Variant::Drain {
+        for p in OLD_PODS {
+            world.drain_pod(p)?;
+        }
+        let note = format!(
+            "{} drain their keep-alive connections at t={:.2}s, after the sync that took them out of the rules",
+            OLD_PODS.join(", "),
+            epoch.elapsed().as_secs_f64()
+        );
+        progress.say(&note);
+        report.notes.push(note);
+    }
     std::thread::sleep(GRACE);
 
     // The preStop hooks run before the pods die.

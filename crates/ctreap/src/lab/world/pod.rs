@@ -88,6 +88,9 @@ struct Counters {
 pub(crate) struct PodServers {
     name: String,
     stop: Arc<AtomicBool>,
+    /// The application was told to terminate and drains: every response from now on says
+    /// `Connection: close` and ends its connection (the seed's option 5).
+    drain: Arc<AtomicBool>,
     listener: TcpListener,
     conns: Arc<Mutex<Vec<(u64, TcpStream)>>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -118,6 +121,7 @@ impl PodServers {
         let servers = PodServers {
             name: name.to_string(),
             stop: Arc::new(AtomicBool::new(false)),
+            drain: Arc::new(AtomicBool::new(false)),
             listener: listener.try_clone().map_err(|e| io("listener", e))?,
             conns: Arc::new(Mutex::new(Vec::new())),
             threads: Arc::new(Mutex::new(Vec::new())),
@@ -135,16 +139,23 @@ impl PodServers {
                 .map_err(|e| io("starting the UDP thread", e))?
         };
         let accept_thread = {
-            let (name, stop, counters, conns, threads) = (
+            let (name, stop, drain, counters, conns, threads) = (
                 servers.name.clone(),
                 servers.stop.clone(),
+                servers.drain.clone(),
                 servers.counters.clone(),
                 servers.conns.clone(),
                 servers.threads.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("lab-pod-{name}-http"))
-                .spawn(move || accept_loop(&name, &listener, &stop, &counters, &conns, &threads))
+                .spawn(move || {
+                    let flags = Flags {
+                        stop: &stop,
+                        drain: &drain,
+                    };
+                    accept_loop(&name, &listener, flags, &counters, &conns, &threads)
+                })
                 .map_err(|e| io("starting the HTTP thread", e))?
         };
         lock(&servers.threads).extend([udp_thread, accept_thread]);
@@ -157,6 +168,13 @@ impl PodServers {
             http_requests: self.counters.http_requests.load(Ordering::Relaxed),
             udp_datagrams: self.counters.udp_datagrams.load(Ordering::Relaxed),
         }
+    }
+
+    /// Starts draining: each connection is closed after its next response, which says so
+    /// (`Connection: close`), and new connections get one answer each. UDP is unaffected: it
+    /// has no connection to close.
+    pub(crate) fn drain(&self) {
+        self.drain.store(true, Ordering::SeqCst);
     }
 
     /// Open TCP connections right now.
@@ -234,10 +252,17 @@ fn serve_udp(name: &str, udp: &UdpSocket, stop: &AtomicBool, counters: &Counters
     }
 }
 
+/// The servers' shared switches.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    stop: &'a Arc<AtomicBool>,
+    drain: &'a Arc<AtomicBool>,
+}
+
 fn accept_loop(
     name: &str,
     listener: &TcpListener,
-    stop: &Arc<AtomicBool>,
+    Flags { stop, drain }: Flags<'_>,
     counters: &Arc<Counters>,
     conns: &Arc<Mutex<Vec<(u64, TcpStream)>>>,
     threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -263,16 +288,17 @@ fn accept_loop(
         if let Ok(clone) = stream.try_clone() {
             lock(conns).push((id, clone));
         }
-        let (name2, stop2, counters2, conns2) = (
+        let (name2, stop2, drain2, counters2, conns2) = (
             name.to_string(),
             stop.clone(),
+            drain.clone(),
             counters.clone(),
             conns.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name(format!("lab-pod-{name}-c{id}"))
             .spawn(move || {
-                serve_http(&name2, stream, &stop2, &counters2);
+                serve_http(&name2, stream, (&stop2, &drain2), &counters2);
                 lock(&conns2).retain(|(i, _)| *i != id);
             });
         if let Ok(t) = spawned {
@@ -286,7 +312,12 @@ fn accept_loop(
 /// Serves HTTP/1.1 requests on one connection until the client closes it, asks to, or the pod
 /// stops. Request bodies (`Content-Length`) are read and ignored; chunked bodies are not
 /// supported (the lab's clients send none).
-fn serve_http(name: &str, stream: TcpStream, stop: &AtomicBool, counters: &Counters) {
+fn serve_http(
+    name: &str,
+    stream: TcpStream,
+    (stop, drain): (&AtomicBool, &AtomicBool),
+    counters: &Counters,
+) {
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
@@ -334,6 +365,7 @@ fn serve_http(name: &str, stream: TcpStream, stop: &AtomicBool, counters: &Count
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        close |= drain.load(Ordering::SeqCst);
         counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{name}",

@@ -342,6 +342,16 @@ impl World {
         )
     }
 
+    /// Tells pod `name`'s application to drain (the seed's option 5, after its wait for the
+    /// load balancer): its HTTP server closes each keep-alive connection after the next
+    /// response, saying so. Its UDP server goes on as before.
+    pub fn drain_pod(&mut self, name: &str) -> Result<(), Error> {
+        if let Some(s) = &self.pod_slot(name)?.servers {
+            s.drain();
+        }
+        Ok(())
+    }
+
     fn pod_slot(&mut self, name: &str) -> Result<&mut PodSlot, Error> {
         self.pods.get_mut(name).ok_or_else(|| Error::Unknown {
             kind: "pod",
