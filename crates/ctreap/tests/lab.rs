@@ -1,6 +1,7 @@
 //! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing), 4
-//! (ctreap), 5 (kube-proxy's own UDP cleanup) and 6 (the application drains) with the UDP and
-//! keep-alive clients, asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
+//! (ctreap), 5 (kube-proxy's own UDP cleanup), 6 (the application drains) and 7 (a headless
+//! Service) with the UDP, keep-alive and pooled clients, asserting the issues' figures from
+//! report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
 //! it never skips.
 
 use std::process::Command;
@@ -98,9 +99,9 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         .args([
             "lab",
             "--variant",
-            "nothing,ctreap,kube-proxy,drain",
+            "nothing,ctreap,kube-proxy,drain,headless",
             "--clients",
-            "udp,keepalive",
+            "udp,keepalive,pooled",
             "--duration",
             DURATION,
             "--report",
@@ -271,4 +272,29 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         !udp.recovered,
         "drain/udp recovered: draining cannot move UDP\n{story}"
     );
+
+    // Variant 7, headless: no NAT, so no stale entry, but the clients' own answers go stale.
+    // The resolver and the keep-alive client cached theirs and fail until the end; the pool
+    // resolves again for its new connection after its 1 s timeout and ends on a new pod.
+    let hl = variant(&report, "headless");
+    for kind in [ClientKind::Udp, ClientKind::Keepalive] {
+        let c = client(hl, kind);
+        no_failure_before_the_death(hl, c);
+        assert!(
+            !c.recovered,
+            "headless/{kind} cached a dead pod's address and still recovered?\n{story}"
+        );
+    }
+    let pooled = client(hl, ClientKind::Pooled);
+    no_failure_before_the_death(hl, pooled);
+    assert!(
+        pooled.recovered,
+        "headless/pooled did not re-resolve\n{story}"
+    );
+    assert!(
+        pooled.longest_error_window_after_removal_s >= 0.9,
+        "headless/pooled: expected its 1 s timeout before re-resolving, got {:.2}s\n{story}",
+        pooled.longest_error_window_after_removal_s
+    );
+    only_new_pods(hl, pooled);
 }

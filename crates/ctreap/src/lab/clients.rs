@@ -174,6 +174,71 @@ pub struct Target {
     pub udp: SocketAddr,
     /// ClusterIP:port of the HTTP Service port.
     pub http: SocketAddr,
+    /// Through the ClusterIP, or to pod IPs the client resolves itself.
+    pub dial: Dial,
+}
+
+/// How a client finds a server.
+#[derive(Clone, Debug, Default)]
+pub enum Dial {
+    /// The Service's ClusterIP: the node's NAT picks a pod for each new flow.
+    #[default]
+    Service,
+    /// A headless Service (the seed's option 3): the client resolves the pod IPs itself, as
+    /// cluster DNS answers them (`records`: the ready endpoints), and talks to one without NAT.
+    Headless {
+        records: Arc<Mutex<Vec<Ipv4Addr>>>,
+        /// Resolve once and keep the answer for the whole run (a client that caches it);
+        /// otherwise resolve again for every new connection, and for UDP after a timeout.
+        cache: bool,
+        udp_port: u16,
+        http_port: u16,
+    },
+}
+
+/// Picks the address of a client's next connection or query.
+struct Dialer {
+    dial: Dial,
+    /// The headless answer in use.
+    current: Option<Ipv4Addr>,
+    /// Rotates over the answers, as resolvers rotate A records.
+    next: usize,
+}
+
+impl Dialer {
+    fn new(dial: Dial) -> Dialer {
+        Dialer {
+            dial,
+            current: None,
+            next: 0,
+        }
+    }
+
+    /// The address for `service` (the ClusterIP:port): itself, or a pod's IP and port.
+    /// `fresh`: the last attempt failed or a new connection starts (a re-resolving client asks
+    /// again). `None`: the headless Service has no ready endpoint.
+    fn addr(&mut self, service: SocketAddr, udp: bool, fresh: bool) -> Option<SocketAddr> {
+        let Dial::Headless {
+            records,
+            cache,
+            udp_port,
+            http_port,
+        } = &self.dial
+        else {
+            return Some(service);
+        };
+        if self.current.is_none() || (fresh && !*cache) {
+            let r = records.lock().unwrap_or_else(PoisonError::into_inner);
+            if !r.is_empty() {
+                self.current = Some(r[self.next % r.len()]);
+                self.next += 1;
+            } else if !*cache {
+                self.current = None;
+            }
+        }
+        let port = if udp { *udp_port } else { *http_port };
+        self.current.map(|ip| SocketAddr::from((ip, port)))
+    }
 }
 
 type Shared = Arc<Mutex<ClientLog>>;
@@ -301,12 +366,12 @@ fn run_client(
     log: &Shared,
 ) -> io::Result<()> {
     match kind {
-        ClientKind::Udp => udp_resolver(target.udp, epoch, stop, log),
+        ClientKind::Udp => udp_resolver(target, epoch, stop, log),
         _ => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(http_client(kind, target.http, epoch, stop, log));
+            rt.block_on(http_client(kind, target, epoch, stop, log));
             Ok(())
         }
     }
@@ -321,11 +386,13 @@ pub fn parse_udp_answer(answer: &[u8], query: &[u8]) -> Option<String> {
 }
 
 fn udp_resolver(
-    target: SocketAddr,
+    target: &Target,
     epoch: Instant,
     stop: &AtomicBool,
     log: &Shared,
 ) -> io::Result<()> {
+    let mut dialer = Dialer::new(target.dial.clone());
+    let mut failed = false;
     // One socket for the whole run: its source port never changes, as a resolver's.
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     let sport = sock.local_addr()?.port();
@@ -337,7 +404,15 @@ fn udp_resolver(
         let query = format!("q{seq}");
         let start = Instant::now();
         let t = secs(epoch, start);
-        let (outcome, pod, error) = match sock.send_to(query.as_bytes(), target) {
+        let dest = dialer.addr(target.udp, true, failed);
+        let sent = match dest {
+            Some(a) => sock.send_to(query.as_bytes(), a),
+            None => Err(io::Error::new(
+                io::ErrorKind::HostUnreachable,
+                "resolve: the headless Service has no ready endpoint",
+            )),
+        };
+        let (outcome, pod, error) = match sent {
             Err(e) => (classify_io(&e), None, Some(e.to_string())),
             Ok(_) => {
                 let deadline = start + UDP_TIMEOUT;
@@ -366,6 +441,7 @@ fn udp_resolver(
                 }
             }
         };
+        failed = outcome != Outcome::Ok;
         lock(log).samples.push(Sample {
             t,
             outcome,
@@ -532,11 +608,12 @@ async fn request(conn: &mut Conn, close: bool) -> Result<(String, bool), Failure
 
 async fn http_client(
     kind: ClientKind,
-    target: SocketAddr,
+    target: &Target,
     epoch: Instant,
     stop: &AtomicBool,
     log: &Shared,
 ) {
+    let mut dialer = Dialer::new(target.dial.clone());
     let mut conn: Option<Conn> = None;
     let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -545,7 +622,13 @@ async fn http_client(
         let fresh = kind == ClientKind::Fresh;
         let attempt = async {
             if conn.is_none() {
-                let c = connect(kind, target)
+                let dest = dialer
+                    .addr(target.http, false, true)
+                    .ok_or_else(|| Failure {
+                        outcome: Outcome::Refused,
+                        error: "resolve: the headless Service has no ready endpoint".into(),
+                    })?;
+                let c = connect(kind, dest)
                     .await
                     .map_err(|e| Failure::io("connect", &e))?;
                 lock(log).connects.push(Connect {

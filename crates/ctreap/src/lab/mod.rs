@@ -32,13 +32,14 @@ pub struct LabCmd {
     /// Variants to run, in order: nothing (the outage), prestop (the seed's preStop hook),
     /// timeouts (the seed's reduced conntrack timeouts), ctreap (the agent), kube-proxy
     /// (kube-proxy >= 1.32's own UDP conntrack cleanup, without ctreap), drain (the seed's
-    /// graceful connection draining in the application).
+    /// graceful connection draining in the application), headless (the seed's headless
+    /// Service: clients resolve pod IPs, no NAT).
     #[arg(
         long = "variant",
         visible_alias = "variants",
         value_name = "LIST",
         value_delimiter = ',',
-        default_value = "nothing,prestop,timeouts,ctreap,kube-proxy,drain"
+        default_value = "nothing,prestop,timeouts,ctreap,kube-proxy,drain,headless"
     )]
     pub variants: Vec<Variant>,
     /// Clients: udp (a resolver keeping its source port), keepalive (HTTP keep-alive),

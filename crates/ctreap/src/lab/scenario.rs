@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -27,9 +28,11 @@ use serde::Serialize;
 use tokio::runtime::Runtime;
 
 use super::agent::{AgentProcess, deletion_metrics, flush_lines};
-use super::clients::{ClientKind, ClientLog, Clients, Target};
+use super::clients::{ClientKind, ClientLog, Clients, Dial, Target};
 use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
-use super::world::objects::{self, CLUSTER_IP, DNS_PORT, EndpointSpec, HTTP_PORT};
+use super::world::objects::{
+    self, CLUSTER_IP, DNS_PORT, DNS_TARGET_PORT, EndpointSpec, HTTP_PORT, HTTP_TARGET_PORT,
+};
 use super::world::{
     ConntrackTimeouts, Kill, NatBackend, Programmer, ProgrammerConfig, World, WorldConfig,
 };
@@ -76,16 +79,21 @@ pub enum Variant {
     /// The seed's option 5: the application drains its keep-alive connections once the
     /// rules no longer send it new flows, before it dies.
     Drain,
+    /// The seed's option 3: a headless Service. The clients resolve the ready pod IPs and
+    /// talk to them without NAT; `udp` and `keepalive` cache their answer, `pooled` and
+    /// `fresh` resolve again for every new connection.
+    Headless,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Nothing,
         Variant::Prestop,
         Variant::Timeouts,
         Variant::Ctreap,
         Variant::KubeProxy,
         Variant::Drain,
+        Variant::Headless,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +104,7 @@ impl Variant {
             Variant::Ctreap => "ctreap",
             Variant::KubeProxy => "kube-proxy",
             Variant::Drain => "drain",
+            Variant::Headless => "headless",
         }
     }
 
@@ -108,6 +117,9 @@ impl Variant {
             Variant::KubeProxy => "5. kube-proxy >= 1.32's own UDP conntrack cleanup, no ctreap",
             Variant::Drain => {
                 "6. the seed's option 5: the app drains its keep-alive connections before it dies"
+            }
+            Variant::Headless => {
+                "7. the seed's option 3: a headless Service, clients resolve pod IPs (no NAT)"
             }
         }
     }
@@ -123,8 +135,9 @@ impl FromStr for Variant {
             "ctreap" | "4" => Ok(Variant::Ctreap),
             "kube-proxy" | "5" => Ok(Variant::KubeProxy),
             "drain" | "6" => Ok(Variant::Drain),
+            "headless" | "7" => Ok(Variant::Headless),
             other => Err(format!(
-                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain)"
+                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain, headless)"
             )),
         }
     }
@@ -367,16 +380,37 @@ fn run_inner(
     for p in OLD_PODS {
         world.add_pod(p)?;
     }
+    // The headless Service's DNS answer: its ready endpoints, as cluster DNS serves them
+    // (it watches EndpointSlices; no sync delay).
+    let records = Arc::new(Mutex::new(ips_of(&world, &OLD_PODS)));
+    let set_records = |pods: &[&str], world: &World| {
+        *records.lock().unwrap_or_else(PoisonError::into_inner) = ips_of(world, pods);
+    };
     let mut targets = BTreeMap::new();
     for &k in &plan.clients {
         let c = world.add_client(k.name())?;
+        let dial = match variant {
+            Variant::Headless => Dial::Headless {
+                records: records.clone(),
+                cache: matches!(k, ClientKind::Udp | ClientKind::Keepalive),
+                udp_port: DNS_TARGET_PORT,
+                http_port: HTTP_TARGET_PORT,
+            },
+            _ => Dial::Service,
+        };
         targets.insert(
             k,
             Target {
                 ns: c.netns_handle(),
                 udp: SocketAddr::from((CLUSTER_IP, DNS_PORT)),
                 http: SocketAddr::from((CLUSTER_IP, HTTP_PORT)),
+                dial,
             },
+        );
+    }
+    if variant == Variant::Headless {
+        report.notes.push(
+            "headless: udp and keepalive resolve once and keep the answer; pooled and fresh resolve again for every new connection (udp: after a timeout)".into(),
         );
     }
     report.old_pods = OLD_PODS.iter().map(|s| s.to_string()).collect();
@@ -466,6 +500,7 @@ fn run_inner(
         world.add_pod(p)?;
     }
     objects::apply_endpoints(&server, &endpoints(&world, EndpointSpec::ready, true, true))?;
+    set_records(&[OLD_PODS, NEW_PODS].concat(), &world);
     let m_new = epoch.elapsed().as_secs_f64();
     progress.say(format!(
         "rollout: {} started and added to the EndpointSlice",
@@ -492,6 +527,7 @@ fn run_inner(
         &server,
         &endpoints(&world, EndpointSpec::draining, true, true),
     )?;
+    set_records(&NEW_PODS, &world);
     let m_term = epoch.elapsed().as_secs_f64();
     progress.say(format!(
         "rollout: {} terminating (serving, not ready)",
