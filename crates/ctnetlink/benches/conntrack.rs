@@ -917,63 +917,42 @@ fn targets(all: &[Series]) -> Vec<TargetResult> {
             });
         };
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    push(
+    // A target on the ratio of two methods' times: judged on the medians, the ratio of the
+    // minimums shown beside.
+    let mut push_ratio =
+        |name, (a, b): (&str, &str), limit, higher_better, what: &dyn Fn(f64, f64) -> String| {
+            let by_min = ratio(min(a), min(b)).unwrap_or(f64::NAN);
+            push(name, ratio(med(a), med(b)), limit, higher_better, &|v| {
+                what(v, by_min)
+            });
+        };
+    push_ratio(
         "backend delete >= 5x faster than `conntrack -D -r`",
-        ratio(
-            med(DeleteOp::ConntrackTools.key()),
-            med(DeleteOp::Flush.key()),
-        ),
+        (DeleteOp::ConntrackTools.key(), DeleteOp::Flush.key()),
         5.0,
         true,
-        &|v| {
-            let m = ratio(
-                min(DeleteOp::ConntrackTools.key()),
-                min(DeleteOp::Flush.key()),
-            );
-            format!(
-                "{v:.2}x faster (medians; {:.2}x by minimums)",
-                m.unwrap_or(f64::NAN)
-            )
-        },
+        &|v, m| format!("{v:.2}x faster (medians; {m:.2}x by minimums)"),
     );
-    push(
+    push_ratio(
         "backend delete within 1.3x of the bare kernel filtered flush",
-        ratio(med(DeleteOp::Flush.key()), med(DeleteOp::KernelFlush.key())),
+        (DeleteOp::Flush.key(), DeleteOp::KernelFlush.key()),
         1.3,
         false,
-        &|v| {
-            let m = ratio(min(DeleteOp::Flush.key()), min(DeleteOp::KernelFlush.key()));
-            format!(
-                "{v:.2}x the floor (medians; {:.2}x by minimums)",
-                m.unwrap_or(f64::NAN)
-            )
-        },
+        &|v, m| format!("{v:.2}x the floor (medians; {m:.2}x by minimums)"),
     );
-    push(
+    push_ratio(
         "list within 1.5x of the bare receive-only dump",
-        ratio(med(ListOp::Decode.key()), med(ListOp::Floor.key())),
+        (ListOp::Decode.key(), ListOp::Floor.key()),
         1.5,
         false,
-        &|v| {
-            let m = ratio(min(ListOp::Decode.key()), min(ListOp::Floor.key()));
-            format!(
-                "{v:.2}x the floor (medians; {:.2}x by minimums)",
-                m.unwrap_or(f64::NAN)
-            )
-        },
+        &|v, m| format!("{v:.2}x the floor (medians; {m:.2}x by minimums)"),
     );
-    push(
+    push_ratio(
         "full decoded list at least as fast as nlink 0.33's stream_conntrack",
-        ratio(med(ListOp::Nlink.key()), med(ListOp::Decode.key())),
+        (ListOp::Nlink.key(), ListOp::Decode.key()),
         1.0,
         true,
-        &|v| {
-            let m = ratio(min(ListOp::Nlink.key()), min(ListOp::Decode.key()));
-            format!(
-                "nlink takes {v:.2}x our time (medians; {:.2}x by minimums)",
-                m.unwrap_or(f64::NAN)
-            )
-        },
+        &|v, m| format!("nlink takes {v:.2}x our time (medians; {m:.2}x by minimums)"),
     );
     push(
         "peak RSS of a full list < 32 MiB",
