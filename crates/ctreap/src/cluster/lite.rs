@@ -158,6 +158,15 @@ impl From<Service> for ServiceLite {
     }
 }
 
+impl super::store::Named for ServiceLite {
+    fn names(&self) -> (&str, &str) {
+        (
+            self.namespace.as_deref().unwrap_or(""),
+            self.name.as_deref().unwrap_or(""),
+        )
+    }
+}
+
 impl ServiceView for ServiceLite {
     fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
@@ -345,6 +354,15 @@ impl SliceLite {
         let odd = &self.odd.as_ref()?.addresses;
         let at = odd.binary_search_by_key(&i, |(j, _)| *j).ok()?;
         odd[at].1.as_deref().map(SliceAddress::Text)
+    }
+}
+
+impl super::store::Named for SliceLite {
+    fn names(&self) -> (&str, &str) {
+        (
+            self.namespace.as_deref().unwrap_or(""),
+            self.name.as_deref().unwrap_or(""),
+        )
     }
 }
 

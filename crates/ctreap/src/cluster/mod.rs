@@ -19,6 +19,7 @@ mod intern;
 mod lite;
 mod model;
 mod state;
+mod store;
 mod view;
 mod watch;
 

@@ -26,6 +26,7 @@ use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
 use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::store::Store;
 use super::view::{ServiceView, SliceView};
 
 /// An object's namespace and name, shared with everything else that holds them.
@@ -76,8 +77,8 @@ fn rank(c: Option<Conditions>) -> u8 {
 /// The cluster as the watches delivered it, and the map derived from it.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    services: HashMap<ObjKey, ServiceLite>,
-    slices: HashMap<ObjKey, SliceLite>,
+    services: Store<ServiceLite>,
+    slices: Store<SliceLite>,
     /// (namespace, Service name) -> the names of the slices labelled for it.
     slices_of: HashMap<ObjKey, Few<Name>>,
     node: Option<Node>,
@@ -183,7 +184,7 @@ impl ClusterState {
         if self.services.get(&key) == Some(&svc) {
             return;
         }
-        self.services.insert(key.clone(), svc);
+        self.services.insert(svc);
         self.rebuild(&key);
     }
 
@@ -202,7 +203,7 @@ impl ClusterState {
         };
         let old = self.slices.remove(&key);
         if old.as_ref() == Some(&slice) {
-            self.slices.insert(key, slice);
+            self.slices.insert(slice);
             return;
         }
         let mut touched = Vec::with_capacity(2);
@@ -210,7 +211,7 @@ impl ClusterState {
             touched.extend(self.unlink(&key, old));
         }
         touched.extend(self.link(&key, &slice));
-        self.slices.insert(key, slice);
+        self.slices.insert(slice);
         touched.dedup();
         for svc in touched {
             self.rebuild(&svc);
@@ -230,12 +231,12 @@ impl ClusterState {
 
     /// The Service the model holds under this name, if any.
     pub(crate) fn service(&self, ns: &str, name: &str) -> Option<&ServiceLite> {
-        self.services.get(&obj_key(ns, name))
+        self.services.get_str(ns, name)
     }
 
     /// The EndpointSlice the model holds under this name, if any.
     pub(crate) fn slice(&self, ns: &str, name: &str) -> Option<&SliceLite> {
-        self.slices.get(&obj_key(ns, name))
+        self.slices.get_str(ns, name)
     }
 
     /// The Node, if seen.
@@ -314,21 +315,24 @@ impl ClusterState {
     /// A fresh list of every Service: rebuilds the Services that were added, removed or
     /// changed since the last view.
     pub(crate) fn replace_services(&mut self, list: Vec<ServiceLite>) {
-        let mut new: HashMap<ObjKey, ServiceLite> = HashMap::with_capacity(list.len());
+        let mut new: Store<ServiceLite> = Store::with_capacity(list.len());
         for svc in list {
-            if let Some(key) = self.key_of(svc.namespace(), svc.name(), "Service") {
-                new.insert(key, svc);
+            if self
+                .key_of(svc.namespace(), svc.name(), "Service")
+                .is_some()
+            {
+                new.insert(svc);
             }
         }
         let mut touched: Vec<ObjKey> = self
             .services
-            .keys()
-            .filter(|k| !new.contains_key(*k))
-            .cloned()
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| new.get(k).is_none())
             .collect();
-        for (k, svc) in &new {
-            if self.services.get(k) != Some(svc) {
-                touched.push(k.clone());
+        for (k, svc) in new.iter() {
+            if self.services.get(&k) != Some(svc) {
+                touched.push(k);
             }
         }
         self.services = new;
@@ -348,24 +352,27 @@ impl ClusterState {
     /// A fresh list of every EndpointSlice: rebuilds the Services whose slices were added,
     /// removed or changed since the last view.
     pub(crate) fn replace_slices(&mut self, list: Vec<SliceLite>) {
-        let mut new: HashMap<ObjKey, SliceLite> = HashMap::with_capacity(list.len());
+        let mut new: Store<SliceLite> = Store::with_capacity(list.len());
         for slice in list {
-            if let Some(key) = self.key_of(slice.namespace(), slice.name(), "EndpointSlice") {
-                new.insert(key, slice);
+            if self
+                .key_of(slice.namespace(), slice.name(), "EndpointSlice")
+                .is_some()
+            {
+                new.insert(slice);
             }
         }
         let mut touched: HashSet<ObjKey> = HashSet::new();
         let old = std::mem::take(&mut self.slices);
-        for (k, s) in &old {
-            if new.get(k) != Some(s)
-                && let Some(svc) = self.unlink(k, s)
+        for (k, s) in old.iter() {
+            if new.get(&k) != Some(s)
+                && let Some(svc) = self.unlink(&k, s)
             {
                 touched.insert(svc);
             }
         }
-        for (k, s) in &new {
-            if old.get(k) != Some(s)
-                && let Some(svc) = self.link(k, s)
+        for (k, s) in new.iter() {
+            if old.get(&k) != Some(s)
+                && let Some(svc) = self.link(&k, s)
             {
                 touched.insert(svc);
             }
@@ -406,7 +413,7 @@ impl ClusterState {
             .services
             .iter()
             .filter(|(_, s)| s.ports().any(|p| p.node_port.is_some()))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         touched.sort();
         for k in touched {
