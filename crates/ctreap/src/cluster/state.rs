@@ -26,7 +26,7 @@ use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
 use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
-use super::store::Store;
+use super::store::{self, Named, Store};
 use super::view::{ServiceView, SliceView};
 
 /// An object's namespace and name, shared with everything else that holds them.
@@ -326,15 +326,18 @@ impl ClusterState {
         }
         let mut touched: Vec<ObjKey> = self
             .services
-            .iter()
-            .map(|(k, _)| k)
-            .filter(|k| new.get(k).is_none())
+            .values()
+            .filter(|s| {
+                let (ns, name) = s.names();
+                new.get_str(ns, name).is_none()
+            })
+            .map(store::key)
             .collect();
-        for (k, svc) in new.iter() {
-            if self.services.get(&k) != Some(svc) {
-                touched.push(k);
-            }
-        }
+        touched.extend(
+            new.values()
+                .filter(|s| !self.services.holds(s))
+                .map(store::key),
+        );
         self.services = new;
         if !self.services_listed {
             // Slices listed before the Services: their "unknown Service" warnings were held
@@ -363,17 +366,13 @@ impl ClusterState {
         }
         let mut touched: HashSet<ObjKey> = HashSet::new();
         let old = std::mem::take(&mut self.slices);
-        for (k, s) in old.iter() {
-            if new.get(&k) != Some(s)
-                && let Some(svc) = self.unlink(&k, s)
-            {
+        for s in old.values().filter(|s| !new.holds(s)) {
+            if let Some(svc) = self.unlink(&store::key(s), s) {
                 touched.insert(svc);
             }
         }
-        for (k, s) in new.iter() {
-            if old.get(&k) != Some(s)
-                && let Some(svc) = self.link(&k, s)
-            {
+        for s in new.values().filter(|s| !old.holds(s)) {
+            if let Some(svc) = self.link(&store::key(s), s) {
                 touched.insert(svc);
             }
         }
@@ -411,9 +410,9 @@ impl ClusterState {
         // Only Services with a nodePort have frontends on node addresses.
         let mut touched: Vec<ObjKey> = self
             .services
-            .iter()
-            .filter(|(_, s)| s.ports().any(|p| p.node_port.is_some()))
-            .map(|(k, _)| k)
+            .values()
+            .filter(|s| s.ports().any(|p| p.node_port.is_some()))
+            .map(store::key)
             .collect();
         touched.sort();
         for k in touched {

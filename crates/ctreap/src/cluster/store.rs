@@ -38,6 +38,12 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Store<T> {
     }
 }
 
+/// An object's key: its names, interned.
+pub(crate) fn key<T: Named>(t: &T) -> (Name, Name) {
+    let (ns, name) = t.names();
+    (intern(ns), intern(name))
+}
+
 impl<T: Named> Store<T> {
     pub fn with_capacity(n: usize) -> Self {
         Store {
@@ -94,12 +100,19 @@ impl<T: Named> Store<T> {
         }
     }
 
-    /// Every object with its key (the names interned).
-    pub fn iter(&self) -> impl Iterator<Item = ((Name, Name), &T)> {
-        self.table.iter().map(|t| {
-            let (ns, name) = t.names();
-            ((intern(ns), intern(name)), t)
-        })
+    /// Every object, in no particular order. Its key is [`key`] of it: built only for the
+    /// objects a caller keeps, since interning takes the name table's lock.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.table.iter()
+    }
+
+    /// Whether an object with `t`'s names is stored and equal to it.
+    pub fn holds(&self, t: &T) -> bool
+    where
+        T: PartialEq,
+    {
+        let (ns, name) = t.names();
+        self.get_str(ns, name) == Some(t)
     }
 }
 
@@ -131,7 +144,10 @@ mod tests {
             Some(Obj("b", "x", 2))
         );
         assert_eq!(s.remove(&(intern("b"), intern("x"))), None);
-        let keys: Vec<_> = s.iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = s.values().map(key).collect();
         assert_eq!(keys, vec![(intern("a"), intern("x"))]);
+        assert!(s.holds(&Obj("a", "x", 3)));
+        assert!(!s.holds(&Obj("a", "x", 1)));
+        assert!(!s.holds(&Obj("b", "x", 2)));
     }
 }
