@@ -84,13 +84,20 @@ struct Counters {
     udp_datagrams: AtomicU64,
 }
 
+/// What every server thread of a pod looks at.
+#[derive(Default)]
+struct Switches {
+    /// The pod stops: every thread ends.
+    stop: AtomicBool,
+    /// The application was told to terminate and drains: every response from now on says
+    /// `Connection: close` and ends its connection (the seed's option 5).
+    drain: AtomicBool,
+}
+
 /// The running servers of one pod.
 pub(crate) struct PodServers {
     name: String,
-    stop: Arc<AtomicBool>,
-    /// The application was told to terminate and drains: every response from now on says
-    /// `Connection: close` and ends its connection (the seed's option 5).
-    drain: Arc<AtomicBool>,
+    switches: Arc<Switches>,
     listener: TcpListener,
     conns: Arc<Mutex<Vec<(u64, TcpStream)>>>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -120,29 +127,27 @@ impl PodServers {
             .map_err(|e| io("UDP read timeout", e))?;
         let servers = PodServers {
             name: name.to_string(),
-            stop: Arc::new(AtomicBool::new(false)),
-            drain: Arc::new(AtomicBool::new(false)),
+            switches: Arc::default(),
             listener: listener.try_clone().map_err(|e| io("listener", e))?,
             conns: Arc::new(Mutex::new(Vec::new())),
             threads: Arc::new(Mutex::new(Vec::new())),
             counters: Arc::new(Counters::default()),
         };
         let udp_thread = {
-            let (name, stop, counters) = (
+            let (name, switches, counters) = (
                 servers.name.clone(),
-                servers.stop.clone(),
+                servers.switches.clone(),
                 servers.counters.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("lab-pod-{name}-udp"))
-                .spawn(move || serve_udp(&name, &udp, &stop, &counters))
+                .spawn(move || serve_udp(&name, &udp, &switches.stop, &counters))
                 .map_err(|e| io("starting the UDP thread", e))?
         };
         let accept_thread = {
-            let (name, stop, drain, counters, conns, threads) = (
+            let (name, switches, counters, conns, threads) = (
                 servers.name.clone(),
-                servers.stop.clone(),
-                servers.drain.clone(),
+                servers.switches.clone(),
                 servers.counters.clone(),
                 servers.conns.clone(),
                 servers.threads.clone(),
@@ -150,11 +155,7 @@ impl PodServers {
             std::thread::Builder::new()
                 .name(format!("lab-pod-{name}-http"))
                 .spawn(move || {
-                    let flags = Flags {
-                        stop: &stop,
-                        drain: &drain,
-                    };
-                    accept_loop(&name, &listener, flags, &counters, &conns, &threads)
+                    accept_loop(&name, &listener, &switches, &counters, &conns, &threads)
                 })
                 .map_err(|e| io("starting the HTTP thread", e))?
         };
@@ -174,7 +175,7 @@ impl PodServers {
     /// (`Connection: close`), and new connections get one answer each. UDP is unaffected: it
     /// has no connection to close.
     pub(crate) fn drain(&self) {
-        self.drain.store(true, Ordering::SeqCst);
+        self.switches.drain.store(true, Ordering::SeqCst);
     }
 
     /// Open TCP connections right now.
@@ -186,7 +187,7 @@ impl PodServers {
     /// (SO_LINGER 0: the socket is freed at once, it lingers in no state that would keep the
     /// namespace alive); otherwise they get a FIN. Returns (joined, stuck) threads.
     pub(crate) fn stop(self, abortive: bool, wait: Duration) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.switches.stop.store(true, Ordering::SeqCst);
         for (_, c) in lock(&self.conns).iter() {
             if abortive {
                 set_linger_zero(c);
@@ -252,21 +253,15 @@ fn serve_udp(name: &str, udp: &UdpSocket, stop: &AtomicBool, counters: &Counters
     }
 }
 
-/// The servers' shared switches.
-#[derive(Clone, Copy)]
-struct Flags<'a> {
-    stop: &'a Arc<AtomicBool>,
-    drain: &'a Arc<AtomicBool>,
-}
-
 fn accept_loop(
     name: &str,
     listener: &TcpListener,
-    Flags { stop, drain }: Flags<'_>,
+    switches: &Arc<Switches>,
     counters: &Arc<Counters>,
     conns: &Arc<Mutex<Vec<(u64, TcpStream)>>>,
     threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
+    let stop = &switches.stop;
     let mut next_id = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
@@ -288,17 +283,16 @@ fn accept_loop(
         if let Ok(clone) = stream.try_clone() {
             lock(conns).push((id, clone));
         }
-        let (name2, stop2, drain2, counters2, conns2) = (
+        let (name2, switches2, counters2, conns2) = (
             name.to_string(),
-            stop.clone(),
-            drain.clone(),
+            switches.clone(),
             counters.clone(),
             conns.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name(format!("lab-pod-{name}-c{id}"))
             .spawn(move || {
-                serve_http(&name2, stream, (&stop2, &drain2), &counters2);
+                serve_http(&name2, stream, &switches2, &counters2);
                 lock(&conns2).retain(|(i, _)| *i != id);
             });
         if let Ok(t) = spawned {
@@ -312,12 +306,7 @@ fn accept_loop(
 /// Serves HTTP/1.1 requests on one connection until the client closes it, asks to, or the pod
 /// stops. Request bodies (`Content-Length`) are read and ignored; chunked bodies are not
 /// supported (the lab's clients send none).
-fn serve_http(
-    name: &str,
-    stream: TcpStream,
-    (stop, drain): (&AtomicBool, &AtomicBool),
-    counters: &Counters,
-) {
+fn serve_http(name: &str, stream: TcpStream, switches: &Switches, counters: &Counters) {
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
@@ -362,10 +351,10 @@ fn serve_http(
                 return;
             }
         }
-        if stop.load(Ordering::SeqCst) {
+        if switches.stop.load(Ordering::SeqCst) {
             return;
         }
-        close |= drain.load(Ordering::SeqCst);
+        close |= switches.drain.load(Ordering::SeqCst);
         counters.http_requests.fetch_add(1, Ordering::Relaxed);
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{name}",
