@@ -196,6 +196,9 @@ pub enum Dial {
     },
 }
 
+/// What a headless client sees when the Service has no ready endpoint to resolve to.
+const NO_ENDPOINT: &str = "resolve: the headless Service has no ready endpoint";
+
 /// Picks the address of a client's next connection or query.
 struct Dialer {
     dial: Dial,
@@ -407,10 +410,7 @@ fn udp_resolver(
         let dest = dialer.addr(target.udp, true, failed);
         let sent = match dest {
             Some(a) => sock.send_to(query.as_bytes(), a),
-            None => Err(io::Error::new(
-                io::ErrorKind::HostUnreachable,
-                "resolve: the headless Service has no ready endpoint",
-            )),
+            None => Err(io::Error::new(io::ErrorKind::HostUnreachable, NO_ENDPOINT)),
         };
         let (outcome, pod, error) = match sent {
             Err(e) => (classify_io(&e), None, Some(e.to_string())),
@@ -626,7 +626,7 @@ async fn http_client(
                     .addr(target.http, false, true)
                     .ok_or_else(|| Failure {
                         outcome: Outcome::Refused,
-                        error: "resolve: the headless Service has no ready endpoint".into(),
+                        error: NO_ENDPOINT.into(),
                     })?;
                 let c = connect(kind, dest)
                     .await
