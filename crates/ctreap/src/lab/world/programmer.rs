@@ -183,6 +183,16 @@ fn reconcile_conntrack(netns: &Netns, now: &UdpFrontends) -> Result<u64, String>
     Ok(report.ok)
 }
 
+/// What the reconciler compares the table with; empty, and never a reason to sync, when it
+/// does not run (every variant but `kube-proxy` syncs on rule changes only, as before it).
+fn udp_frontends(config: &ProgrammerConfig, map: &ServiceMap) -> UdpFrontends {
+    if config.conntrack_cleanup.is_some() {
+        UdpFrontends::of(map)
+    } else {
+        UdpFrontends::default()
+    }
+}
+
 async fn cleanup(netns: Option<&Netns>, now: &UdpFrontends) -> Option<Result<u64, String>> {
     let (netns, now) = (netns?.clone(), now.clone());
     Some(
@@ -312,7 +322,7 @@ impl Programmer {
                 status: "failed".into(),
                 stderr: e,
             })?;
-        let udp = UdpFrontends::of(&snap.map);
+        let udp = udp_frontends(&config, &snap.map);
         let conntrack_cleared = cleanup(config.conntrack_cleanup.as_ref(), &udp).await;
         let shared = Arc::new(Shared {
             syncs: Mutex::new(vec![SyncRecord {
@@ -420,7 +430,7 @@ async fn follow(
             continue;
         };
         let rules = rules_from_map(&snap.map);
-        let udp = UdpFrontends::of(&snap.map);
+        let udp = udp_frontends(&config, &snap.map);
         if rules == last && udp == last_udp && !last_failed {
             continue;
         }
