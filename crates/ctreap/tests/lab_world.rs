@@ -14,9 +14,9 @@ use ctreap::lab::world::objects::{
 };
 use ctreap::lab::world::pod::parse_udp_reply;
 use ctreap::lab::world::{
-    ClientInfo, ConntrackTimeouts, EndpointSpec, Kill, NatBackend, NatRules, PodInfo, Programmer,
-    ProgrammerConfig, Requirements, ServicePortRules, World, WorldConfig, check_prerequisites,
-    sweep_stale,
+    ClientInfo, ConntrackTimeouts, EndpointSpec, Kill, NatBackend, NatRules, NodeId, PodInfo,
+    Programmer, ProgrammerConfig, Requirements, ServicePortRules, World, WorldConfig,
+    check_prerequisites, sweep_stale,
 };
 
 /// Fails loudly, with what is missing and how to get it, when the tests cannot run here.
@@ -31,7 +31,11 @@ fn require(backend: NatBackend) {
 
 fn world(backend: NatBackend) -> World {
     require(backend);
-    World::create(WorldConfig { backend }).expect("building the lab world")
+    World::create(WorldConfig {
+        backend,
+        ..WorldConfig::default()
+    })
+    .expect("building the lab world")
 }
 
 fn rules_for(pods: &[&PodInfo]) -> NatRules {
@@ -349,6 +353,58 @@ fn a_killed_pod_is_dead_and_its_flows_go_into_a_black_hole() {
     // Nothing of the dead pod is left in the process either: no thread, no socket (its
     // namespace would otherwise live on without a name).
     assert_eq!(w.pod_stats("old").expect("stats").http_requests, 1);
+}
+
+/// A second node: its pods are reached from the first node's clients through the first
+/// node's NAT (ClusterIP, and NodePort with masquerade), over the link between the nodes; a
+/// pod killed there leaves its entries on node A, where the NAT decision was made; cleanup
+/// removes node B too.
+#[test]
+fn a_second_nodes_pods_are_served_through_the_first_nodes_nat() {
+    require(NatBackend::Nftables);
+    let mut w = World::create(WorldConfig {
+        backend: NatBackend::Nftables,
+        second_node: true,
+    })
+    .expect("world");
+    let b = w.add_pod_on("far", NodeId::B).expect("pod on node B");
+    assert_eq!(b.node, NodeId::B);
+    assert_eq!(b.ip, Ipv4Addr::new(203, 0, 113, 10));
+    let c = w.add_client("c1").expect("client");
+    w.program_nat(&rules_for(&[&b])).expect("NAT");
+    let udp = udp_client(&c, 0, SocketAddrV4::new(CLUSTER_IP, DNS_PORT));
+    assert_eq!(udp_ask(&udp, "q1").as_deref(), Some("far"));
+    let mut node_port = tcp_client(&c, SocketAddrV4::new(c.gateway, HTTP_NODE_PORT));
+    assert_eq!(http_get(&mut node_port).expect("GET via NodePort"), "far");
+    // The NodePort flow is masqueraded (externalTrafficPolicy=Cluster): the pod saw node A.
+    let flows = w
+        .node_flows(&Filter {
+            reply_src: Some(b.ip.into()),
+            ..Filter::default()
+        })
+        .expect("dump");
+    assert_eq!(flows.len(), 2, "UDP and the NodePort TCP entry: {flows:#?}");
+    assert!(
+        w.node_addresses().contains(&Ipv4Addr::new(198, 51, 100, 1)),
+        "node A's end of the link carries NodePorts too"
+    );
+
+    let node_b = w.node_b_netns().expect("node B").to_string();
+    let report = w.kill_pod("far", Kill::Abrupt).expect("kill on node B");
+    assert_eq!(report.connections_open, 1, "{report:?}");
+    let links = Command::new("ip")
+        .args(["-n", &node_b, "-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("p-far"),
+        "its veth on node B is gone"
+    );
+    assert_eq!(udp_ask(&udp, "q2"), None, "the dead pod answers nothing");
+    let prefix = w.prefix().to_string();
+    assert!(lab_namespaces(&prefix).contains(&node_b));
+    w.cleanup().expect("cleanup");
+    assert!(lab_namespaces(&prefix).is_empty(), "node B is removed too");
 }
 
 #[test]

@@ -34,7 +34,7 @@ use super::world::objects::{
     self, CLUSTER_IP, DNS_PORT, DNS_TARGET_PORT, EndpointSpec, HTTP_PORT, HTTP_TARGET_PORT,
 };
 use super::world::{
-    ConntrackTimeouts, Kill, NatBackend, Programmer, ProgrammerConfig, World, WorldConfig,
+    ConntrackTimeouts, Kill, NatBackend, NodeId, Programmer, ProgrammerConfig, World, WorldConfig,
 };
 use crate::cluster::Proto;
 
@@ -54,6 +54,16 @@ pub const AFTER_DEATH_MIN: Duration = Duration::from_secs(3);
 
 pub const OLD_PODS: [&str; 2] = ["old-1", "old-2"];
 pub const NEW_PODS: [&str; 2] = ["new-1", "new-2"];
+
+/// The node each pod runs on: `-1` on node A (the clients' node), `-2` on node B, so that
+/// each node loses one old pod and gets one new one.
+pub fn node_of(pod: &str) -> NodeId {
+    if pod.ends_with('2') {
+        NodeId::B
+    } else {
+        NodeId::A
+    }
+}
 
 /// The shortest `--duration` that fits the rollout with `sync_delay` (each of the two syncs
 /// is waited for) and a few seconds of traffic after the old pods die.
@@ -376,9 +386,12 @@ fn run_inner(
         .write_kubeconfig(&kubeconfig.0)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", kubeconfig.0.display()))?;
 
-    let mut world = World::create(WorldConfig { backend: plan.nat })?;
+    let mut world = World::create(WorldConfig {
+        backend: plan.nat,
+        second_node: true,
+    })?;
     for p in OLD_PODS {
-        world.add_pod(p)?;
+        world.add_pod_on(p, node_of(p))?;
     }
     // The headless Service's DNS answer: its ready endpoints, as cluster DNS serves them
     // (it watches EndpointSlices; no sync delay).
@@ -429,10 +442,18 @@ fn run_inner(
     let _rt_guard = rt.enter();
     let programmer = rt.block_on(Programmer::start(pcfg))?;
     progress.say(format!(
-        "node namespace {} ({} NAT), pods {}, Service {}:{}/udp and :{}/tcp",
+        "node A {} ({} NAT, the clients, the agent), node B {}; pods {}, Service {}:{}/udp and :{}/tcp",
         world.node_netns(),
         world.backend(),
-        OLD_PODS.join(", "),
+        world.node_b_netns().unwrap_or("-"),
+        OLD_PODS
+            .iter()
+            .map(|p| {
+                let ip = world.pod(p).map(|i| i.ip.to_string()).unwrap_or_default();
+                format!("{p} {ip} on {}", node_of(p))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         CLUSTER_IP,
         DNS_PORT,
         HTTP_PORT
@@ -497,7 +518,7 @@ fn run_inner(
 
     // 2. New pods.
     for p in NEW_PODS {
-        world.add_pod(p)?;
+        world.add_pod_on(p, node_of(p))?;
     }
     objects::apply_endpoints(&server, &endpoints(&world, EndpointSpec::ready, true, true))?;
     set_records(&[OLD_PODS, NEW_PODS].concat(), &world);
@@ -623,9 +644,10 @@ fn run_inner(
                 let k = world.kill_pod(p, Kill::Abrupt)?;
                 deaths.push((p.to_string(), k.ip, secs_since(epoch, died)));
                 report.notes.push(format!(
-                    "killed {} ({}) at {:.3}s: {} open connections, reaped in {} ms",
+                    "killed {} ({}, node {}) at {:.3}s: {} open connections, reaped in {} ms",
                     k.pod,
                     k.ip,
+                    node_of(p),
                     secs_since(epoch, died),
                     k.connections_open,
                     k.elapsed.as_millis()

@@ -49,7 +49,7 @@ pub use pod::{Kill, KillReport, PodStats};
 pub use prereq::{Requirements, check_prerequisites};
 pub use programmer::{Programmer, ProgrammerConfig, SyncRecord, UdpFrontends, kube_proxy_stale};
 pub use seed::{ConntrackTimeouts, PreStopOutcome, SysctlChange};
-pub use topology::{ClientInfo, PodInfo, World, WorldConfig};
+pub use topology::{ClientInfo, NodeId, PodInfo, World, WorldConfig};
 
 /// What went wrong building, driving or removing the world.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,11 @@ const POD_PREFIX_LEN: u8 = 24;
 /// as a rolling update gives new pods new IPs.
 const FIRST_POD_HOST: u8 = 10;
 const LAST_POD_HOST: u8 = 250;
+/// The second node's address on its pods' bridge, and their subnet (RFC 5737 TEST-NET-3).
+pub const BRIDGE_B_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The link between the nodes (RFC 5737 TEST-NET-2): node A's end and node B's end, /30.
+pub const NODE_A_LINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const NODE_B_LINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// Client `i` (1..=250) gets 198.18.i.2/24, the node 198.18.i.1/24 on its side (RFC 2544).
 const MAX_CLIENTS: u8 = 250;
 /// Pod and client names: `[a-z0-9-]`, at most this long, so `p-NAME`/`c-NAME` fit IFNAMSIZ
@@ -41,6 +46,31 @@ pub const MAX_NAME_LEN: usize = 13;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorldConfig {
     pub backend: NatBackend,
+    /// A second node, `ctl-PID-N-node-b`, with pods of its own on 203.0.113.0/24, routed to
+    /// and from the first over a link between the two, as a CNI routes pod subnets between
+    /// nodes. Clients, the NAT and the agent stay on the first node: it is where the DNAT
+    /// happens for every flow of the lab, whichever node the pod is on.
+    pub second_node: bool,
+}
+
+/// Which node a pod runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeId {
+    /// The node the clients, the NAT and the agent are on.
+    #[default]
+    A,
+    /// The second node ([`WorldConfig::second_node`]).
+    B,
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeId::A => "A",
+            NodeId::B => "B",
+        })
+    }
 }
 
 /// A pod of the world.
@@ -52,6 +82,8 @@ pub struct PodInfo {
     pub ip: Ipv4Addr,
     /// The node-side end of its veth, a port of [`BRIDGE`] (`p-NAME`).
     pub node_link: String,
+    /// The node it runs on.
+    pub node: NodeId,
     /// False once killed.
     pub alive: bool,
 }
@@ -101,8 +133,11 @@ pub struct World {
     pods: BTreeMap<String, PodSlot>,
     clients: BTreeMap<String, (ClientInfo, Registration)>,
     next_pod_host: u8,
+    next_pod_host_b: u8,
     next_client: u8,
     node_registration: Option<Registration>,
+    /// The second node's namespace, if built.
+    node_b: Option<(String, Registration)>,
 }
 
 /// Worlds created by this process so far: tests build several in one process.
@@ -141,8 +176,10 @@ impl World {
             pods: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_pod_host: FIRST_POD_HOST,
+            next_pod_host_b: FIRST_POD_HOST,
             next_client: 1,
             node_registration: Some(registration),
+            node_b: None,
         };
         // From here on, `world` going out of scope on `?` removes what exists.
         let n = Some(node.as_str());
@@ -159,7 +196,77 @@ impl World {
         cmd::in_ns(&node, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
         world.nat_target().apply(&NatRules::default())?;
         world.next_client = 1;
+        if config.second_node {
+            world.add_second_node()?;
+        }
         Ok(world)
+    }
+
+    /// Node B: its namespace, its pods' bridge, and the routes between the nodes' pod subnets
+    /// (node B's default route goes to node A, where the clients' subnets are).
+    fn add_second_node(&mut self) -> Result<(), Error> {
+        let b = format!("{}-node-b", self.prefix);
+        let registration = cleanup::register(&b);
+        cmd::ip(None, &["netns", "add", &b])?;
+        self.node_b = Some((b.clone(), registration));
+        let (na, nb) = (Some(self.node.as_str()), Some(b.as_str()));
+        cmd::ip(nb, &["link", "set", "lo", "up"])?;
+        cmd::ip(nb, &["link", "add", BRIDGE, "type", "bridge"])?;
+        let bridge_addr = format!("{BRIDGE_B_IP}/{POD_PREFIX_LEN}");
+        cmd::ip(nb, &["addr", "add", &bridge_addr, "dev", BRIDGE])?;
+        cmd::ip(nb, &["link", "set", BRIDGE, "up"])?;
+        cmd::in_ns(&b, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])?;
+        cmd::ip(
+            na,
+            &[
+                "link", "add", "n-b", "type", "veth", "peer", "name", "n-a", "netns", &b,
+            ],
+        )?;
+        cmd::ip(
+            na,
+            &["addr", "add", &format!("{NODE_A_LINK_IP}/30"), "dev", "n-b"],
+        )?;
+        cmd::ip(na, &["link", "set", "n-b", "up"])?;
+        cmd::ip(
+            nb,
+            &["addr", "add", &format!("{NODE_B_LINK_IP}/30"), "dev", "n-a"],
+        )?;
+        cmd::ip(nb, &["link", "set", "n-a", "up"])?;
+        let pods_b = format!(
+            "{}/{POD_PREFIX_LEN}",
+            Ipv4Addr::from(u32::from(BRIDGE_B_IP) & !0xff)
+        );
+        cmd::ip(
+            na,
+            &["route", "add", &pods_b, "via", &NODE_B_LINK_IP.to_string()],
+        )?;
+        cmd::ip(
+            nb,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &NODE_A_LINK_IP.to_string(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The namespace of node `id`.
+    fn node_ns(&self, id: NodeId) -> Result<&str, Error> {
+        match (id, &self.node_b) {
+            (NodeId::A, _) => Ok(&self.node),
+            (NodeId::B, Some((b, _))) => Ok(b),
+            (NodeId::B, None) => Err(Error::Invalid(
+                "this world has one node (WorldConfig::second_node is false)".into(),
+            )),
+        }
+    }
+
+    /// The second node's namespace, if any.
+    pub fn node_b_netns(&self) -> Option<&str> {
+        self.node_b.as_ref().map(|(b, _)| b.as_str())
     }
 
     /// `ctl-PID-N`: every namespace of this world starts with it.
@@ -197,6 +304,9 @@ impl World {
     /// answer on all of them), e.g. for [`objects::node`](super::objects::node).
     pub fn node_addresses(&self) -> Vec<Ipv4Addr> {
         let mut v = vec![BRIDGE_IP];
+        if self.node_b.is_some() {
+            v.push(NODE_A_LINK_IP);
+        }
         v.extend(self.clients.values().map(|(c, _)| c.gateway));
         v
     }
@@ -205,19 +315,30 @@ impl World {
     /// namespace, a veth to the bridge, its default route via the node, and its servers
     /// (HTTP :8080, UDP :5353). Returns once the servers listen.
     pub fn add_pod(&mut self, name: &str) -> Result<PodInfo, Error> {
+        self.add_pod_on(name, NodeId::A)
+    }
+
+    /// [`add_pod`](Self::add_pod) on node `node`: on node B, 203.0.113.10..=250 on its bridge.
+    pub fn add_pod_on(&mut self, name: &str, node: NodeId) -> Result<PodInfo, Error> {
         valid_name("pod", name)?;
+        let node_ns = self.node_ns(node)?.to_string();
         if self.pods.contains_key(name) {
             return Err(Error::Invalid(format!(
                 "pod {name:?} exists already in this run (names are never reused)"
             )));
         }
-        if self.next_pod_host > LAST_POD_HOST {
-            return Err(Error::Invalid(
-                "no pod IP left in 192.0.2.0/24 for this run".into(),
-            ));
+        let (host, gateway) = match node {
+            NodeId::A => (&mut self.next_pod_host, BRIDGE_IP),
+            NodeId::B => (&mut self.next_pod_host_b, BRIDGE_B_IP),
+        };
+        if *host > LAST_POD_HOST {
+            return Err(Error::Invalid(format!(
+                "no pod IP left in {gateway}/{POD_PREFIX_LEN} for this run"
+            )));
         }
-        let ip = Ipv4Addr::new(192, 0, 2, self.next_pod_host);
-        self.next_pod_host += 1;
+        let [a, b, c, _] = gateway.octets();
+        let ip = Ipv4Addr::new(a, b, c, *host);
+        *host += 1;
         let netns = format!("{}-pod-{name}", self.prefix);
         let node_link = format!("p-{name}");
         let info = PodInfo {
@@ -225,6 +346,7 @@ impl World {
             netns: netns.clone(),
             ip,
             node_link: node_link.clone(),
+            node,
             alive: true,
         };
         let registration = cleanup::register(&netns);
@@ -238,7 +360,7 @@ impl World {
                 registration: Some(registration),
             },
         );
-        let n = Some(self.node.as_str());
+        let n = Some(node_ns.as_str());
         let p = Some(netns.as_str());
         cmd::ip(
             n,
@@ -251,7 +373,7 @@ impl World {
         let addr = format!("{ip}/{POD_PREFIX_LEN}");
         cmd::ip(p, &["addr", "add", &addr, "dev", "eth0"])?;
         cmd::ip(p, &["link", "set", "eth0", "up"])?;
-        let gw = BRIDGE_IP.to_string();
+        let gw = gateway.to_string();
         cmd::ip(p, &["route", "add", "default", "via", &gw])?;
         let servers = PodServers::start(name, &info.netns_handle())?;
         if let Some(slot) = self.pods.get_mut(name) {
@@ -377,7 +499,8 @@ impl World {
     /// The conntrack entries stay, refreshed by every packet the client sends.
     pub fn kill_pod(&mut self, name: &str, how: Kill) -> Result<KillReport, Error> {
         let start = Instant::now();
-        let node = self.node.clone();
+        let pod_node = self.pods.get(name).map_or(NodeId::A, |s| s.info.node);
+        let node = self.node_ns(pod_node)?.to_string();
         let slot = self.pod_slot(name)?;
         if !slot.info.alive {
             return Err(Error::Invalid(format!("pod {name:?} is dead already")));
@@ -485,6 +608,9 @@ impl World {
             note(cmd::ip(None, &["netns", "del", &c.netns]));
         }
         self.clients.clear();
+        if let Some((b, _)) = self.node_b.take() {
+            note(cmd::ip(None, &["netns", "del", &b]));
+        }
         if self.node_registration.take().is_some() {
             note(cmd::ip(None, &["netns", "del", &self.node]));
         }
