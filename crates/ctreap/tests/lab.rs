@@ -1,7 +1,7 @@
 //! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing), 4
 //! (ctreap), 5 (kube-proxy's own UDP cleanup), 6 (the application drains) and 7 (a headless
-//! Service) with the UDP, keep-alive and pooled clients, asserting the issues' figures from
-//! report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
+//! Service) with the UDP, keep-alive and pooled clients and the load balancer in front of the
+//! NodePort, asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
 //! it never skips.
 
 use std::process::Command;
@@ -101,7 +101,7 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
             "--variant",
             "nothing,ctreap,kube-proxy,drain,headless",
             "--clients",
-            "udp,keepalive,pooled",
+            "udp,keepalive,pooled,lb",
             "--duration",
             DURATION,
             "--report",
@@ -135,11 +135,24 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
 
     let text = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json");
     let report: Report = serde_json::from_str(&text).expect("report.json parses");
-    for f in ["samples.json", "timeline.svg", "agent-ctreap.log"] {
+    for f in [
+        "samples.json",
+        "timeline.svg",
+        "lb-503.svg",
+        "agent-ctreap.log",
+    ] {
         assert!(report_dir.join(f).is_file(), "{f} missing from the report");
     }
     let svg = std::fs::read_to_string(report_dir.join("timeline.svg")).expect("timeline.svg");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let rate = std::fs::read_to_string(report_dir.join("lb-503.svg")).expect("lb-503.svg");
+    assert!(rate.starts_with("<svg") && rate.trim_end().ends_with("</svg>"));
+    for v in ["nothing", "ctreap", "kube-proxy", "drain", "headless"] {
+        assert!(
+            rate.contains(&format!(">{v}</tspan>")),
+            "lb-503.svg has no panel for {v}"
+        );
+    }
     let agent_log = std::fs::read_to_string(report_dir.join("agent-ctreap.log")).expect("log");
     assert!(
         agent_log.contains("flushed"),
@@ -192,6 +205,22 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         "nothing/keepalive recovered without a new connection?\n{story}"
     );
     only_new_pods(nothing, ka);
+    // The load balancer answers 503 for every request sent on a pooled connection to a dead
+    // pod, until its 1 s upstream timeout evicts the connection.
+    let lb = client(nothing, ClientKind::Lb);
+    no_failure_before_the_death(nothing, lb);
+    assert!(
+        lb.http_503 > 0 && lb.http_503 == lb.failed,
+        "nothing/lb: expected 503s and nothing else: {} 503s of {} failures\n{story}",
+        lb.http_503,
+        lb.failed
+    );
+    assert!(
+        lb.removal_to_last_error_s >= 0.9 && lb.recovered,
+        "nothing/lb: expected 503s until the 1 s upstream timeout, got {:.2}s\n{story}",
+        lb.removal_to_last_error_s
+    );
+    only_new_pods(nothing, lb);
 
     // Variant 4, ctreap: both recover in under a second, on new pods.
     let ct = variant(&report, "ctreap");
@@ -211,6 +240,28 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         );
         only_new_pods(ct, c);
     }
+    // The load balancer's pooled connections through the NodePort (DNAT and masquerade):
+    // each one to a dead pod fails once, at once (a reset instead of a timeout).
+    let lb = client(ct, ClientKind::Lb);
+    no_failure_before_the_death(ct, lb);
+    assert!(lb.recovered, "ctreap/lb did not recover\n{story}");
+    // The old pods ran on both nodes (old-1 on A, old-2 on B): each node's path recovers.
+    let ips: Vec<&str> = ct.pod_deaths.iter().map(|d| d.ip.as_str()).collect();
+    assert!(
+        ips.iter().any(|ip| ip.starts_with("192.0.2."))
+            && ips.iter().any(|ip| ip.starts_with("203.0.113.")),
+        "ctreap: the old pods should die on both nodes: {ips:?}"
+    );
+    for d in &ct.pod_deaths {
+        let after = lb.death_to_last_error_s.get(&d.pod).copied();
+        assert!(
+            after.is_some_and(|s| s < 1.0),
+            "ctreap/lb: 503s for {after:?}s after {} ({}) died, expected < 1 s\n{story}",
+            d.pod,
+            d.ip
+        );
+    }
+    only_new_pods(ct, lb);
     // The UDP resolver kept its source port: ctreap fixed the flow, not the client.
     assert_eq!(client(ct, ClientKind::Udp).source_ports, 1);
 
@@ -249,6 +300,17 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
          not kube-proxy's to clean\n{story}",
         ka.longest_error_window_after_removal_s,
         nothing_ka.longest_error_window_after_removal_s
+    );
+    let lb = client(kp, ClientKind::Lb);
+    let nothing_lb = client(nothing, ClientKind::Lb);
+    assert!(
+        lb.http_503 > 0
+            && lb.removal_to_last_error_s >= (nothing_lb.removal_to_last_error_s - 0.3).min(0.9),
+        "kube-proxy/lb recovered sooner ({:.2}s, {} 503s) than with nothing ({:.2}s): its \
+         pooled TCP connections are not kube-proxy's to clean\n{story}",
+        lb.removal_to_last_error_s,
+        lb.http_503,
+        nothing_lb.removal_to_last_error_s
     );
 
     // Variant 6, drain: the keep-alive client was moved to a new pod before the old ones

@@ -10,6 +10,11 @@
 //!   (SO_REUSEADDR), as the seed's pools do; it closes abortively (SO_LINGER 0, an RST), the
 //!   only way a port can be reused at once.
 //! - `fresh`: the control: a new connection (new source port) for every request.
+//! - `lb`: the seed's path, "Client -> Node:30080 -> iptables DNAT -> Pod:8080": a load
+//!   balancer in its own namespace that holds a pool of keep-alive connections to the
+//!   Service's NodePort on the node (DNAT plus masquerade, externalTrafficPolicy=Cluster), and
+//!   [`LB_FRONT`] clients of its own that each send it a request every 50 ms. It answers them
+//!   503 when the upstream request fails or times out; [`LbPool`] is its pool policy.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -36,6 +41,61 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pooled client's fixed source port: below the ephemeral range (32768-60999), so no
 /// other client's connection can take it.
 pub const POOLED_SOURCE_PORT: u16 = 31000;
+/// The load balancer's upstream connections to the NodePort.
+pub const LB_POOL: usize = 16;
+/// The load balancer's own clients, each a new connection per request (every 50 ms).
+pub const LB_FRONT: usize = 8;
+/// With [`LbPool::Seed`], an upstream connection's lifetime: the pool replaces each at this
+/// age, the connections' ages spread evenly over it.
+pub const LB_MAX_AGE: Duration = Duration::from_secs(120);
+
+/// What the load balancer does with an upstream connection whose request failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbPool {
+    /// Close it and answer 503; the next request on that slot opens a new connection (a new
+    /// source port, so a new conntrack entry). HAProxy and Envoy close a connection on error.
+    #[default]
+    Evict,
+    /// Close it and retry the request once on a new connection; 503 only if that fails too
+    /// (HAProxy's `retry-on conn-failure response-timeout`, `retries 1`).
+    Retry,
+    /// The seed's shape: a timeout is taken for a slow backend, so the connection stays in the
+    /// pool and fails again, until the pool replaces it at its maximum age ([`LB_MAX_AGE`]);
+    /// only a reset or a close drops it. The 503s decay over two minutes as the pool turns
+    /// over. Run it with `--duration 150s` or more to see the whole decay.
+    Seed,
+}
+
+impl LbPool {
+    pub fn name(self) -> &'static str {
+        match self {
+            LbPool::Evict => "evict",
+            LbPool::Retry => "retry",
+            LbPool::Seed => "seed",
+        }
+    }
+}
+
+impl FromStr for LbPool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "evict" => Ok(LbPool::Evict),
+            "retry" => Ok(LbPool::Retry),
+            "seed" => Ok(LbPool::Seed),
+            other => Err(format!(
+                "{other:?} is not a pool policy (evict, retry, seed)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for LbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,14 +104,16 @@ pub enum ClientKind {
     Keepalive,
     Pooled,
     Fresh,
+    Lb,
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 4] = [
+    pub const ALL: [ClientKind; 5] = [
         ClientKind::Udp,
         ClientKind::Keepalive,
         ClientKind::Pooled,
         ClientKind::Fresh,
+        ClientKind::Lb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +122,7 @@ impl ClientKind {
             ClientKind::Keepalive => "keepalive",
             ClientKind::Pooled => "pooled",
             ClientKind::Fresh => "fresh",
+            ClientKind::Lb => "lb",
         }
     }
 
@@ -78,6 +141,9 @@ impl ClientKind {
             ClientKind::Fresh => {
                 "HTTP, a new connection (new source port) per request: the control"
             }
+            ClientKind::Lb => {
+                "load balancer, 16 keep-alive connections to NodePort 30080 on the node, 8 clients of its own every 50 ms, 503 on an upstream failure"
+            }
         }
     }
 }
@@ -90,8 +156,9 @@ impl FromStr for ClientKind {
             "keepalive" | "keep-alive" => Ok(ClientKind::Keepalive),
             "pooled" | "pool" => Ok(ClientKind::Pooled),
             "fresh" => Ok(ClientKind::Fresh),
+            "lb" | "haproxy" | "load-balancer" => Ok(ClientKind::Lb),
             other => Err(format!(
-                "{other:?} is not a client (udp, keepalive, pooled, fresh)"
+                "{other:?} is not a client (udp, keepalive, pooled, fresh, lb)"
             )),
         }
     }
@@ -139,6 +206,9 @@ pub struct Sample {
     pub sport: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The HTTP status the load balancer answered (`lb` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 impl Sample {
@@ -172,8 +242,10 @@ pub struct Target {
     pub ns: Netns,
     /// ClusterIP:port of the UDP Service port.
     pub udp: SocketAddr,
-    /// ClusterIP:port of the HTTP Service port.
+    /// ClusterIP:port of the HTTP Service port (`lb`: the node's address and the NodePort).
     pub http: SocketAddr,
+    /// The load balancer's pool policy (`lb` only).
+    pub lb_pool: LbPool,
     /// Through the ClusterIP, or to pod IPs the client resolves itself.
     pub dial: Dial,
 }
@@ -197,10 +269,10 @@ pub enum Dial {
 }
 
 /// What a headless client sees when the Service has no ready endpoint to resolve to.
-const NO_ENDPOINT: &str = "resolve: the headless Service has no ready endpoint";
+pub(super) const NO_ENDPOINT: &str = "resolve: the headless Service has no ready endpoint";
 
 /// Picks the address of a client's next connection or query.
-struct Dialer {
+pub(super) struct Dialer {
     dial: Dial,
     /// The headless answer in use.
     current: Option<Ipv4Addr>,
@@ -209,7 +281,7 @@ struct Dialer {
 }
 
 impl Dialer {
-    fn new(dial: Dial) -> Dialer {
+    pub(super) fn new(dial: Dial) -> Dialer {
         Dialer {
             dial,
             current: None,
@@ -220,7 +292,12 @@ impl Dialer {
     /// The address for `service` (the ClusterIP:port): itself, or a pod's IP and port.
     /// `fresh`: the last attempt failed or a new connection starts (a re-resolving client asks
     /// again). `None`: the headless Service has no ready endpoint.
-    fn addr(&mut self, service: SocketAddr, udp: bool, fresh: bool) -> Option<SocketAddr> {
+    pub(super) fn addr(
+        &mut self,
+        service: SocketAddr,
+        udp: bool,
+        fresh: bool,
+    ) -> Option<SocketAddr> {
         let Dial::Headless {
             records,
             cache,
@@ -244,9 +321,9 @@ impl Dialer {
     }
 }
 
-type Shared = Arc<Mutex<ClientLog>>;
+pub(super) type Shared = Arc<Mutex<ClientLog>>;
 
-fn lock(log: &Shared) -> std::sync::MutexGuard<'_, ClientLog> {
+pub(super) fn lock(log: &Shared) -> std::sync::MutexGuard<'_, ClientLog> {
     log.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -329,7 +406,9 @@ impl Clients {
             .into_iter()
             .map(|(k, log, h)| {
                 let _ = h.join();
-                let log = std::mem::take(&mut *lock(&log));
+                let mut log = std::mem::take(&mut *lock(&log));
+                // The load balancer's clients record concurrently: in order of start.
+                log.samples.sort_by(|a, b| a.t.total_cmp(&b.t));
                 (k, log)
             })
             .collect()
@@ -342,11 +421,11 @@ impl Drop for Clients {
     }
 }
 
-fn secs(epoch: Instant, at: Instant) -> f64 {
+pub(super) fn secs(epoch: Instant, at: Instant) -> f64 {
     at.saturating_duration_since(epoch).as_secs_f64()
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -374,7 +453,11 @@ fn run_client(
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(http_client(kind, target, epoch, stop, log));
+            if kind == ClientKind::Lb {
+                rt.block_on(super::lb::run(target, epoch, stop, log))?;
+            } else {
+                rt.block_on(http_client(kind, target, epoch, stop, log));
+            }
             Ok(())
         }
     }
@@ -449,13 +532,14 @@ fn udp_resolver(
             pod,
             sport,
             error,
+            status: None,
         });
         pace(&mut next, UDP_INTERVAL);
     }
     Ok(())
 }
 
-fn classify_io(e: &io::Error) -> Outcome {
+pub(super) fn classify_io(e: &io::Error) -> Outcome {
     use io::ErrorKind::*;
     match e.kind() {
         TimedOut | WouldBlock => Outcome::Timeout,
@@ -466,9 +550,9 @@ fn classify_io(e: &io::Error) -> Outcome {
 }
 
 /// A failed request: what the client saw.
-struct Failure {
-    outcome: Outcome,
-    error: String,
+pub(super) struct Failure {
+    pub(super) outcome: Outcome,
+    pub(super) error: String,
 }
 
 impl Failure {
@@ -488,13 +572,13 @@ impl Failure {
 }
 
 /// One HTTP connection with its read buffer (bytes after the last response).
-struct Conn {
+pub(super) struct Conn {
     stream: TcpStream,
-    sport: u16,
-    buf: Vec<u8>,
+    pub(super) sport: u16,
+    pub(super) buf: Vec<u8>,
 }
 
-async fn connect(kind: ClientKind, target: SocketAddr) -> io::Result<Conn> {
+pub(super) async fn connect(kind: ClientKind, target: SocketAddr) -> io::Result<Conn> {
     let sock = TcpSocket::new_v4()?;
     if kind == ClientKind::Pooled {
         // The seed's pools: every connection from the same source port. SO_REUSEADDR lets
@@ -560,7 +644,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, String, usize, bool)>, 
 }
 
 /// Sends one GET and reads its response. Ok((pod, keep the connection)).
-async fn request(conn: &mut Conn, close: bool) -> Result<(String, bool), Failure> {
+pub(super) async fn request(conn: &mut Conn, close: bool) -> Result<(String, bool), Failure> {
     let req = if close {
         "GET / HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
     } else {
@@ -657,6 +741,7 @@ async fn http_client(
                     pod: Some(pod),
                     sport,
                     error: None,
+                    status: None,
                 }
             }
             Ok(Err(f)) => {
@@ -668,6 +753,7 @@ async fn http_client(
                     pod: None,
                     sport,
                     error: Some(f.error),
+                    status: None,
                 }
             }
             Err(_) => {
@@ -682,6 +768,7 @@ async fn http_client(
                     pod: None,
                     sport,
                     error: Some(f.error),
+                    status: None,
                 }
             }
         };

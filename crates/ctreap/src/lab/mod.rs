@@ -4,10 +4,12 @@
 //! `world` builds the mini-cluster (node namespace with kube-proxy-like NAT, pods, clients,
 //! the API server objects, the rule programmer); `clients` sends the traffic; `scenario`
 //! runs one variant's rolling update; `agent` starts `ctreap run` for variant 4; `report`
-//! and `plot` turn the samples into figures, report.json, the table and timeline.svg.
+//! and `plot` turn the samples into figures, report.json, the table, timeline.svg and
+//! lb-503.svg; `lb` is the load balancer client.
 
 pub mod agent;
 pub mod clients;
+mod lb;
 pub mod plot;
 pub mod report;
 pub mod scenario;
@@ -22,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::args::{UsageError, parse_duration};
-use clients::ClientKind;
+use clients::{ClientKind, LbPool};
 use report::{Report, Samples};
 use scenario::{Plan, Variant};
 use world::{NatBackend, Requirements};
@@ -43,18 +45,27 @@ pub struct LabCmd {
     )]
     pub variants: Vec<Variant>,
     /// Clients: udp (a resolver keeping its source port), keepalive (HTTP keep-alive),
-    /// pooled (HTTP, reusing its source port), fresh (a new connection per request).
+    /// pooled (HTTP, reusing its source port), fresh (a new connection per request), lb (a
+    /// load balancer pooling keep-alive connections to the NodePort, answering its own
+    /// clients 503 on an upstream failure).
     #[arg(
         long,
         value_name = "LIST",
         value_delimiter = ',',
-        default_value = "udp,keepalive,pooled,fresh"
+        default_value = "udp,keepalive,pooled,fresh,lb"
     )]
     pub clients: Vec<ClientKind>,
+    /// The lb client's pool policy after a failed upstream request: evict (close the
+    /// connection, answer 503), retry (close it, retry once on a new connection), seed (keep
+    /// it after a timeout until the pool replaces it at 120 s of age: the seed's two minutes
+    /// of decaying 503s; the duration defaults to 150s).
+    #[arg(long, value_name = "evict|retry|seed", default_value = "evict")]
+    pub lb_pool: LbPool,
     /// Traffic time of each variant (the rollout happens inside it; world setup comes on top).
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "25s")]
-    pub duration: Duration,
-    /// Directory for report.json, samples.json, timeline.svg and the agent's log.
+    /// Default 25s, 150s with --lb-pool seed.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
+    /// Directory for report.json, samples.json, timeline.svg, lb-503.svg and the agent's log.
     #[arg(long, value_name = "DIR", default_value = "lab-report")]
     pub report: PathBuf,
     /// How the node's Service NAT is programmed, like kube-proxy's --proxy-mode.
@@ -128,26 +139,27 @@ fn validate(cmd: &LabCmd) -> Result<Plan> {
         ))
         .into());
     }
+    let duration = cmd.duration.unwrap_or(match cmd.lb_pool {
+        LbPool::Seed => Duration::from_secs(150),
+        _ => Duration::from_secs(25),
+    });
     let min = scenario::min_duration(cmd.sync_delay);
-    if cmd.duration < min {
+    if duration < min {
         return Err(UsageError(format!(
             "--duration {:?} is too short: the rollout with --sync-delay {:?} needs at least {}s",
-            cmd.duration,
+            duration,
             cmd.sync_delay,
             min.as_secs_f64().ceil()
         ))
         .into());
     }
-    if cmd.duration > Duration::from_secs(600) {
-        return Err(UsageError(format!(
-            "--duration {:?}: at most 10m per variant",
-            cmd.duration
-        ))
-        .into());
+    if duration > Duration::from_secs(600) {
+        return Err(UsageError(format!("--duration {duration:?}: at most 10m per variant")).into());
     }
     Ok(Plan {
         clients,
-        duration: cmd.duration,
+        lb_pool: cmd.lb_pool,
+        duration,
         sync_delay: cmd.sync_delay,
         nat: cmd.nat,
         report_dir: cmd.report.clone(),
@@ -241,10 +253,17 @@ pub fn run(cmd: LabCmd) -> Result<()> {
         }
     }
     eprintln!(
-        "[lab] done in {:.0}s; report: {}/report.json, timeline: {}/timeline.svg",
+        "[lab] done in {:.0}s; report: {dir}/report.json, timeline: {dir}/timeline.svg{}",
         started.elapsed().as_secs_f64(),
-        plan.report_dir.display(),
-        plan.report_dir.display()
+        if plan.clients.contains(&ClientKind::Lb) {
+            format!(
+                ", the load balancer's 503s: {}/lb-503.svg",
+                plan.report_dir.display()
+            )
+        } else {
+            String::new()
+        },
+        dir = plan.report_dir.display(),
     );
     let failed: Vec<&str> = report
         .variants
@@ -269,6 +288,9 @@ fn write_report(dir: &std::path::Path, report: &Report, samples: &Samples) -> Re
         "timeline.svg",
         plot::timeline(report, &samples.variants).into_bytes(),
     )?;
+    if let Some(svg) = plot::rate_503(report, &samples.variants) {
+        write("lb-503.svg", svg.into_bytes())?;
+    }
     Ok(())
 }
 
@@ -294,10 +316,17 @@ mod tests {
         let c = parse(&[]);
         assert_eq!(c.variants, Variant::ALL);
         assert_eq!(c.clients, ClientKind::ALL);
-        assert_eq!(c.duration, Duration::from_secs(25));
+        assert_eq!(c.duration, None);
+        assert_eq!(c.lb_pool, LbPool::Evict);
         assert_eq!(c.nat, NatBackend::Nftables);
         let plan = validate(&c).expect("defaults are valid");
+        assert_eq!(plan.duration, Duration::from_secs(25));
         assert!(plan.duration >= scenario::min_duration(plan.sync_delay));
+        // The seed's pool needs two minutes to turn over.
+        let plan = validate(&parse(&["--lb-pool", "seed"])).expect("valid");
+        assert_eq!(plan.duration, Duration::from_secs(150));
+        let plan = validate(&parse(&["--lb-pool", "seed", "--duration", "30s"])).expect("valid");
+        assert_eq!(plan.duration, Duration::from_secs(30));
     }
 
     #[test]
@@ -309,6 +338,7 @@ mod tests {
         assert!(T::try_parse_from(["lab", "--variant", "magic"]).is_err());
         assert!(T::try_parse_from(["lab", "--clients", "tcp"]).is_err());
         assert!(T::try_parse_from(["lab", "--nat", "ipvs"]).is_err());
+        assert!(T::try_parse_from(["lab", "--lb-pool", "never"]).is_err());
         let c = parse(&["--variant", "ctreap,nothing,ctreap", "--nat", "iptables"]);
         assert_eq!(dedup(&c.variants), vec![Variant::Ctreap, Variant::Nothing]);
         assert_eq!(c.nat, NatBackend::IptablesNft);

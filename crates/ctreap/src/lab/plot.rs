@@ -1,5 +1,6 @@
 //! timeline.svg: one row per variant and client, time on x, a green tick per answered
 //! request and a red one per failed request, a vertical line where the old pods were removed.
+//! lb-503.svg: the load balancer's 503s per second, a panel per variant.
 //! Hand-written SVG: a few dozen lines, no dependency, opens in any browser.
 
 use std::collections::BTreeMap;
@@ -137,7 +138,13 @@ pub fn timeline(
         );
         y += GROUP_GAP;
     }
-    // Time axis.
+    axis(&mut s, y, span, x);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The time axis under the rows that end at `y`.
+fn axis(s: &mut String, y: f64, span: f64, x: impl Fn(f64) -> f64) {
     let axis_y = y + 4.0;
     let _ = writeln!(
         s,
@@ -168,6 +175,102 @@ pub fn timeline(
         LABEL_W + PLOT_W / 2.0,
         axis_y + 36.0
     );
+}
+
+const RATE_H: f64 = 70.0;
+
+/// lb-503.svg: per second, the share of the load balancer's answers that were 503, one panel
+/// per variant on the timeline's time axis, as the seed's timeline gives them (T+0:05 5%,
+/// T+0:30 3%, ...). `None` when no variant ran the `lb` client.
+pub fn rate_503(
+    report: &Report,
+    samples: &BTreeMap<String, BTreeMap<ClientKind, ClientLog>>,
+) -> Option<String> {
+    // (503s, answers) per second of each variant.
+    let panels: Vec<(&str, Vec<(usize, usize)>)> = report
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let log = samples.get(&v.variant)?.get(&ClientKind::Lb)?;
+            let mut bins = vec![(0, 0); v.milestones.end.max(1.0).ceil() as usize + 1];
+            for smp in &log.samples {
+                let i = (smp.t.max(0.0) as usize).min(bins.len() - 1);
+                bins[i].1 += 1;
+                if smp.status == Some(503) {
+                    bins[i].0 += 1;
+                }
+            }
+            Some((v.variant.as_str(), bins))
+        })
+        .collect();
+    if panels.is_empty() {
+        return None;
+    }
+    let span = report
+        .variants
+        .iter()
+        .map(|v| v.milestones.end)
+        .fold(report.duration_s, f64::max)
+        .max(1.0);
+    let x = |t: f64| LABEL_W + (t.clamp(0.0, span) / span) * PLOT_W;
+    let height = TOP + panels.len() as f64 * (RATE_H + GROUP_GAP) + BOTTOM;
+    let width = LABEL_W + PLOT_W + 20.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">Share of the load balancer's answers that were 503, per second (dashed: the first old pod dies)</text>"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{LABEL_W}" y="36" fill="#555">NodePort {} on node A, {} pooled keep-alive connections, {} clients of its own · each panel 0-100%</text>"##,
+        super::world::objects::HTTP_NODE_PORT,
+        super::clients::LB_POOL,
+        super::clients::LB_FRONT,
+    );
+    let mut y = TOP;
+    for (variant, bins) in &panels {
+        let total: usize = bins.iter().map(|b| b.0).sum();
+        let _ = writeln!(
+            s,
+            r##"<text x="8" y="{:.1}"><tspan font-weight="bold">{}</tspan> <tspan fill="#555" font-size="10">{total} × 503</tspan></text>"##,
+            y + RATE_H / 2.0,
+            esc(variant)
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LABEL_W}" y="{y:.1}" width="{PLOT_W}" height="{RATE_H:.1}" fill="#f4f4f4"/>"##
+        );
+        let mut bars = String::new();
+        for (i, &(bad, all)) in bins.iter().enumerate().filter(|(_, b)| b.0 > 0) {
+            let (x0, x1) = (x(i as f64), x(i as f64 + 1.0));
+            let h = (bad as f64 / all as f64) * (RATE_H - 4.0);
+            let _ = write!(
+                bars,
+                "M{x0:.1} {:.1}h{:.1}v{h:.1}h{:.1}z",
+                y + RATE_H - h,
+                (x1 - x0 - 0.5).max(0.8),
+                -(x1 - x0 - 0.5).max(0.8)
+            );
+        }
+        if !bars.is_empty() {
+            let _ = writeln!(s, r#"<path d="{bars}" fill="{FAIL}"/>"#);
+        }
+        if let Some(v) = report.variants.iter().find(|v| v.variant == *variant) {
+            let rx = x(v.milestones.old_pods_removed);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{rx:.1}" y1="{y:.1}" x2="{rx:.1}" y2="{:.1}" stroke="black" stroke-width="1.5" stroke-dasharray="4 3"/>"#,
+                y + RATE_H
+            );
+        }
+        y += RATE_H + GROUP_GAP;
+    }
+    axis(&mut s, y, span, x);
     s.push_str("</svg>\n");
-    s
+    Some(s)
 }

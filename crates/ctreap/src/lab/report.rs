@@ -58,6 +58,13 @@ pub struct ClientFigures {
     pub connects: usize,
     /// Distinct source ports used.
     pub source_ports: usize,
+    /// Requests the load balancer answered 503 (`lb` only).
+    #[serde(default)]
+    pub http_503: usize,
+    /// Per old pod, from its death to the last failure before the next death (`lb` only: it
+    /// talks to every pod at once).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub death_to_last_error_s: BTreeMap<String, f64>,
     /// Set when the client could not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_error: Option<String>,
@@ -112,6 +119,8 @@ pub fn client_figures(
         .rev()
         .filter(|s| s.t < removal)
         .find_map(|s| s.pod.clone());
+    // The load balancer spreads its requests over every pod: it counts from the first death.
+    let pod_at_removal = pod_at_removal.filter(|_| client != ClientKind::Lb);
     let own_death = pod_at_removal
         .as_deref()
         .and_then(|p| deaths.iter().find(|d| d.pod == p))
@@ -131,6 +140,16 @@ pub fn client_figures(
         .fold(None, |acc: Option<f64>, e| {
             Some(acc.map_or(e, |a| a.max(e)))
         });
+    // Every death costs the load balancer the connections it had to that pod: per death, the
+    // time to the last failure before the next one; its figure is the longest.
+    let per_death = match client {
+        ClientKind::Lb => after_each_death(samples, deaths),
+        _ => BTreeMap::new(),
+    };
+    let removal_to_last_error = match client {
+        ClientKind::Lb if !deaths.is_empty() => per_death.values().copied().fold(0.0, f64::max),
+        _ => last_error_end.map_or(0.0, |e| (e - own_death).max(0.0)),
+    };
     let mut pods = BTreeMap::new();
     let mut pods_after = BTreeMap::new();
     for s in samples {
@@ -159,7 +178,7 @@ pub fn client_figures(
             .count(),
         longest_error_window_s: round3(longest),
         longest_error_window_after_removal_s: round3(longest_after),
-        removal_to_last_error_s: round3(last_error_end.map_or(0.0, |e| (e - own_death).max(0.0))),
+        removal_to_last_error_s: round3(removal_to_last_error),
         pod_at_removal,
         recovered: windows.last().is_none_or(|w| w.closed),
         error_windows: windows
@@ -174,6 +193,8 @@ pub fn client_figures(
         pods_after_removal: pods_after,
         connects: log.connects.len(),
         source_ports: ports.len(),
+        http_503: samples.iter().filter(|s| s.status == Some(503)).count(),
+        death_to_last_error_s: per_death,
         setup_error: log.setup_error.clone(),
     }
 }
@@ -251,6 +272,24 @@ pub struct Samples {
     pub variants: BTreeMap<String, BTreeMap<ClientKind, ClientLog>>,
 }
 
+/// Per dead pod, the time from its death to the end of the last failure that started before
+/// the next death (the last death: before the end); 0 when none failed.
+fn after_each_death(samples: &[Sample], deaths: &[PodDeath]) -> BTreeMap<String, f64> {
+    let mut died: Vec<(f64, &str)> = deaths.iter().map(|d| (d.died, d.pod.as_str())).collect();
+    died.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = BTreeMap::new();
+    for (i, &(d, pod)) in died.iter().enumerate() {
+        let next = died.get(i + 1).map_or(f64::INFINITY, |n| n.0);
+        let end = samples
+            .iter()
+            .filter(|s| !s.outcome.is_ok() && s.t >= d && s.t < next)
+            .map(Sample::end)
+            .reduce(f64::max);
+        out.insert(pod.to_string(), round3(end.map_or(0.0, |e| e - d)));
+    }
+    out
+}
+
 fn fmt_s(v: f64) -> String {
     format!("{v:.2}s")
 }
@@ -265,6 +304,7 @@ pub fn table(report: &Report) -> String {
         "failed after removal",
         "longest error window",
         "removal -> last error",
+        "503s",
         "recovered",
         "answering after removal",
     ];
@@ -304,6 +344,11 @@ pub fn table(report: &Report) -> String {
                 c.failed_after_removal.to_string(),
                 fmt_s(c.longest_error_window_s),
                 fmt_s(c.removal_to_last_error_s),
+                if c.client == ClientKind::Lb {
+                    c.http_503.to_string()
+                } else {
+                    "-".into()
+                },
                 if c.recovered { "yes" } else { "NO" }.into(),
                 if pods.is_empty() { "-".into() } else { pods },
             ]);
@@ -364,7 +409,76 @@ mod tests {
             pod: ok.then(|| pod.to_string()),
             sport: 40000,
             error: None,
+            status: None,
         }
+    }
+
+    /// A load balancer's answer to one of its clients.
+    fn lb(t: f64, status: u16) -> Sample {
+        Sample {
+            t,
+            outcome: if status == 200 {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+            latency_ms: if status == 200 { 1.0 } else { 1000.0 },
+            pod: (status == 200).then(|| "new-1".to_string()),
+            sport: 0,
+            error: None,
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn the_load_balancer_counts_503s_and_each_death_apart() {
+        let log = ClientLog {
+            samples: vec![
+                lb(0.5, 200),
+                lb(1.1, 503),
+                lb(1.15, 200),
+                lb(1.2, 503),
+                lb(1.3, 200),
+                lb(5.0, 503),
+                lb(5.1, 200),
+                lb(9.0, 200),
+            ],
+            ..ClientLog::default()
+        };
+        let deaths = [
+            PodDeath {
+                pod: "old-1".into(),
+                died: 1.0,
+                ..PodDeath::default()
+            },
+            PodDeath {
+                pod: "old-2".into(),
+                died: 4.9,
+                ..PodDeath::default()
+            },
+        ];
+        let f = client_figures(ClientKind::Lb, &log, &ms(1.0, 10.0), &deaths);
+        assert_eq!(f.http_503, 3);
+        assert_eq!(f.failed, 3);
+        // Old-1: the failure at 1.2 ends at 2.2; old-2: the one at 5.0 ends at 6.0.
+        assert_eq!(f.removal_to_last_error_s, 1.2);
+        assert_eq!(f.death_to_last_error_s.get("old-1"), Some(&1.2));
+        assert_eq!(f.death_to_last_error_s.get("old-2"), Some(&1.1));
+        assert_eq!(f.pod_at_removal, None);
+        assert!(f.recovered);
+        let report = Report {
+            variants: vec![VariantReport {
+                variant: "nothing".into(),
+                ran: true,
+                clients: vec![f],
+                ..VariantReport::default()
+            }],
+            ..Report::default()
+        };
+        let t = table(&report);
+        let row = t.lines().nth(1).unwrap_or_default();
+        assert!(row.starts_with("nothing  lb"), "{t}");
+        assert!(row.contains(" 3  "), "the 503s column: {t}");
     }
 
     #[test]

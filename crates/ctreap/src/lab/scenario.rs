@@ -28,10 +28,11 @@ use serde::Serialize;
 use tokio::runtime::Runtime;
 
 use super::agent::{AgentProcess, deletion_metrics, flush_lines};
-use super::clients::{ClientKind, ClientLog, Clients, Dial, Target};
+use super::clients::{ClientKind, ClientLog, Clients, Dial, LbPool, Target};
 use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
 use super::world::objects::{
-    self, CLUSTER_IP, DNS_PORT, DNS_TARGET_PORT, EndpointSpec, HTTP_PORT, HTTP_TARGET_PORT,
+    self, CLUSTER_IP, DNS_PORT, DNS_TARGET_PORT, EndpointSpec, HTTP_NODE_PORT, HTTP_PORT,
+    HTTP_TARGET_PORT,
 };
 use super::world::{
     ConntrackTimeouts, Kill, NatBackend, NodeId, Programmer, ProgrammerConfig, World, WorldConfig,
@@ -163,6 +164,8 @@ impl std::fmt::Display for Variant {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub clients: Vec<ClientKind>,
+    /// The lb client's pool policy.
+    pub lb_pool: LbPool,
     pub duration: Duration,
     pub sync_delay: Duration,
     pub nat: NatBackend,
@@ -405,18 +408,27 @@ fn run_inner(
         let dial = match variant {
             Variant::Headless => Dial::Headless {
                 records: records.clone(),
+                // The load balancer resolves for every new upstream connection, as ingress
+                // controllers that talk to pod IPs do.
                 cache: matches!(k, ClientKind::Udp | ClientKind::Keepalive),
                 udp_port: DNS_TARGET_PORT,
                 http_port: HTTP_TARGET_PORT,
             },
             _ => Dial::Service,
         };
+        // The load balancer is outside the cluster: it reaches the Service on the node's
+        // address and its NodePort, as in the seed.
+        let http = match k {
+            ClientKind::Lb => SocketAddr::from((c.gateway, HTTP_NODE_PORT)),
+            _ => SocketAddr::from((CLUSTER_IP, HTTP_PORT)),
+        };
         targets.insert(
             k,
             Target {
                 ns: c.netns_handle(),
                 udp: SocketAddr::from((CLUSTER_IP, DNS_PORT)),
-                http: SocketAddr::from((CLUSTER_IP, HTTP_PORT)),
+                http,
+                lb_pool: plan.lb_pool,
                 dial,
             },
         );

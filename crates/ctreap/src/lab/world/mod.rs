@@ -1,4 +1,5 @@
-//! The lab's world: a one-node mini-cluster built from network namespaces on the real kernel.
+//! The lab's world: a mini-cluster of one node, or two ([`WorldConfig::second_node`]), built
+//! from network namespaces on the real kernel.
 //!
 //! ```text
 //!   client ns (ctl-PID-N-cl-c1)            node ns (ctl-PID-N-node)               pod ns (ctl-PID-N-pod-a1)
@@ -8,6 +9,9 @@
 //!                                     route 198.19.0.0/16 dev br0 (Service range)
 //!                                     br0 192.0.2.1/24  ── p-a1 ── veth ────────── eth0
 //!                                     conntrack table: the one that matters
+//!                                     n-b 198.51.100.1/30 ── veth ── n-a 198.51.100.2/30  node B (ctl-PID-N-node-b)
+//!                                     route 203.0.113.0/24 via node B      br0 203.0.113.1/24, its pods
+//!                                                                          default via 198.51.100.1
 //! ```
 //!
 //! Everything lives inside namespaces named `ctl-<pid>-<n>-...` (`n` counts the worlds of one
