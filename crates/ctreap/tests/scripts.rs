@@ -24,7 +24,13 @@ fn write_exe(path: &Path, text: &str) {
 fn scratch(with_sudo: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for s in ["lab", "test", "as-root.sh", "install-helm.sh"] {
+    for s in [
+        "lab",
+        "test",
+        "as-root.sh",
+        "install-helm.sh",
+        "install-deps.sh",
+    ] {
         let text = fs::read_to_string(repo.join("scripts").join(s)).expect("read script");
         write_exe(&dir.path().join("scripts").join(s), &text);
     }
