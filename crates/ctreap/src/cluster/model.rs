@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
 use super::few::Few;
@@ -270,6 +271,65 @@ pub struct MapStats {
     pub backend_ips: usize,
 }
 
+/// Service name -> index in [`ServiceMap::services`], filed under the name the slot holds:
+/// a `HashMap<ServiceName, u32>` would keep a second copy of every name (32 bytes a Service).
+#[derive(Clone, Debug, Default)]
+struct ServiceIds {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+fn hash_name(hasher: &std::hash::RandomState, name: &ServiceName) -> u64 {
+    hasher.hash_one((&*name.namespace, &*name.name))
+}
+
+fn slot_name(services: &[Option<ServiceSlot>], si: u32) -> &ServiceName {
+    &services[si as usize]
+        .as_ref()
+        .expect("a filed index has its slot")
+        .name
+}
+
+impl ServiceIds {
+    fn hash(&self, name: &ServiceName) -> u64 {
+        hash_name(&self.hasher, name)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn reserve(&mut self, n: usize, services: &[Option<ServiceSlot>]) {
+        let hasher = &self.hasher;
+        self.table
+            .reserve(n, |&si| hash_name(hasher, slot_name(services, si)));
+    }
+
+    fn get(&self, services: &[Option<ServiceSlot>], name: &ServiceName) -> Option<u32> {
+        self.table
+            .find(self.hash(name), |&si| slot_name(services, si) == name)
+            .copied()
+    }
+
+    /// Files index `si`, whose slot is set.
+    fn insert(&mut self, services: &[Option<ServiceSlot>], si: u32) {
+        let hash = self.hash(slot_name(services, si));
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, si, |&i| hash_name(hasher, slot_name(services, i)));
+    }
+
+    fn remove(&mut self, services: &[Option<ServiceSlot>], name: &ServiceName) -> Option<u32> {
+        match self
+            .table
+            .find_entry(self.hash(name), |&si| slot_name(services, si) == name)
+        {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
+}
+
 /// A Service with NAT frontends: its name and its ports' ids.
 #[derive(Clone, Debug)]
 struct ServiceSlot {
@@ -288,7 +348,7 @@ pub struct ServiceMap {
     /// Slots by service index; `None` is free (listed in `free_services`).
     services: Vec<Option<ServiceSlot>>,
     free_services: Vec<u32>,
-    service_ids: HashMap<ServiceName, u32>,
+    service_ids: ServiceIds,
     /// Slots by [`PortId`]; `None` is free (listed in `free_ports`).
     ports: Vec<Option<PortEntry>>,
     free_ports: Vec<PortId>,
@@ -346,8 +406,8 @@ impl ServiceMap {
     pub fn service_ports(&self, name: &ServiceName) -> impl Iterator<Item = PortRef<'_>> + '_ {
         let ids: &[PortId] = self
             .service_ids
-            .get(name)
-            .and_then(|&i| self.services[i as usize].as_ref())
+            .get(&self.services, name)
+            .and_then(|i| self.services[i as usize].as_ref())
             .map_or(&[], |s| &s.ports);
         ids.iter().map(move |&id| PortRef { map: self, id })
     }
@@ -416,7 +476,7 @@ impl ServiceMap {
     /// Takes Service `name` out of the map; returns its ports as they were (their service
     /// index is stale). Proportional to the Service.
     pub(crate) fn remove_service(&mut self, name: &ServiceName) -> Vec<PortEntry> {
-        let Some(si) = self.service_ids.remove(name) else {
+        let Some(si) = self.service_ids.remove(&self.services, name) else {
             return Vec::new();
         };
         let Some(slot) = self.services[si as usize].take() else {
@@ -447,7 +507,10 @@ impl ServiceMap {
     /// Puts Service `name` with `ports` into the map (replacing nothing: remove it first).
     /// A Service without ports takes no slot. Proportional to the Service.
     pub(crate) fn insert_service(&mut self, name: ServiceName, ports: Vec<PortEntry>) {
-        debug_assert!(!self.service_ids.contains_key(&name), "insert after remove");
+        debug_assert!(
+            self.service_ids.get(&self.services, &name).is_none(),
+            "insert after remove"
+        );
         if ports.is_empty() {
             return;
         }
@@ -473,16 +536,31 @@ impl ServiceMap {
             self.ports[id as usize] = Some(PortEntry { service: si, ..p });
             ids.push(id);
         }
-        self.service_ids.insert(name.clone(), si);
         self.services[si as usize] = Some(ServiceSlot {
             name,
             ports: Few::from(ids),
         });
+        self.service_ids.insert(&self.services, si);
+    }
+
+    /// Room for `n` more Services of one port each, so that a full list fills the map without
+    /// the doubling that would leave up to half of each table empty.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let free = self.free_services.len();
+        if n <= free {
+            return;
+        }
+        let more = n - free;
+        self.services.reserve_exact(more);
+        self.ports
+            .reserve_exact(more.saturating_sub(self.free_ports.len()));
+        self.service_ids.reserve(more, &self.services);
+        self.frontends.reserve(more);
     }
 
     /// The service index of a port (for telling one Service's ports from another's).
     pub(crate) fn service_index(&self, name: &ServiceName) -> Option<u32> {
-        self.service_ids.get(name).copied()
+        self.service_ids.get(&self.services, name)
     }
 
     fn service_name(&self, si: u32) -> &ServiceName {

@@ -347,6 +347,7 @@ impl ClusterState {
             touched.sort();
             touched.dedup();
         }
+        self.reserve_for(&touched);
         for k in touched {
             self.rebuild(&k);
         }
@@ -379,9 +380,26 @@ impl ClusterState {
         self.slices = new;
         let mut touched: Vec<ObjKey> = touched.into_iter().collect();
         touched.sort();
+        self.reserve_for(&touched);
         for k in touched {
             self.rebuild(&k);
         }
+    }
+
+    /// Makes room in the map for the Services of `touched` it does not hold yet: a first list
+    /// fills it without doubling its tables.
+    fn reserve_for(&mut self, touched: &[ObjKey]) {
+        let new = touched
+            .iter()
+            .filter(|(ns, name)| {
+                let name = ServiceName {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                };
+                self.map.service_index(&name).is_none()
+            })
+            .count();
+        self.map.reserve(new);
     }
 
     /// This node's Node object changed (or is gone): NodePorts follow its addresses.
