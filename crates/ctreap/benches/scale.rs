@@ -525,10 +525,15 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
     );
     std::thread::sleep(Duration::from_secs(2));
     let hwm_idle_mib = mib(agent.status_kib("VmHWM"));
+    // Resident now beside the peak, heap and the like (anon) apart from the binary (file): is
+    // the peak the model at rest or something passing during the lists?
     println!(
-        "  ready in {} (agent CPU until then {}), VmHWM idle {hwm_idle_mib:.1} MiB",
+        "  ready in {} (agent CPU until then {}), VmHWM idle {hwm_idle_mib:.1} MiB (VmRSS {:.1}: anon {:.1}, file {:.1})",
         fmt_s(ready_s),
-        fmt_s(ready_cpu_s)
+        fmt_s(ready_cpu_s),
+        mib(agent.status_kib("VmRSS")),
+        mib(agent.status_kib("RssAnon")),
+        mib(agent.status_kib("RssFile")),
     );
 
     let stop = AtomicBool::new(false);
