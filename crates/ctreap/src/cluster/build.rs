@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
 
+use super::backends::Backends;
 use super::few::Few;
 use super::model::{
     Backend, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, Proto, ServiceMap,
@@ -307,7 +308,7 @@ pub(crate) fn service_ports<S: ServiceView, E: SliceView>(
     }
     for (p, mut b) in ports.iter_mut().zip(per_port) {
         b.sort_unstable_by_key(|b| (b.ip, b.port));
-        p.backends = b.into_boxed_slice();
+        p.backends = Backends::from_sorted(&b);
     }
     ports
 }
@@ -464,7 +465,7 @@ fn service_frontends(
             port,
             node_port,
             frontends: Few::from(fes),
-            backends: Box::new([]),
+            backends: Backends::default(),
             ignored,
         });
     }

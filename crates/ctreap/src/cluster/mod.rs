@@ -11,6 +11,7 @@
 //! - [`local_addresses`]: the node's interface addresses, which carry NodePorts too;
 //! - [`kube_client`], [`node_name`]: setup helpers for the binary.
 
+mod backends;
 mod build;
 mod decode;
 mod few;
@@ -23,6 +24,7 @@ mod store;
 mod view;
 mod watch;
 
+pub use backends::Backends;
 pub use build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning, WarningKind};
 pub use ifaddrs::{addresses_in, local_addresses};
 pub use intern::Name;

@@ -18,6 +18,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
+use super::backends::Backends;
 use super::few::Few;
 use super::intern::Name;
 
@@ -238,7 +239,7 @@ pub(crate) struct PortEntry {
     pub(crate) port: u16,
     pub(crate) node_port: Option<u16>,
     pub(crate) frontends: Few<Frontend>,
-    pub(crate) backends: Box<[Backend]>,
+    pub(crate) backends: Backends,
     /// The Service is annotated [`IGNORE_ANNOTATION`]`: "true"`.
     pub(crate) ignored: bool,
 }
@@ -246,10 +247,7 @@ pub(crate) struct PortEntry {
 impl PortEntry {
     /// The conditions of backend `ip:port` (binary search: the backends are sorted).
     pub(crate) fn backend(&self, ip: IpAddr, port: u16) -> Option<Conditions> {
-        self.backends
-            .binary_search_by(|b| (b.ip, b.port).cmp(&(ip, port)))
-            .ok()
-            .map(|i| self.backends[i].conditions)
+        self.backends.find(ip, port)
     }
 }
 
@@ -426,11 +424,7 @@ impl ServiceMap {
     /// Services a pod IP serves (`kubectl get endpointslices -A | grep IP`). Walks every
     /// port: for reports and tests, not for hot paths.
     pub fn ports_of_backend_ip(&self, ip: IpAddr) -> impl Iterator<Item = PortRef<'_>> + '_ {
-        self.ports().filter(move |p| {
-            let b = p.backends();
-            let at = b.partition_point(|x| x.ip < ip);
-            b.get(at).is_some_and(|x| x.ip == ip)
-        })
+        self.ports().filter(move |p| p.backends().has_ip(ip))
     }
 
     /// The node addresses NodePorts were published on (Node status + local interfaces).
@@ -678,7 +672,7 @@ impl<'m> PortRef<'m> {
     }
 
     /// Backends sorted by address.
-    pub fn backends(&self) -> &'m [Backend] {
+    pub fn backends(&self) -> &'m Backends {
         &self.entry().backends
     }
 

@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::backends::Backends;
 use super::build::{
     Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, slice_service,
     unknown_service,
@@ -609,12 +610,7 @@ fn merge_ports(acc: &mut Vec<PortEntry>, ports: &[PortEntry]) {
         let mut seen = HashSet::with_capacity(fes.len());
         fes.retain(|f| seen.insert(f.key));
         a.frontends = Few::from(fes);
-        let mut bes: Vec<_> = a
-            .backends
-            .iter()
-            .chain(p.backends.iter())
-            .copied()
-            .collect();
+        let mut bes: Vec<_> = a.backends.iter().chain(p.backends.iter()).collect();
         // Best first within each address, then one per address.
         bes.sort_by(|x, y| {
             (x.ip, x.port)
@@ -622,7 +618,7 @@ fn merge_ports(acc: &mut Vec<PortEntry>, ports: &[PortEntry]) {
                 .then(y.conditions.state().cmp(&x.conditions.state()))
         });
         bes.dedup_by_key(|b| (b.ip, b.port));
-        a.backends = bes.into_boxed_slice();
+        a.backends = Backends::from_sorted(&bes);
     }
 }
 

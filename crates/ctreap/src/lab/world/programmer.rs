@@ -268,9 +268,7 @@ pub fn rules_from_map(map: &ServiceMap) -> NatRules {
     }
 }
 
-fn v4_endpoints<'a>(
-    backends: impl Iterator<Item = &'a crate::cluster::Backend>,
-) -> Vec<SocketAddrV4> {
+fn v4_endpoints(backends: impl Iterator<Item = crate::cluster::Backend>) -> Vec<SocketAddrV4> {
     let mut v: Vec<SocketAddrV4> = backends
         .filter_map(|b| match b.ip {
             IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, b.port)),
