@@ -440,6 +440,18 @@ fn pace(next: &mut Instant, interval: Duration) {
     }
 }
 
+/// [`pace`] for the async clients: sleeps until `next` (advanced by `interval`), or returns at
+/// once when behind schedule.
+pub(super) async fn pace_async(next: &mut tokio::time::Instant, interval: Duration) {
+    *next += interval;
+    let now = tokio::time::Instant::now();
+    if *next > now {
+        tokio::time::sleep_until(*next).await;
+    } else {
+        *next = now;
+    }
+}
+
 fn run_client(
     kind: ClientKind,
     target: &Target,
@@ -773,13 +785,7 @@ async fn http_client(
             }
         };
         lock(log).samples.push(sample);
-        next += HTTP_INTERVAL;
-        let now = tokio::time::Instant::now();
-        if next > now {
-            tokio::time::sleep_until(next).await;
-        } else {
-            next = now;
-        }
+        pace_async(&mut next, HTTP_INTERVAL).await;
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::clients::{
     ClientKind, Conn, Connect, Dialer, HTTP_INTERVAL, HTTP_TIMEOUT, LB_FRONT, LB_MAX_AGE, LB_POOL,
     LbPool, NO_ENDPOINT, Outcome, Sample, Shared, Target, classify_io, connect, lock, ms,
-    parse_response, request, secs,
+    pace_async, parse_response, request, secs,
 };
 
 /// How long a front client waits for the load balancer: longer than a retried upstream
@@ -240,13 +240,7 @@ async fn front(
             error,
             status,
         });
-        next += HTTP_INTERVAL;
-        let now = tokio::time::Instant::now();
-        if next > now {
-            tokio::time::sleep_until(next).await;
-        } else {
-            next = now;
-        }
+        pace_async(&mut next, HTTP_INTERVAL).await;
     }
 }
 

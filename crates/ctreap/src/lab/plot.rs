@@ -25,21 +25,18 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The SVG for a report and its samples (variant -> client -> log).
-pub fn timeline(
-    report: &Report,
-    samples: &BTreeMap<String, BTreeMap<ClientKind, ClientLog>>,
-) -> String {
-    let span = report
+/// The time axis of both plots: the longest variant, at least the run's duration.
+fn span_s(report: &Report) -> f64 {
+    report
         .variants
         .iter()
         .map(|v| v.milestones.end)
         .fold(report.duration_s, f64::max)
-        .max(1.0);
-    let x = |t: f64| LABEL_W + (t.clamp(0.0, span) / span) * PLOT_W;
-    let rows: usize = report.variants.iter().map(|v| v.clients.len().max(1)).sum();
-    let groups = report.variants.len();
-    let height = TOP + rows as f64 * ROW_H + groups as f64 * GROUP_GAP + BOTTOM;
+        .max(1.0)
+}
+
+/// An SVG document `height` high, white, with `title` on top (plain text, escaped).
+fn svg_open(height: f64, title: &str) -> String {
     let width = LABEL_W + PLOT_W + 20.0;
     let mut s = String::new();
     let _ = writeln!(
@@ -49,7 +46,25 @@ pub fn timeline(
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die)</text>"#
+        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    s
+}
+
+/// The SVG for a report and its samples (variant -> client -> log).
+pub fn timeline(
+    report: &Report,
+    samples: &BTreeMap<String, BTreeMap<ClientKind, ClientLog>>,
+) -> String {
+    let span = span_s(report);
+    let x = |t: f64| LABEL_W + (t.clamp(0.0, span) / span) * PLOT_W;
+    let rows: usize = report.variants.iter().map(|v| v.clients.len().max(1)).sum();
+    let groups = report.variants.len();
+    let height = TOP + rows as f64 * ROW_H + groups as f64 * GROUP_GAP + BOTTOM;
+    let mut s = svg_open(
+        height,
+        "ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die)",
     );
     let _ = writeln!(
         s,
@@ -206,24 +221,12 @@ pub fn rate_503(
     if panels.is_empty() {
         return None;
     }
-    let span = report
-        .variants
-        .iter()
-        .map(|v| v.milestones.end)
-        .fold(report.duration_s, f64::max)
-        .max(1.0);
+    let span = span_s(report);
     let x = |t: f64| LABEL_W + (t.clamp(0.0, span) / span) * PLOT_W;
     let height = TOP + panels.len() as f64 * (RATE_H + GROUP_GAP) + BOTTOM;
-    let width = LABEL_W + PLOT_W + 20.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LABEL_W}" y="18" font-size="14" font-weight="bold">Share of the load balancer's answers that were 503, per second (dashed: the first old pod dies)</text>"#
+    let mut s = svg_open(
+        height,
+        "Share of the load balancer's answers that were 503, per second (dashed: the first old pod dies)",
     );
     let _ = writeln!(
         s,

@@ -392,6 +392,15 @@ mod tests {
     use super::super::clients::Outcome;
     use super::*;
 
+    /// old-1 dies at `old_1`, old-2 at `old_2`.
+    fn deaths(old_1: f64, old_2: f64) -> [PodDeath; 2] {
+        [("old-1", old_1), ("old-2", old_2)].map(|(pod, died)| PodDeath {
+            pod: pod.into(),
+            died,
+            ..PodDeath::default()
+        })
+    }
+
     fn ms(removal: f64, end: f64) -> Milestones {
         Milestones {
             old_pods_removed: removal,
@@ -445,18 +454,7 @@ mod tests {
             ],
             ..ClientLog::default()
         };
-        let deaths = [
-            PodDeath {
-                pod: "old-1".into(),
-                died: 1.0,
-                ..PodDeath::default()
-            },
-            PodDeath {
-                pod: "old-2".into(),
-                died: 4.9,
-                ..PodDeath::default()
-            },
-        ];
+        let deaths = deaths(1.0, 4.9);
         let f = client_figures(ClientKind::Lb, &log, &ms(1.0, 10.0), &deaths);
         assert_eq!(f.http_503, 3);
         assert_eq!(f.failed, 3);
@@ -531,18 +529,7 @@ mod tests {
             ],
             ..ClientLog::default()
         };
-        let deaths = [
-            PodDeath {
-                pod: "old-1".into(),
-                died: 1.0,
-                ..PodDeath::default()
-            },
-            PodDeath {
-                pod: "old-2".into(),
-                died: 1.5,
-                ..PodDeath::default()
-            },
-        ];
+        let deaths = deaths(1.0, 1.5);
         let f = client_figures(ClientKind::Udp, &log, &ms(1.0, 3.0), &deaths);
         assert_eq!(f.pod_at_removal.as_deref(), Some("old-2"));
         assert_eq!(f.removal_to_last_error_s, 0.3);
