@@ -1,5 +1,5 @@
 //! Shared names: one allocation per distinct namespace, Service, slice or port name, however
-//! many places hold it.
+//! many places hold it; and [`Interner`], the same for other values (port lists).
 //!
 //! The live model holds each name in several places (the object's compact form, the keys of
 //! the stores and of the slices-by-Service index, the map's [`ServiceName`](super::ServiceName)
@@ -12,38 +12,66 @@
 //! amortized O(1) per name and the pool stays within twice the live names.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 /// A shared, immutable name.
 pub type Name = Arc<str>;
 
-struct Pool {
-    names: HashSet<Name>,
+/// A pool of shared values: one allocation per distinct value, swept of what only it holds.
+pub(crate) struct Interner<T: ?Sized + 'static> {
+    pool: Mutex<Option<Pool<T>>>,
+}
+
+struct Pool<T: ?Sized> {
+    items: HashSet<Arc<T>>,
     sweep_at: usize,
 }
 
 const FIRST_SWEEP: usize = 4096;
 
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    pub(crate) const fn new() -> Self {
+        Interner {
+            pool: Mutex::new(None),
+        }
+    }
+
+    /// The shared copy of `v`; `make` builds it when the pool has none.
+    pub(crate) fn get(&self, v: &T, make: impl FnOnce(&T) -> Arc<T>) -> Arc<T> {
+        let mut guard = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = guard.get_or_insert_with(|| Pool {
+            items: HashSet::new(),
+            sweep_at: FIRST_SWEEP,
+        });
+        if let Some(n) = pool.items.get(v) {
+            return n.clone();
+        }
+        let n = make(v);
+        pool.items.insert(n.clone());
+        if pool.items.len() >= pool.sweep_at {
+            pool.items.retain(|n| Arc::strong_count(n) > 1);
+            pool.items.shrink_to_fit();
+            pool.sweep_at = (pool.items.len() * 2).max(FIRST_SWEEP);
+        }
+        n
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |p| p.items.len())
+    }
+}
+
+static NAMES: Interner<str> = Interner::new();
 
 /// The shared copy of `s`.
 pub(crate) fn intern(s: &str) -> Name {
-    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = guard.get_or_insert_with(|| Pool {
-        names: HashSet::new(),
-        sweep_at: FIRST_SWEEP,
-    });
-    if let Some(n) = pool.names.get(s) {
-        return n.clone();
-    }
-    let n: Name = Arc::from(s);
-    pool.names.insert(n.clone());
-    if pool.names.len() >= pool.sweep_at {
-        pool.names.retain(|n| Arc::strong_count(n) > 1);
-        pool.names.shrink_to_fit();
-        pool.sweep_at = (pool.names.len() * 2).max(FIRST_SWEEP);
-    }
-    n
+    NAMES.get(s, |s| Arc::from(s))
 }
 
 /// [`intern`] of an owned string (the decoder's).
@@ -64,7 +92,7 @@ mod tests {
         for i in 0..3 * FIRST_SWEEP {
             drop(intern(&format!("churned-{i}")));
         }
-        let held = POOL.lock().unwrap().as_ref().map_or(0, |p| p.names.len());
+        let held = NAMES.len();
         assert!(held < 2 * FIRST_SWEEP, "{held} names held");
         assert!(Arc::ptr_eq(&a, &intern("kube-system-test-intern")));
     }

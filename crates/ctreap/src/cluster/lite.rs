@@ -8,13 +8,15 @@
 //! one byte; a Service is 824 bytes before its strings, [`ServiceLite`] about 150. With 500,000
 //! endpoints the slices alone are the difference between 175 MB and 2.5 MB.
 
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL};
-use super::intern::{Name, intern_owned};
+use super::intern::{Interner, Name, intern_owned};
 use super::model::{IGNORE_ANNOTATION, Proto};
 use super::view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
@@ -48,10 +50,11 @@ struct ServiceSpecLite {
     external_name: bool,
     /// `clusterIPs`, or `clusterIP` where that is absent or empty.
     cluster_ips: Box<[Box<str>]>,
-    ports: Box<[ServicePortLite]>,
+    /// Shared: most Services repeat another's ports ([`SERVICE_PORTS`]).
+    ports: Arc<[ServicePortLite]>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ServicePortLite {
     name: Option<Name>,
     protocol: Option<Protocol>,
@@ -60,7 +63,7 @@ struct ServicePortLite {
 }
 
 /// A `protocol` field as sent, without an allocation for the three the API knows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Protocol {
     Known(Proto),
     Other(Box<str>),
@@ -112,17 +115,19 @@ impl From<Service> for ServiceLite {
             ServiceSpecLite {
                 external_name: spec.type_.as_deref() == Some("ExternalName"),
                 cluster_ips: boxed_all(Some(cluster_ips)),
-                ports: spec
-                    .ports
-                    .into_iter()
-                    .flatten()
-                    .map(|p| ServicePortLite {
-                        name: intern_owned(p.name),
-                        protocol: p.protocol.map(Protocol::new),
-                        port: p.port,
-                        node_port: p.node_port,
-                    })
-                    .collect(),
+                ports: shared(
+                    &SERVICE_PORTS,
+                    spec.ports
+                        .into_iter()
+                        .flatten()
+                        .map(|p| ServicePortLite {
+                            name: intern_owned(p.name),
+                            protocol: p.protocol.map(Protocol::new),
+                            port: p.port,
+                            node_port: p.node_port,
+                        })
+                        .collect(),
+                ),
             }
         });
         let ingress = status
@@ -232,7 +237,9 @@ pub(crate) struct SliceLite {
     address_type: AddressType,
     /// Whether `endpoints` holds 16-byte addresses ([`Packed`]).
     wide: bool,
-    ports: Box<[PortLite]>,
+    /// Shared: the slices of a Service, and of most Services, list the same ports
+    /// ([`SLICE_PORTS`]).
+    ports: Arc<[PortLite]>,
     /// The endpoints, packed ([`Packed`]).
     endpoints: Box<[u8]>,
     /// What slices the EndpointSlice controller writes never have, out of line.
@@ -258,7 +265,7 @@ enum AddressType {
     Other,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PortLite {
     name: Option<Name>,
     proto: Option<Proto>,
@@ -348,6 +355,16 @@ impl Packed {
     }
 }
 
+/// Services' port lists, shared: one allocation per distinct list instead of one per Service.
+static SERVICE_PORTS: Interner<[ServicePortLite]> = Interner::new();
+/// EndpointSlices' port lists, shared.
+static SLICE_PORTS: Interner<[PortLite]> = Interner::new();
+
+/// The shared copy of `v` (the empty list too: an `Arc` allocates even for that).
+fn shared<T: Clone + Hash + Eq + 'static>(pool: &Interner<[T]>, v: Vec<T>) -> Arc<[T]> {
+    pool.get(&v, |v| Arc::from(v))
+}
+
 fn boxed(s: Option<String>) -> Option<Box<str>> {
     s.map(String::into_boxed_str)
 }
@@ -390,15 +407,18 @@ impl From<EndpointSlice> for SliceLite {
             })
             .collect();
         let (wide, endpoints) = Packed::pack(&endpoints);
-        let ports = ports
-            .into_iter()
-            .flatten()
-            .map(|p| PortLite {
-                proto: Proto::from_k8s(p.protocol.as_deref()),
-                name: intern_owned(p.name),
-                port: p.port,
-            })
-            .collect();
+        let ports = shared(
+            &SLICE_PORTS,
+            ports
+                .into_iter()
+                .flatten()
+                .map(|p| PortLite {
+                    proto: Proto::from_k8s(p.protocol.as_deref()),
+                    name: intern_owned(p.name),
+                    port: p.port,
+                })
+                .collect(),
+        );
         let (address_type, other_type) = match address_type.as_str() {
             "IPv4" => (AddressType::IPv4, None),
             "IPv6" => (AddressType::IPv6, None),
