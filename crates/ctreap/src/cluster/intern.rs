@@ -30,15 +30,18 @@ struct Pool<T: ?Sized> {
 
 const FIRST_SWEEP: usize = 4096;
 
-impl<T: ?Sized + Hash + Eq> Interner<T> {
+impl<T: ?Sized + Hash + Eq> Interner<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
     pub(crate) const fn new() -> Self {
         Interner {
             pool: Mutex::new(None),
         }
     }
 
-    /// The shared copy of `v`; `make` builds it when the pool has none.
-    pub(crate) fn get(&self, v: &T, make: impl FnOnce(&T) -> Arc<T>) -> Arc<T> {
+    /// The shared copy of `v`.
+    pub(crate) fn get(&self, v: &T) -> Arc<T> {
         let mut guard = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let pool = guard.get_or_insert_with(|| Pool {
             items: HashSet::new(),
@@ -47,7 +50,7 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         if let Some(n) = pool.items.get(v) {
             return n.clone();
         }
-        let n = make(v);
+        let n = Arc::from(v);
         pool.items.insert(n.clone());
         if pool.items.len() >= pool.sweep_at {
             pool.items.retain(|n| Arc::strong_count(n) > 1);
@@ -71,7 +74,7 @@ static NAMES: Interner<str> = Interner::new();
 
 /// The shared copy of `s`.
 pub(crate) fn intern(s: &str) -> Name {
-    NAMES.get(s, |s| Arc::from(s))
+    NAMES.get(s)
 }
 
 /// [`intern`] of an owned string (the decoder's).

@@ -369,7 +369,7 @@ static SLICE_PORTS: Interner<[PortLite]> = Interner::new();
 
 /// The shared copy of `v` (the empty list too: an `Arc` allocates even for that).
 fn shared<T: Clone + Hash + Eq + 'static>(pool: &Interner<[T]>, v: Vec<T>) -> Arc<[T]> {
-    pool.get(&v, |v| Arc::from(v))
+    pool.get(&v)
 }
 
 fn boxed(s: Option<String>) -> Option<Box<str>> {
