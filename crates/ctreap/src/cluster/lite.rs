@@ -8,7 +8,6 @@
 //! one byte; a Service is 824 bytes before its strings, [`ServiceLite`] about 150. With 500,000
 //! endpoints the slices alone are the difference between 175 MB and 2.5 MB.
 
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -122,9 +121,9 @@ impl From<Service> for ServiceLite {
                         .map(String::into_boxed_str)
                         .collect::<Vec<_>>(),
                 ),
-                ports: shared(
-                    &SERVICE_PORTS,
-                    spec.ports
+                ports: SERVICE_PORTS.get(
+                    &spec
+                        .ports
                         .into_iter()
                         .flatten()
                         .map(|p| ServicePortLite {
@@ -133,7 +132,7 @@ impl From<Service> for ServiceLite {
                             port: p.port,
                             node_port: p.node_port,
                         })
-                        .collect(),
+                        .collect::<Vec<_>>(),
                 ),
             }
         });
@@ -367,11 +366,6 @@ static SERVICE_PORTS: Interner<[ServicePortLite]> = Interner::new();
 /// EndpointSlices' port lists, shared.
 static SLICE_PORTS: Interner<[PortLite]> = Interner::new();
 
-/// The shared copy of `v` (the empty list too: an `Arc` allocates even for that).
-fn shared<T: Clone + Hash + Eq + 'static>(pool: &Interner<[T]>, v: Vec<T>) -> Arc<[T]> {
-    pool.get(&v)
-}
-
 fn boxed(s: Option<String>) -> Option<Box<str>> {
     s.map(String::into_boxed_str)
 }
@@ -414,9 +408,9 @@ impl From<EndpointSlice> for SliceLite {
             })
             .collect();
         let (wide, endpoints) = Packed::pack(&endpoints);
-        let ports = shared(
-            &SLICE_PORTS,
-            ports
+        // Through the pool even when empty: an `Arc` allocates even for that.
+        let ports = SLICE_PORTS.get(
+            &ports
                 .into_iter()
                 .flatten()
                 .map(|p| PortLite {
@@ -424,7 +418,7 @@ impl From<EndpointSlice> for SliceLite {
                     name: intern_owned(p.name),
                     port: p.port,
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         let (address_type, other_type) = match address_type.as_str() {
             "IPv4" => (AddressType::IPv4, None),
