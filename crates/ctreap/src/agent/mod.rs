@@ -28,6 +28,7 @@ mod flows;
 mod gate;
 pub mod http;
 mod kernel;
+pub mod malloc;
 pub mod metrics;
 mod process;
 
@@ -208,6 +209,14 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
             "--resync must be longer than 0 (the periodic pass is the safety net)".into(),
         )
         .into());
+    }
+    match malloc::tune() {
+        malloc::Tuned::Fixed => debug!(
+            bytes = malloc::MMAP_THRESHOLD,
+            "malloc: mmap threshold fixed (large blocks go back to the kernel when freed)"
+        ),
+        malloc::Tuned::Operator => info!("malloc: mmap threshold set by the environment; kept"),
+        malloc::Tuned::Unsupported => debug!("malloc: not glibc; its defaults kept"),
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
