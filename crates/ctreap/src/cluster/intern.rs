@@ -1,9 +1,8 @@
 //! Shared names: one allocation per distinct namespace, Service, slice or port name, however
 //! many places hold it; and [`Interner`], the same for other values (port lists).
 //!
-//! The live model holds each name in several places (the object's compact form, the keys of
-//! the stores and of the slices-by-Service index, the map's [`ServiceName`](super::ServiceName)
-//! twice). As separate `String`s that was about 20 small allocations per Service, which cost
+//! The live model holds each name in several places (the object's compact form, an
+//! EndpointSlice's Service label, the map's [`ServiceName`](super::ServiceName) twice). As separate `String`s that was about 20 small allocations per Service, which cost
 //! more than the bytes themselves: each small allocation carries the allocator's header and
 //! rounding. A namespace is shared by all of its objects.
 //!

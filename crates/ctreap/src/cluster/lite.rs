@@ -458,6 +458,11 @@ impl super::store::Named for SliceLite {
             self.name.as_deref().unwrap_or(""),
         )
     }
+
+    /// The Service the slice is labelled for.
+    fn group(&self) -> Option<(&str, &str)> {
+        super::build::slice_service(self, &mut super::build::Warnings::default())
+    }
 }
 
 impl SliceView for SliceLite {

@@ -18,8 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::backends::Backends;
 use super::build::{
-    Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, slice_service,
-    unknown_service,
+    Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, unknown_service,
 };
 use super::few::Few;
 use super::intern::{Name, intern};
@@ -35,6 +34,11 @@ type ObjKey = (Name, Name);
 
 fn obj_key(ns: &str, name: &str) -> ObjKey {
     (intern(ns), intern(name))
+}
+
+/// The key of the Service a slice is labelled for (its group in the slice store).
+fn service_of(slice: &SliceLite) -> Option<ObjKey> {
+    slice.group().map(|(ns, name)| obj_key(ns, name))
 }
 
 /// An object a watch could not decode.
@@ -80,8 +84,6 @@ fn rank(c: Option<Conditions>) -> u8 {
 pub struct ClusterState {
     services: Store<ServiceLite>,
     slices: Store<SliceLite>,
-    /// (namespace, Service name) -> the names of the slices labelled for it.
-    slices_of: HashMap<ObjKey, Few<Name>>,
     node: Option<Node>,
     local_addrs: Vec<IpAddr>,
     /// The Services have been listed: before that, every slice's Service looks missing.
@@ -209,9 +211,9 @@ impl ClusterState {
         }
         let mut touched = Vec::with_capacity(2);
         if let Some(old) = &old {
-            touched.extend(self.unlink(&key, old));
+            touched.extend(service_of(old));
         }
-        touched.extend(self.link(&key, &slice));
+        touched.extend(service_of(&slice));
         self.slices.insert(slice);
         touched.dedup();
         for svc in touched {
@@ -224,7 +226,7 @@ impl ClusterState {
             return;
         };
         if let Some(old) = self.slices.remove(&key)
-            && let Some(svc) = self.unlink(&key, &old)
+            && let Some(svc) = service_of(&old)
         {
             self.rebuild(&svc);
         }
@@ -344,7 +346,7 @@ impl ClusterState {
             // Slices listed before the Services: their "unknown Service" warnings were held
             // back until now; every Service with slices is rebuilt to decide.
             self.services_listed = true;
-            touched.extend(self.slices_of.keys().cloned());
+            touched.extend(self.slices.groups().map(|(ns, name)| obj_key(ns, name)));
             touched.sort();
             touched.dedup();
         }
@@ -369,12 +371,12 @@ impl ClusterState {
         let mut touched: HashSet<ObjKey> = HashSet::new();
         let old = std::mem::take(&mut self.slices);
         for s in old.values().filter(|s| !new.holds(s)) {
-            if let Some(svc) = self.unlink(&store::key(s), s) {
+            if let Some(svc) = service_of(s) {
                 touched.insert(svc);
             }
         }
         for s in new.values().filter(|s| !old.holds(s)) {
-            if let Some(svc) = self.link(&store::key(s), s) {
+            if let Some(svc) = service_of(s) {
                 touched.insert(svc);
             }
         }
@@ -451,30 +453,6 @@ impl ClusterState {
         }
     }
 
-    /// Files slice `key` under its Service; returns the Service's key.
-    fn link(&mut self, key: &ObjKey, slice: &SliceLite) -> Option<ObjKey> {
-        let (ns, svc) = slice_service(slice, &mut Warnings::default())?;
-        let svc = obj_key(ns, svc);
-        self.slices_of
-            .entry(svc.clone())
-            .or_default()
-            .push(key.1.clone());
-        Some(svc)
-    }
-
-    /// Takes slice `key` from under its Service; returns the Service's key.
-    fn unlink(&mut self, key: &ObjKey, slice: &SliceLite) -> Option<ObjKey> {
-        let (ns, svc) = slice_service(slice, &mut Warnings::default())?;
-        let svc = obj_key(ns, svc);
-        if let Some(names) = self.slices_of.get_mut(&svc) {
-            names.retain(|n| *n != key.1);
-            if names.is_empty() {
-                self.slices_of.remove(&svc);
-            }
-        }
-        Some(svc)
-    }
-
     /// Rebuilds one Service's ports from its object and its slices, and records the pairs
     /// whose backend got worse. Proportional to that Service.
     fn rebuild(&mut self, key: &ObjKey) {
@@ -503,13 +481,9 @@ impl ClusterState {
             (false, None) => removed,
         };
         let mut w = Warnings::default();
-        let slices: Vec<&SliceLite> = self
-            .slices_of
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| self.slices.get(&(key.0.clone(), n.clone())))
-            .collect();
+        let mut slices: Vec<&SliceLite> = self.slices.group(&key.0, &key.1).collect();
+        // The store's order is its own: the warnings come in the slices' name order.
+        slices.sort_unstable_by(|a, b| a.names().cmp(&b.names()));
         match self.services.get(key) {
             Some(svc) => {
                 let addrs = self.map.node_addresses().to_vec();
