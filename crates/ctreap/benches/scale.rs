@@ -22,7 +22,10 @@
 //!    EndpointSlice updates per second for `--seconds` (half removals) while, evenly spread,
 //!    `--removals` backends of `bench` leave: removal (API write) -> its entries gone from the
 //!    table, polled every millisecond. The agent's CPU share over the churn (utime+stime from
-//!    /proc/PID/stat), CPU per update, and VmHWM idle and after the churn.
+//!    /proc/PID/stat), CPU per update, and VmHWM idle and after the churn. Then a re-list of
+//!    everything (the API server restarts with its watch history compacted, as after an etcd
+//!    compaction): VmHWM once the agent is ready again, the old model and the new lists side by
+//!    side, which is what a memory limit must leave room for.
 //! 3. **burst** (real agent, `--burst-entries` entries): (a) one Service with 200 endpoints,
 //!    100 of them leave in one write: time from the write until the table holds exactly the
 //!    other half; (b) 50 Services with 20 endpoints each (1,000 backends), 10 endpoints of
@@ -54,6 +57,7 @@ use ctnetlink::{Conntrack, Entry, L4, Netns, Tuple};
 use ctreap::cluster::ClusterState;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube_testserver::{ResourceKind, Verb};
 use serde_json::{Value, json};
 use support::{
     Knobs, Machine, NetnsGuard, Only, POD_PORT, SERVICE, SERVICE_PORT, Workload, bench_main,
@@ -403,6 +407,8 @@ struct ChurnResult {
     ready_s: f64,
     hwm_idle_mib: f64,
     hwm_churn_mib: f64,
+    /// After a re-list of everything: the old model and the new lists side by side.
+    hwm_relist_mib: f64,
     cpu_share: f64,
     updates: u64,
     removals_in_churn: u64,
@@ -597,6 +603,8 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_s = (agent.cpu_ticks() - ticks0) as f64 / clk_tck();
     let hwm_churn_mib = mib(agent.status_kib("VmHWM"));
+    let relist_s = relist(&api, &mut agent)?;
+    let hwm_relist_mib = mib(agent.status_kib("VmHWM"));
     let _ = agent.terminate(Duration::from_secs(30));
     let res = ChurnResult {
         label,
@@ -605,6 +613,7 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
         ready_s,
         hwm_idle_mib,
         hwm_churn_mib,
+        hwm_relist_mib,
         cpu_share: cpu_s / wall_s,
         updates: updates.load(Ordering::Relaxed),
         removals_in_churn: removals.load(Ordering::Relaxed),
@@ -622,8 +631,45 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
         fmt_s(pct(&res.flush_s, 99.0)),
         hwm_churn_mib
     );
+    println!(
+        "  re-list of everything (API server restarted, history compacted): ready again within {}; VmHWM {hwm_relist_mib:.1} MiB",
+        fmt_s(relist_s)
+    );
     ct.flush(&ctnetlink::Filter::default())?;
     Ok(res)
+}
+
+/// Makes the agent list everything again, as after an API server restart that lost the watch
+/// history (every watch fails after its list, and resuming meets 410 Gone), and waits until
+/// it is ready on the new lists: every page of both lists served (no list request for a
+/// second) and /readyz 200. Returns the seconds until then: an upper bound, by that second.
+fn relist(api: &Api, agent: &mut Agent) -> Result<f64> {
+    let kinds = [ResourceKind::Service, ResourceKind::EndpointSlice];
+    let lists = || kinds.map(|k| api.server.request_count(k, Verb::List));
+    let before = lists();
+    let t = Instant::now();
+    api.server.compact();
+    api.server
+        .restart_blocking()
+        .context("restarting kube-testserver")?;
+    let (mut last, mut still_since) = (before, Instant::now());
+    loop {
+        check_interrupted()?;
+        let now = lists();
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        }
+        let relisted = now.iter().zip(before).all(|(n, b)| *n > b);
+        if relisted && still_since.elapsed() >= Duration::from_secs(1) && agent.readyz().0 == 200 {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "no complete re-list within 300 s (list requests {before:?} -> {now:?}); log:\n{}",
+            agent.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -909,7 +955,7 @@ fn run(args: &Args) -> Result<()> {
         println!();
         println!("2. the real agent under EndpointSlice churn");
         println!(
-            "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>10} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+            "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>10} {:>9} | {:>9} {:>9} | {:>9} {:>9} {:>11}",
             "cluster",
             "endpoints",
             "entries",
@@ -920,12 +966,13 @@ fn run(args: &Args) -> Result<()> {
             "flush p50",
             "flush p99",
             "HWM idle",
-            "HWM churn"
+            "HWM churn",
+            "HWM re-list"
         );
         for r in &churns {
             let cpu_per = r.cpu_share * r.wall_s / r.updates.max(1) as f64;
             println!(
-                "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>9.1}% {:>9} | {:>9} {:>9} | {:>5.1} MiB {:>5.1} MiB",
+                "  {:>10} {:>10} {:>8} | {:>8} | {:>7} {:>9.1}% {:>9} | {:>9} {:>9} | {:>5.1} MiB {:>5.1} MiB {:>7.1} MiB",
                 r.label,
                 r.endpoints,
                 r.entries,
@@ -936,7 +983,8 @@ fn run(args: &Args) -> Result<()> {
                 fmt_s(pct(&r.flush_s, 50.0)),
                 fmt_s(pct(&r.flush_s, 99.0)),
                 r.hwm_idle_mib,
-                r.hwm_churn_mib
+                r.hwm_churn_mib,
+                r.hwm_relist_mib
             );
             let big = r.endpoints >= 500_000;
             if big {
@@ -1023,7 +1071,8 @@ fn run(args: &Args) -> Result<()> {
         "churn": churns.iter().map(|r| json!({
             "cluster": r.label, "endpoints": r.endpoints, "entries": r.entries,
             "ready_s": r.ready_s, "vm_hwm_idle_mib": r.hwm_idle_mib,
-            "vm_hwm_churn_mib": r.hwm_churn_mib, "cpu_share": r.cpu_share,
+            "vm_hwm_churn_mib": r.hwm_churn_mib, "vm_hwm_relist_mib": r.hwm_relist_mib,
+            "cpu_share": r.cpu_share,
             "updates": r.updates, "removals_in_churn": r.removals_in_churn,
             "wall_s": r.wall_s, "flush_s": r.flush_s,
         })).collect::<Vec<_>>(),
