@@ -1023,12 +1023,14 @@ impl Agent {
                     if let Some((_, e)) = r.failed.first() {
                         warn!(service = %g.service, backend = %g.backend, failed = r.failed.len(), error = %e, "some deletes failed");
                     }
-                    self.health
-                        .metrics
-                        .deleted(false, protocol, reason, trigger, r.ok);
+                    // The latency before the count: a scrape encodes the deletion counters
+                    // first, so one that shows these deletions shows their latency too.
                     if let Some(l) = latency {
                         self.health.metrics.flush_latency(l);
                     }
+                    self.health
+                        .metrics
+                        .deleted(false, protocol, reason, trigger, r.ok);
                     *gone
                         .entry((g.service.clone(), protocol, reason))
                         .or_default() += r.ok + r.not_found;
