@@ -14,7 +14,7 @@ use ctnetlink::{Entry, Filter, GlobalStats, Tuple};
 use super::flows::{self, FlowIndex};
 use super::http::Health;
 use super::kernel::{Kernel, Selected};
-use super::{proto_label, reason_label};
+use super::pass::{proto_label, reason_label};
 use crate::cluster::{ClusterState, ServiceName};
 use crate::reconcile::{
     Flow, FlushKey, Planned, Policy, Stale, Verdict, classify, deletable, deletable_planned, key_of,

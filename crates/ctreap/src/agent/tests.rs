@@ -3,13 +3,16 @@
 
 use std::net::IpAddr;
 
+use ctnetlink::Filter;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
+use super::executor::key_filters;
+use super::pass::emptied_services;
 use super::*;
-use crate::cluster::{ServiceLite, SliceLite};
-use crate::reconcile::{Flow, ProtoSet, Verdict, classify};
+use crate::cluster::{ServiceLite, ServiceMap, SliceLite};
+use crate::reconcile::{Flow, ProtoSet, StaleReason, Verdict, classify, deletable_planned};
 
 const UDP: u8 = 17;
 const TCP: u8 = 6;
