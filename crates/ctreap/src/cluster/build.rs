@@ -163,7 +163,7 @@ impl ServiceMap {
     ///
     /// Accepts any [`ServiceView`] and [`SliceView`]: `Service`s and `EndpointSlice`s,
     /// references or `Arc`s of them, or the compact forms the agent's watch keeps. The live
-    /// model builds each Service with the same [`service_ports`], one Service at a time.
+    /// model builds each Service with the same `service_ports`, one Service at a time.
     pub fn build<S, E>(
         services: &[S],
         slices: &[E],

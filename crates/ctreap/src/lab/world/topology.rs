@@ -556,7 +556,7 @@ impl World {
     }
 
     /// Runs the seed's preStop fix `conntrack -D -d POD_IP` inside pod `name`'s namespace, as
-    /// the hook does (the pod must be alive). See [`seed`](super::seed).
+    /// the hook does (the pod must be alive). See [`seed`].
     pub fn seed_prestop(&self, name: &str) -> Result<PreStopOutcome, Error> {
         let slot = self.pods.get(name).ok_or_else(|| Error::Unknown {
             kind: "pod",
