@@ -5,8 +5,8 @@
 //!   frontend and backend it concerns;
 //! - [`deletable`], [`planned`], [`deletable_planned`]: the one rule every deleting path
 //!   follows (is this entry deletable now, and why);
-//! - [`plan`] / [`plan_flows`]: stale verdicts -> [`FlushKey`]s, one filtered flush per
-//!   (frontend, stale backend), like `conntrack -D --orig-dst SVC --reply-src POD`;
+//! - [`FlushKey`]: a (frontend, backend) pair, the entries one filtered flush deletes, like
+//!   `conntrack -D --orig-dst SVC --reply-src POD`;
 //! - [`plan_diff`]: two maps -> the flushes for the backends that left: the reference the live
 //!   model's recorded changes are tested against (`cluster::state`), and the verdict
 //!   benchmark's baseline.
@@ -16,7 +16,7 @@ mod plan;
 mod verdict;
 
 pub use decide::{Planned, Stale, deletable, deletable_planned, flow_of, key_of, planned};
-pub use plan::{FlushKey, Policy, ProtoSet, plan, plan_diff, plan_flows};
+pub use plan::{FlushKey, Policy, ProtoSet, plan_diff};
 pub use verdict::{
     Decision, Flow, NotServiceReason, StaleReason, Verdict, VerdictCounts, classify,
 };

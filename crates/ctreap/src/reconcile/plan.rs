@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
-use super::verdict::{Decision, Flow, StaleReason, Verdict, classify, judge};
+use super::verdict::{StaleReason, Verdict};
 use crate::cluster::{BackendState, Conditions, Proto, ServiceMap};
 
 /// A set of protocols.
@@ -118,62 +118,6 @@ impl fmt::Display for FlushKey {
             self.orig_dst, self.orig_dport, self.reply_src, self.reply_sport
         )
     }
-}
-
-/// Still deletable against `map`? The last check before a key goes into a plan, so a plan
-/// never names a backend that is serving in any Service's view of that frontend.
-fn confirmed(map: &ServiceMap, key: &FlushKey, policy: &Policy) -> bool {
-    let (v, _) = judge(
-        map,
-        key.proto,
-        key.orig_dst,
-        key.orig_dport,
-        key.reply_src,
-        key.reply_sport,
-    );
-    policy.deletes(v, key.proto)
-}
-
-fn finish(map: &ServiceMap, keys: HashSet<FlushKey>, policy: &Policy) -> Vec<FlushKey> {
-    let mut out: Vec<FlushKey> = keys
-        .into_iter()
-        .filter(|k| confirmed(map, k, policy))
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// The flushes that delete the stale flows among `decisions`, deduplicated and sorted.
-///
-/// Every key is checked again against `map`, so decisions made on an older map cannot
-/// delete a backend `map` says is serving.
-pub fn plan<'d, 'm: 'd>(
-    map: &ServiceMap,
-    decisions: impl IntoIterator<Item = &'d Decision<'m>>,
-    policy: &Policy,
-) -> Vec<FlushKey> {
-    let keys = decisions
-        .into_iter()
-        .filter(|d| policy.deletes(d.verdict, d.proto))
-        .map(|d| FlushKey {
-            proto: d.proto,
-            orig_dst: d.frontend.ip(),
-            orig_dport: d.frontend.port(),
-            reply_src: d.backend.ip(),
-            reply_sport: d.backend.port(),
-        })
-        .collect();
-    finish(map, keys, policy)
-}
-
-/// [`classify`] then [`plan`], for callers that hold flows.
-pub fn plan_flows<'f>(
-    map: &ServiceMap,
-    flows: impl IntoIterator<Item = &'f Flow>,
-    policy: &Policy,
-) -> Vec<FlushKey> {
-    let decisions: Vec<Decision<'_>> = flows.into_iter().map(|f| classify(map, f)).collect();
-    plan(map, &decisions, policy)
 }
 
 /// The flushes a change from `old` to `new` calls for, without looking at the table: for every
