@@ -163,7 +163,6 @@ fn plan_never_names_a_backend_serving_for_that_frontend() {
     let everything = Policy {
         gone: ctreap::reconcile::ProtoSet::ALL,
         not_serving: ctreap::reconcile::ProtoSet::ALL,
-        draining: ctreap::reconcile::ProtoSet::NONE,
     };
     for key in flushes(&map, &flows, &everything) {
         let proto = ctreap::cluster::Proto::from_ip_proto(key.proto).expect("service protocol");

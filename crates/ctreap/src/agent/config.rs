@@ -116,7 +116,6 @@ impl RunCmd {
             } else {
                 ProtoSet::NONE
             },
-            draining: ProtoSet::NONE,
         }
     }
 }

@@ -219,7 +219,6 @@ fn draining_and_not_serving_follow_the_policy() {
     let keep = Policy {
         gone: all,
         not_serving: ProtoSet::NONE,
-        draining: ProtoSet::NONE,
     };
     let strict = Policy {
         not_serving: all,

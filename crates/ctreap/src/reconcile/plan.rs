@@ -40,27 +40,24 @@ impl ProtoSet {
     }
 }
 
-/// Which stale verdicts, for which protocols, a plan deletes.
+/// Which stale verdicts, for which protocols, the agent deletes. A draining backend
+/// (terminating but still serving) is not stale: no policy deletes its flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Backend absent from every slice of the frontend's Services.
     pub gone: ProtoSet,
     /// Backend in a slice with `serving: false`.
     pub not_serving: ProtoSet,
-    /// Backend terminating but still serving.
-    pub draining: ProtoSet,
 }
 
 impl Default for Policy {
     /// Gone: every protocol (nothing can answer; a fresh NAT decision is the only way out).
     /// Not serving: UDP only, as kube-proxy does; a TCP or SCTP connection to a pod that is
     /// merely not ready may still be working, and deleting its entry would reset it.
-    /// Draining: never.
     fn default() -> Self {
         Policy {
             gone: ProtoSet::ALL,
             not_serving: ProtoSet::UDP,
-            draining: ProtoSet::NONE,
         }
     }
 }
@@ -74,8 +71,7 @@ impl Policy {
         match verdict {
             Verdict::Stale(StaleReason::Gone) => self.gone.contains(p),
             Verdict::Stale(StaleReason::NotServing) => self.not_serving.contains(p),
-            Verdict::Draining => self.draining.contains(p),
-            Verdict::Live | Verdict::NotService(_) => false,
+            Verdict::Live | Verdict::Draining | Verdict::NotService(_) => false,
         }
     }
 
@@ -84,8 +80,7 @@ impl Policy {
         match c.map(Conditions::state) {
             None => self.gone.contains(p),
             Some(BackendState::NotServing) => self.not_serving.contains(p),
-            Some(BackendState::Draining) => self.draining.contains(p),
-            Some(BackendState::Serving) => false,
+            Some(BackendState::Draining | BackendState::Serving) => false,
         }
     }
 }

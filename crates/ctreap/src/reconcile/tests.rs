@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::json;
 
 use super::*;
-use crate::cluster::ServiceMap;
+use crate::cluster::{Conditions, Proto, ServiceMap};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -188,7 +188,6 @@ fn default_policy_deletes_gone_everywhere_not_serving_for_udp_only() {
     let all = Policy {
         gone: ProtoSet::ALL,
         not_serving: ProtoSet::ALL,
-        draining: ProtoSet::ALL,
     };
     assert_eq!(
         deletable_keys(&map, &flows, &all).len(),
@@ -198,7 +197,6 @@ fn default_policy_deletes_gone_everywhere_not_serving_for_udp_only() {
     let none = Policy {
         gone: ProtoSet::NONE,
         not_serving: ProtoSet::NONE,
-        draining: ProtoSet::NONE,
     };
     assert!(deletable_keys(&map, &flows, &none).is_empty());
 }
@@ -292,4 +290,25 @@ fn proto_set() {
         !Policy::default().deletes(Verdict::Stale(StaleReason::Gone), 1),
         "ICMP never"
     );
+}
+
+/// A draining backend (terminating, still serving) keeps its flows on every path: the full
+/// pass judges verdicts (`deletes`), the watch path conditions (`deletes_backend`). No policy
+/// can say otherwise, so the two cannot disagree.
+#[test]
+fn no_policy_deletes_a_draining_backend() {
+    let strictest = Policy {
+        gone: ProtoSet::ALL,
+        not_serving: ProtoSet::ALL,
+    };
+    let draining = Conditions {
+        ready: false,
+        serving: true,
+        terminating: true,
+    };
+    for (p, n) in [(Proto::Tcp, 6), (Proto::Udp, 17), (Proto::Sctp, 132)] {
+        assert!(!strictest.deletes(Verdict::Draining, n), "{p:?}");
+        assert!(!strictest.deletes_backend(Some(draining), p), "{p:?}");
+        assert!(strictest.deletes_backend(None, p), "{p:?}: gone is deleted");
+    }
 }
