@@ -33,18 +33,6 @@ fn flow(proto: u8, dst: &str, dport: u16, backend: &str, bport: u16) -> Flow {
 }
 
 /// `dns` (UDP 53 -> 5353 by name) with one ready, one draining, one not-serving endpoint.
-/// The distinct pairs of the flows [`deletable`] deletes, sorted: one flush each.
-fn deletable_keys(map: &ServiceMap, flows: &[Flow], policy: &Policy) -> Vec<FlushKey> {
-    let mut keys: Vec<FlushKey> = flows
-        .iter()
-        .filter(|f| deletable(map, f, policy).is_some())
-        .map(key_of)
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 fn dns_map(extra_eps: serde_json::Value) -> ServiceMap {
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"namespace": "kube-system", "name": "dns"},
@@ -167,38 +155,43 @@ fn default_policy_deletes_gone_everywhere_not_serving_for_udp_only() {
         flow(TCP, "10.96.0.10", 53, "10.244.1.8", 5353), // gone, TCP
         flow(UDP, "10.96.0.10", 53, "10.244.1.8", 5353), // gone, UDP
     ];
-    // Many flows of one pair make one key.
-    let mut many = flows.to_vec();
-    for sport in 1..100 {
-        let mut f = flows[5];
-        f.orig_sport = sport;
-        f.reply_dport = sport;
-        many.push(f);
-    }
-    let keys = deletable_keys(&map, &many, &Policy::default());
-    let shown: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let reasons = |policy: &Policy| -> Vec<Option<StaleReason>> {
+        flows
+            .iter()
+            .map(|f| deletable(&map, f, policy).map(|s| s.reason))
+            .collect()
+    };
+    use StaleReason::{Gone, NotServing};
     assert_eq!(
-        shown,
-        [
-            "-p tcp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
-            "-p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.7 --reply-port-src 5353",
-            "-p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353",
-        ]
+        reasons(&Policy::default()),
+        [None, None, Some(NotServing), None, Some(Gone), Some(Gone)]
     );
     let all = Policy {
         gone: ProtoSet::ALL,
         not_serving: ProtoSet::ALL,
     };
     assert_eq!(
-        deletable_keys(&map, &flows, &all).len(),
-        4,
-        "everything stale; never the draining backend, which still serves, whatever the policy"
+        reasons(&all),
+        [
+            None,
+            None,
+            Some(NotServing),
+            Some(NotServing),
+            Some(Gone),
+            Some(Gone)
+        ],
+        "everything stale; never the draining backend, which still serves"
     );
     let none = Policy {
         gone: ProtoSet::NONE,
         not_serving: ProtoSet::NONE,
     };
-    assert!(deletable_keys(&map, &flows, &none).is_empty());
+    assert_eq!(reasons(&none), [None; 6]);
+    // The pair a flush deletes, as `conntrack -D` names it.
+    assert_eq!(
+        key_of(&flows[4]).to_string(),
+        "-p tcp --orig-dst 10.96.0.10 --orig-port-dst 53 --reply-src 10.244.1.8 --reply-port-src 5353"
+    );
 }
 
 #[test]
