@@ -398,13 +398,11 @@ fn main() {
 
     // What a full pass decides: each flow judged by the agent's rule, one flush key per pair.
     let (keys, plan_s) = measure(|| {
-        let policy = Policy::default();
-        let keys: std::collections::HashSet<FlushKey> = flows
+        flows
             .iter()
-            .filter(|f| deletable(&map, f, &policy).is_some())
+            .filter(|f| deletable(&map, f, &Policy::default()).is_some())
             .map(key_of)
-            .collect();
-        keys
+            .collect::<std::collections::HashSet<FlushKey>>()
     });
 
     // A watch-driven diff: 1 % of the endpoints leave.

@@ -2,9 +2,9 @@
 //! many places hold it; and [`Interner`], the same for other values (port lists).
 //!
 //! The live model holds each name in several places (the object's compact form, an
-//! EndpointSlice's Service label, the map's [`ServiceName`](super::ServiceName) twice). As separate `String`s that was about 20 small allocations per Service, which cost
-//! more than the bytes themselves: each small allocation carries the allocator's header and
-//! rounding. A namespace is shared by all of its objects.
+//! EndpointSlice's Service label, the map's [`ServiceName`](super::ServiceName) twice). As
+//! separate `String`s that was about 20 small allocations per Service, which cost more than the
+//! bytes themselves: each small allocation carries the allocator's header and rounding. A namespace is shared by all of its objects.
 //!
 //! Names no longer held anywhere but here are dropped in sweeps, each when the pool has doubled
 //! since the last one, so a cluster whose names churn (slice names carry random suffixes) costs
