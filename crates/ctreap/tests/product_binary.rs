@@ -1,5 +1,6 @@
 //! The binary the DaemonSet runs links no test server: the image builds ctreap without the
-//! `lab` feature, and without it nothing depends on kube-testserver.
+//! `lab` feature (scripts/build-static, run by the Dockerfile and scripts/image), and without it
+//! nothing depends on kube-testserver.
 
 use std::path::Path;
 use std::process::Command;
@@ -32,12 +33,24 @@ fn tree(args: &[&str]) -> String {
 
 #[test]
 fn the_image_builds_without_the_lab_and_links_no_test_server() {
-    let dockerfile =
-        std::fs::read_to_string(workspace().join("Dockerfile")).expect("reading the Dockerfile");
-    let build = dockerfile
+    // The Dockerfile and scripts/image both build the binary with scripts/build-static.
+    let read = |rel: &str| {
+        std::fs::read_to_string(workspace().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    };
+    let dockerfile = read("Dockerfile");
+    let image = read("scripts/image");
+    for (file, text) in [("Dockerfile", &dockerfile), ("scripts/image", &image)] {
+        assert!(
+            text.lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("scripts/build-static")),
+            "{file} must build the binary with scripts/build-static"
+        );
+    }
+    let script = read("scripts/build-static");
+    let build = script
         .lines()
         .find(|l| l.contains("cargo build"))
-        .expect("a cargo build line in the Dockerfile");
+        .expect("a cargo build line in scripts/build-static");
     assert!(
         build.contains("-p ctreap") && build.contains("--no-default-features"),
         "the image must build ctreap without the lab feature: {build}"
