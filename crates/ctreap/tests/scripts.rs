@@ -56,6 +56,8 @@ fn scratch(with_sudo: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
         );
     }
     write_exe(&dir.path().join("target/release/ctreap"), &record("ctreap"));
+    // scripts/image (buildah, podman) raises what it needs itself; scripts/test only calls it.
+    write_exe(&dir.path().join("scripts/image"), &record("image"));
     (dir, bin, log)
 }
 
@@ -147,9 +149,20 @@ fn test_as_a_rustup_user_runs_only_the_test_binaries_as_root() {
     let out = run(dir.path(), "test", &bin, Some(1000), &[]);
     assert!(out.status.success(), "{out:?}");
     let calls = calls(&log);
+    let image = calls
+        .iter()
+        .position(|c| c.starts_with("image "))
+        .unwrap_or_else(|| panic!("scripts/image runs, as the caller: {calls:#?}"));
     assert!(
-        calls.iter().all(|c| c.starts_with("cargo ")),
+        calls
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == image || c.starts_with("cargo ")),
         "no sudo except through cargo's runner (the packages are installed here): {calls:#?}"
+    );
+    assert!(
+        image < calls.len() - 1,
+        "the image is built before the tests run: {calls:#?}"
     );
     let test = calls.last().expect("a cargo test call");
     assert!(
