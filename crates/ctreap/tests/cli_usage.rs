@@ -139,6 +139,89 @@ fn an_unreachable_api_server_fails_fast_in_one_line() {
     }
 }
 
+/// A server on 127.0.0.1 that answers every request with `status` and `body` (of
+/// `content_type`), as a web server or a proxy in front of the wrong address does.
+fn answering(status: &'static str, content_type: &'static str, body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            // Read the request head (kube's requests have no body).
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// `python3 -m http.server`'s answer to a path it does not have.
+const HTML_404: &str = "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <meta charset=\"utf-8\">\n        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        <p>Error code: 404</p>\n        <p>Message: File not found.</p>\n    </body>\n</html>\n";
+
+#[test]
+fn a_server_that_answers_with_an_error_is_named_with_its_status_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        // A plain web server (not an API server): its HTML page is not repeated.
+        (
+            answering("404 File not found", "text/html", HTML_404),
+            "answered GET /version with 404 Not Found: not a Kubernetes API server: check the kubeconfig's server URL",
+        ),
+        // An API server's own 404 (a wrong path prefix in the URL): its message is quoted.
+        (
+            answering(
+                "404 Not Found",
+                "application/json",
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#,
+            ),
+            "answered GET /version with 404 Not Found (the server could not find the requested resource): the API server lacks this resource or the URL has a wrong path prefix",
+        ),
+        (
+            answering(
+                "403 Forbidden",
+                "application/json",
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: User \"system:anonymous\" cannot get path \"/version\"","reason":"Forbidden","details":{},"code":403}"#,
+            ),
+            "answered GET /version with 403 Forbidden (forbidden: User \"system:anonymous\" cannot get path \"/version\"): the credentials are not allowed this request",
+        ),
+    ];
+    for (i, (port, want)) in cases.into_iter().enumerate() {
+        let sub = dir.path().join(i.to_string());
+        std::fs::create_dir(&sub).expect("mkdir");
+        let kc = kubeconfig_to(&sub, port);
+        let (err, took) = fails_with(
+            &[
+                "stale",
+                "--kubeconfig",
+                kc.to_str().expect("path"),
+                "--node-name",
+                "n",
+            ],
+            &[],
+        );
+        assert!(
+            err.contains(&format!("the server at http://127.0.0.1:{port}/ {want}")),
+            "want {want:?}:\n{err}"
+        );
+        for noise in ["<html", "Failed to parse", "cannot reach"] {
+            assert!(!err.contains(noise), "{noise:?} in {err}");
+        }
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    }
+}
+
 #[test]
 fn kubeconfig_errors_say_the_cause_once_with_the_fix() {
     let (err, _) = fails_with(&["stale", "--kubeconfig", "/nonexistent/kubeconfig"], &[]);

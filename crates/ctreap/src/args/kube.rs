@@ -42,10 +42,17 @@ impl KubeArgs {
         // retries.
         match tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!(
-                "cannot reach the API server at {url}: {}",
-                crate::cluster::innermost(&e)
-            ),
+            // It answered, with an error: say so, and what that status usually means.
+            Ok(Err(e)) => match crate::cluster::api_status(&e) {
+                Some(status) => bail!(
+                    "the server at {url} answered GET /version with {}",
+                    crate::cluster::answered(status)
+                ),
+                None => bail!(
+                    "cannot reach the API server at {url}: {}",
+                    crate::cluster::innermost(&e)
+                ),
+            },
             Err(_) => bail!("the API server at {url} did not answer within {REACH_TIMEOUT:?}"),
         }
         let node = node_name(self.node_name.clone())?;

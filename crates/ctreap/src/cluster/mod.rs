@@ -38,8 +38,8 @@ pub use state::{Change, ClusterState, Pair};
 pub use view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,
 };
-pub(crate) use watch::innermost;
 pub use watch::{
     ClusterWatch, Error, Snapshot, WatchConfig, WatchState, WatchStatus, Watched, kube_client,
     kube_config, node_name,
 };
+pub(crate) use watch::{answered, api_status, innermost};

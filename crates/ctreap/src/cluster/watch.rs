@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::Status;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
@@ -140,13 +141,65 @@ fn kubeconfig_from_env() -> Result<Kubeconfig, Error> {
     Ok(merged)
 }
 
-/// The message of the innermost error in `e`'s source chain: the cause, said once.
+/// The message of the innermost error in `e`'s source chain: the cause, said once. An HTTP
+/// error status from the server is said as [`answered`] says it.
 pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
+    loop {
+        if let Some(status) = api_status(cur) {
+            return format!("the server answered {}", answered(status));
+        }
+        match cur.source() {
+            Some(next) => cur = next,
+            None => return cur.to_string(),
+        }
     }
-    cur.to_string()
+}
+
+/// The HTTP error status in `e`, if it is one (kube's `Error::Api`, or the `Status` it holds).
+pub(crate) fn api_status<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Status> {
+    if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+        return Some(status);
+    }
+    e.downcast_ref::<Status>()
+        .or_else(|| e.downcast_ref::<Box<Status>>().map(|b| &**b))
+}
+
+/// What kube calls a reply whose body is not a Kubernetes `Status` (an HTML page, plain text).
+const NOT_A_STATUS: &str = "Failed to parse error data";
+
+/// One line for an HTTP error status, as kubectl would say it, with what it usually means:
+/// `404 Not Found: ...`. The body is quoted only when it is a Kubernetes `Status` (its
+/// message); a web server's HTML page is never printed.
+pub(crate) fn answered(s: &Status) -> String {
+    let reason = axum::http::StatusCode::from_u16(s.code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    let mut line = format!("{} {reason}", s.code).trim_end().to_string();
+    let message = s.message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.reason != NOT_A_STATUS && !message.is_empty() {
+        line.push_str(&format!(" ({message})"));
+    }
+    let meaning = match s.code {
+        404 if s.reason == NOT_A_STATUS => {
+            "not a Kubernetes API server: check the kubeconfig's server URL (a proxy's path prefix missing?)"
+        }
+        404 => {
+            "the API server lacks this resource or the URL has a wrong path prefix: check the kubeconfig's server URL"
+        }
+        401 => "the kubeconfig's credentials were refused (an expired token or certificate?)",
+        403 => {
+            "the credentials are not allowed this request (RBAC: deploy/kubernetes/20-clusterrole.yaml)"
+        }
+        429 | 500..=599 => "the API server is overloaded or not ready yet",
+        _ => "",
+    };
+    if !meaning.is_empty() {
+        line.push_str(": ");
+        line.push_str(meaning);
+    }
+    line
 }
 
 /// This node's name, as kubelet registers it: `flag` if given, else `$NODE_NAME` (the
