@@ -12,7 +12,8 @@
 //! half UDP, half TCP ESTABLISHED, as in the ctnetlink benchmark), serves that Service from
 //! kube-testserver, starts `ctreap run --netns ... --log-format json --resync 5m`, and measures:
 //!
-//! 1. **latency** (R runs): remove one backend from its EndpointSlice in the API server; the time
+//! 1. **latency** (R runs): remove one backend from its EndpointSlice in the API server, as a
+//!    rollout does (reported terminating 200 ms before, so the removal takes `--grace`); the time
 //!    until the table has lost exactly that backend's N/B entries, polled every millisecond
 //!    with CT_GET_STATS (then checked with a filtered count: zero left) -- external, API write
 //!    to kernel; and the agent's own figure, watch event arrival to kernel ack, from its
@@ -51,7 +52,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Api, Metrics, ctreap_bin, ep, service, slice};
+use agent::{Agent, Api, Metrics, ctreap_bin, ep, ep_cond, service, slice};
 use anyhow::{Context, Result, ensure};
 use ctnetlink::{Conntrack, Filter, Netns};
 use serde_json::{Value, json};
@@ -143,14 +144,23 @@ impl Workload {
     /// The EndpointSlices of the bench Service, `missing` left out.
     fn slices(&self, missing: Option<u32>) -> Vec<Value> {
         (0..self.backends.div_ceil(PER_SLICE))
-            .map(|s| self.slice(s, missing))
+            .map(|s| self.slice(s, missing, None))
             .collect()
     }
 
-    fn slice(&self, s: u32, missing: Option<u32>) -> Value {
+    /// Slice `s` without `missing`, `terminating` reported as a pod deleted the normal way is
+    /// during its grace period (not ready, serving, terminating).
+    fn slice(&self, s: u32, missing: Option<u32>, terminating: Option<u32>) -> Value {
         let eps: Vec<Value> = (s * PER_SLICE..((s + 1) * PER_SLICE).min(self.backends))
             .filter(|b| Some(*b) != missing)
-            .map(|b| ep(&self.backend_ip(b).to_string()))
+            .map(|b| {
+                let ip = self.backend_ip(b).to_string();
+                if Some(b) == terminating {
+                    ep_cond(&ip, false, true, true)
+                } else {
+                    ep(&ip)
+                }
+            })
             .collect();
         slice(
             &format!("bench-{s}"),
@@ -350,8 +360,13 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
                 "table holds {count0} before run {r}, wanted {n}"
             );
             let s = b / PER_SLICE;
+            // A rollout's removal: reported terminating first (the agent keeps a draining
+            // backend's flows), removed 200 ms later; the removal is timed. A backend removed
+            // while ready would wait --move-grace (it could be moving between slices).
+            api.apply(w.slice(s, None, Some(b)));
+            std::thread::sleep(Duration::from_millis(200));
             let t = Instant::now();
-            api.apply(w.slice(s, Some(b)));
+            api.apply(w.slice(s, Some(b), None));
             let target = count0 - expected;
             loop {
                 let c = table_count(&mut ct)?;
@@ -395,7 +410,7 @@ fn measure_size(args: &Args, n: u64, bin: &Path) -> Result<SizeResult> {
             res.external_s.push(external);
             res.agent_log_s.push(agent_ms / 1000.0);
             // Put it back; give the agent time to see it before its flows come back.
-            api.apply(w.slice(s, None));
+            api.apply(w.slice(s, None, None));
             std::thread::sleep(Duration::from_millis(300));
             let t = Instant::now();
             let made = create_entries(&mut ct, &w, w.indices_of(b), false)?;

@@ -20,17 +20,19 @@
 //!    kube-testserver, plus Service `bench` (198.18.0.10:80, TCP and UDP) whose `--entries`
 //!    NAT entries fill the node's table over 100 backends. Time to ready; then `--rate`
 //!    EndpointSlice updates per second for `--seconds` (half removals) while, evenly spread,
-//!    `--removals` backends of `bench` leave: removal (API write) -> its entries gone from the
-//!    table, polled every millisecond. The agent's CPU share over the churn (utime+stime from
+//!    `--removals` backends of `bench` leave as a rollout removes them (reported terminating,
+//!    then removed 200 ms later): removal (API write) -> its entries gone from the table,
+//!    polled every millisecond. The agent's CPU share over the churn (utime+stime from
 //!    /proc/PID/stat), CPU per update, and VmHWM idle and after the churn. Then a re-list of
 //!    everything (the API server restarts with its watch history compacted, as after an etcd
 //!    compaction): VmHWM once the agent is ready again, the old model and the new lists side by
 //!    side, which is what a memory limit must leave room for.
-//! 3. **burst** (real agent, `--burst-entries` entries): (a) one Service with 200 endpoints,
-//!    100 of them leave in one write: time from the write until the table holds exactly the
-//!    other half; (b) 50 Services with 20 endpoints each (1,000 backends), 10 endpoints of
-//!    each of 10 Services leave in 10 writes within one second: time from the last write
-//!    until the table holds exactly the rest.
+//! 3. **burst** (real agent, `--burst-entries` entries; leaving backends are reported
+//!    terminating 200 ms before they are removed, as in a rollout): (a) one Service with 200
+//!    endpoints, 100 of them leave in one write: time from the write until the table holds
+//!    exactly the other half; (b) 50 Services with 20 endpoints each (1,000 backends), 10
+//!    endpoints of each of 10 Services leave in 10 writes within one second: time from the last
+//!    write until the table holds exactly the rest.
 //!
 //! It prints a table with PASS/FAIL per target of issue 13 (never exiting non-zero for a FAIL:
 //! the figures are noisy on a shared machine) and writes every raw sample to
@@ -51,7 +53,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::{Agent, Api, ctreap_bin, ep, service, slice};
+use agent::{Agent, Api, ctreap_bin, ep, ep_cond, service, slice};
 use anyhow::{Context, Result, ensure};
 use ctnetlink::{Conntrack, Entry, L4, Netns, Tuple};
 use ctreap::cluster::ClusterState;
@@ -419,14 +421,16 @@ struct ChurnResult {
 /// The `bench` Service's slices over `w.backends` backends, `missing` left out.
 fn bench_slices(w: &Workload, missing: &[u32]) -> Vec<Value> {
     (0..w.backends.div_ceil(PER_SLICE))
-        .map(|s| bench_slice(w, s, missing))
+        .map(|s| bench_slice(w, s, missing, &[]))
         .collect()
 }
 
-fn bench_slice(w: &Workload, s: u32, missing: &[u32]) -> Value {
+/// Slice `s` of `bench` without the `missing` backends, the `terminating` ones reported as a
+/// pod deleted the normal way is during its grace period (not ready, serving, terminating).
+fn bench_slice(w: &Workload, s: u32, missing: &[u32], terminating: &[u32]) -> Value {
     let eps: Vec<Value> = (s * PER_SLICE..((s + 1) * PER_SLICE).min(w.backends))
         .filter(|b| !missing.contains(b))
-        .map(|b| ep(&w.backend_ip(b).to_string()))
+        .map(|b| endpoint(&w.backend_ip(b).to_string(), terminating.contains(&b)))
         .collect();
     slice(
         &format!("bench-{s}"),
@@ -435,6 +439,20 @@ fn bench_slice(w: &Workload, s: u32, missing: &[u32]) -> Value {
         eps,
     )
 }
+
+/// A ready endpoint, or a terminating one (not ready, still serving).
+fn endpoint(ip: &str, terminating: bool) -> Value {
+    if terminating {
+        ep_cond(ip, false, true, true)
+    } else {
+        ep(ip)
+    }
+}
+
+/// How long a terminating write is left before the removal that follows it: a rollout's
+/// removal comes seconds after the pod was reported terminating; the agent must have seen the
+/// first write, or the two arrive together and look like a force-delete (`--move-grace`).
+const TERMINATING_LEAD: Duration = Duration::from_millis(200);
 
 fn bench_service() -> Value {
     service(
@@ -579,11 +597,14 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
                 }
                 let b = (r as u32 * 37 + 11) % w.backends;
                 let gone = w.per_backend(b);
+                // A rollout's removal: terminating first, then removed (timed).
+                api.apply(bench_slice(&w, b / PER_SLICE, &[], &[b]));
+                std::thread::sleep(TERMINATING_LEAD);
                 let t = Instant::now();
-                api.apply(bench_slice(&w, b / PER_SLICE, &[b]));
+                api.apply(bench_slice(&w, b / PER_SLICE, &[b], &[]));
                 wait_count(&mut ct, n - gone, "a removal under churn", &agent)?;
                 flush_s.push(t.elapsed().as_secs_f64());
-                api.apply(bench_slice(&w, b / PER_SLICE, &[]));
+                api.apply(bench_slice(&w, b / PER_SLICE, &[], &[]));
                 std::thread::sleep(Duration::from_millis(300));
                 create_entries(&mut ct, &w, w.indices_of(b), false)?;
                 std::thread::sleep(Duration::from_millis(100));
@@ -710,10 +731,13 @@ fn multi_service(s: u32) -> Value {
     )
 }
 
-fn multi_slice(w: &Workload, per: u32, s: u32, missing: u32) -> Value {
+/// Slice of Service `multi-s` without its first `missing` backends, the next `terminating`
+/// ones terminating (see [`bench_slice`]).
+fn multi_slice(w: &Workload, per: u32, s: u32, missing: u32, terminating: u32) -> Value {
     let eps: Vec<Value> = (s * per..(s + 1) * per)
         .skip(missing as usize)
-        .map(|b| ep(&w.backend_ip(b).to_string()))
+        .enumerate()
+        .map(|(k, b)| endpoint(&w.backend_ip(b).to_string(), (k as u32) < terminating))
         .collect();
     slice(
         &format!("multi-{s}-a"),
@@ -765,8 +789,10 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
     for r in 0..args.burst_runs {
         check_interrupted()?;
         ensure!(table_count(&mut ct)? == n, "table not full before run {r}");
+        api.apply(bench_slice(&w, 0, &[], &half));
+        std::thread::sleep(TERMINATING_LEAD);
         let t = Instant::now();
-        api.apply(bench_slice(&w, 0, &half));
+        api.apply(bench_slice(&w, 0, &half, &[]));
         wait_count(&mut ct, n - gone, "burst a", &agent)?;
         let dt = t.elapsed().as_secs_f64();
         res.one_service_s.push(dt);
@@ -774,7 +800,7 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
             "  run {r}: {gone} entries of 100 backends gone {} after the write",
             fmt_s(dt)
         );
-        api.apply(bench_slice(&w, 0, &[]));
+        api.apply(bench_slice(&w, 0, &[], &[]));
         std::thread::sleep(Duration::from_millis(300));
         let idx = half.iter().flat_map(|&b| w.indices_of(b));
         create_entries(&mut ct, &w, idx, false)?;
@@ -800,7 +826,7 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
     let api = Api::start();
     for s in 0..50 {
         api.apply(multi_service(s));
-        api.apply(multi_slice(&w, per, s, 0));
+        api.apply(multi_slice(&w, per, s, 0, 0));
     }
     let (mut agent, _) = start_agent(bin, &api, &ns_name);
     for r in 0..args.burst_runs {
@@ -813,13 +839,17 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
             .flat_map(|&s| (s * per..s * per + 10).collect::<Vec<_>>())
             .collect();
         let gone: u64 = leaving.iter().map(|&b| w.per_backend(b)).sum();
+        for &s in &services {
+            api.apply(multi_slice(&w, per, s, 0, 10));
+        }
+        std::thread::sleep(TERMINATING_LEAD);
         let t0 = Instant::now();
         for (k, &s) in services.iter().enumerate() {
             let due = t0 + Duration::from_millis(100 * k as u64);
             if let Some(d) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(d);
             }
-            api.apply(multi_slice(&w, per, s, 10));
+            api.apply(multi_slice(&w, per, s, 10, 0));
         }
         let t = Instant::now();
         wait_count(&mut ct, n - gone, "burst b", &agent)?;
@@ -830,7 +860,7 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
             fmt_s(dt)
         );
         for &s in &services {
-            api.apply(multi_slice(&w, per, s, 0));
+            api.apply(multi_slice(&w, per, s, 0, 0));
         }
         std::thread::sleep(Duration::from_millis(300));
         let idx: Vec<u64> = leaving.iter().flat_map(|&b| w.indices_of(b)).collect();

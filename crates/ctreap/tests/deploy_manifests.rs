@@ -1500,6 +1500,7 @@ const FLAG_VALUES: &[(&str, &str)] = &[
     ("protocols", "protocols"),
     ("delete-not-serving", "deleteNotServing"),
     ("grace", "grace"),
+    ("move-grace", "moveGrace"),
     ("max-delete-share", "maxDeleteShare"),
     ("max-delete-min", "maxDeleteMin"),
     ("breaker-hold", "breakerHold"),
@@ -1685,6 +1686,7 @@ fn args_from_values(v: &Yaml) -> Vec<String> {
         args.push("--delete-not-serving".into());
     }
     args.push(format!("--grace={}", s("grace")));
+    args.push(format!("--move-grace={}", s("moveGrace")));
     args.push(format!("--max-delete-share={}", s("maxDeleteShare")));
     args.push(format!("--max-delete-min={}", s("maxDeleteMin")));
     args.push(format!("--breaker-hold={}", s("breakerHold")));

@@ -43,6 +43,14 @@ pub struct RunCmd {
     /// then cut a live pod's flows during such a move.
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "50ms")]
     pub grace: Duration,
+    /// Wait this long (at least --grace) before deleting the flows of a backend that vanished
+    /// while ready, serving and not terminating. A pod deleted the normal way is reported
+    /// terminating first and takes --grace; only an endpoint moving between two EndpointSlices
+    /// (in neither between the two writes) or a force-deleted pod vanishes while serving. The
+    /// default keeps a move with up to about a second between its writes, and flushes a
+    /// force-deleted pod's flows within 1.5 s.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, default_value = "1300ms")]
+    pub move_grace: Duration,
     /// Circuit breaker: hold back a pass that would delete more than this share of the node's
     /// NAT (translated) flows (and more than --max-delete-min flows) until a fresh re-list
     /// confirms it.

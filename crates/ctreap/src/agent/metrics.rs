@@ -106,6 +106,7 @@ pub struct Metrics {
     /// Every Service the breaker gauge has a series for.
     breaker_known: Mutex<HashSet<ServiceLabels>>,
     watch_synced: Family<ResourceLabels, Gauge>,
+    settling_pairs: Gauge,
     ready: Gauge,
     build_info: Family<BuildLabels, Gauge>,
 }
@@ -138,6 +139,7 @@ impl Metrics {
             breaker_trips: Counter::default(),
             breaker_known: Mutex::new(HashSet::new()),
             watch_synced: Family::default(),
+            settling_pairs: Gauge::default(),
             ready: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
@@ -222,6 +224,11 @@ impl Metrics {
             "ctreap_watch_synced",
             "1 when the watch has delivered its list and is not re-listing",
             m.watch_synced.clone(),
+        );
+        registry.register(
+            "ctreap_settling_pairs",
+            "(frontend, backend) pairs whose backend left and that wait out their settle window (--grace, --move-grace) before their flows are judged",
+            m.settling_pairs.clone(),
         );
         registry.register(
             "ctreap_ready",
@@ -413,6 +420,11 @@ impl Metrics {
 
     pub fn breaker_tripped(&self) {
         self.breaker_trips.inc();
+    }
+
+    pub fn settling(&self, pairs: usize) {
+        self.settling_pairs
+            .set(i64::try_from(pairs).unwrap_or(i64::MAX));
     }
 
     pub fn watch_synced(&self, resource: &'static str, synced: bool) {

@@ -4,8 +4,9 @@
 //! Four triggers feed one loop, which alone decides and deletes:
 //! - **watch**: a change of the cluster, coalesced over [`COALESCE`]: the live model rebuilt
 //!   only the Services it names and recorded the (frontend, backend) pairs whose backend got
-//!   worse ([`ClusterState::take_changes`]); those the policy deletes are flushed at once (or
-//!   after `--grace`);
+//!   worse ([`ClusterState::take_changes`]); those the policy deletes are flushed after their
+//!   settle window ([`Settle`]: `--grace`, or `--move-grace` for a backend that vanished while
+//!   serving);
 //! - **event**: a conntrack NEW event towards a backend already known gone (`events.rs`);
 //! - **resync**: a full pass every `--resync`, streaming the table through the verdict;
 //! - **startup**: one full pass once every watch has delivered its list.
@@ -58,7 +59,7 @@ use crate::cluster::{
     ClusterState, ClusterWatch, ServiceName, WatchConfig, Watched, addresses_in, kube_client,
     node_name,
 };
-use crate::reconcile::{FlushKey, Planned, Policy, deletable, key_of, planned};
+use crate::reconcile::{FlushKey, Planned, Policy, Settle, deletable, key_of, planned};
 
 /// How long a burst of watch events is gathered before it is diffed: a rollout step changes a
 /// slice several times within a millisecond or two.
@@ -128,7 +129,7 @@ struct Emptied {
     due: Instant,
 }
 
-/// A watch-planned flush waiting out `--grace`.
+/// A watch-planned flush waiting out its settle window (`--grace` or `--move-grace`).
 struct Pending {
     due: Instant,
     /// When the watch event that planned it arrived (the flush latency's start).
@@ -357,6 +358,9 @@ impl Agent {
             let grace_due = self.pending.values().map(|p| p.due).min().unwrap_or(far);
             let emptied_due = self.emptied.as_ref().map_or(far, |e| e.due);
             let relist_due = self.gate.relist_due().unwrap_or(far);
+            self.health
+                .metrics
+                .settling(self.pending.len() + self.emptied.as_ref().map_or(0, |e| e.keys.len()));
             self.health.beat();
             if stall_at.is_some_and(|t| Instant::now() >= t) {
                 warn!("--debug-stall-after: the main loop stops making progress (fault injection)");
@@ -530,22 +534,24 @@ impl Agent {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take_changes();
-        let planned = planned(changes, &self.policy);
-        if planned.is_empty() {
-            return;
-        }
-        if !self.cmd.grace.is_zero() {
-            let due = arrival + self.cmd.grace;
-            for (k, service) in planned {
+        for (window, keys) in planned(changes, &self.policy) {
+            let wait = match window {
+                Settle::Grace => self.cmd.grace,
+                Settle::Vanished => self.cmd.move_grace.max(self.cmd.grace),
+            };
+            if wait.is_zero() {
+                self.dispatch(keys, arrival).await;
+                continue;
+            }
+            let due = arrival + wait;
+            for (k, service) in keys {
                 self.pending.entry(k).or_insert(Pending {
                     due,
                     arrival,
                     service,
                 });
             }
-            return;
         }
-        self.dispatch(planned, arrival).await;
     }
 
     /// Watch-planned keys past their settle window (`--grace`): those that leave their Service
@@ -669,7 +675,7 @@ impl Agent {
             let model = self.model.read().unwrap_or_else(|e| e.into_inner());
             for (tuple, zone, flow) in flows {
                 if self.pending.contains_key(&key_of(&flow)) {
-                    continue; // within --grace
+                    continue; // within its settle window
                 }
                 if let Some(g) = deletable(model.map(), &flow, &self.policy) {
                     groups.entry(g).or_default().push((tuple, zone));

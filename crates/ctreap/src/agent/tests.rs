@@ -1,6 +1,7 @@
 //! Unit tests of the agent's pure decisions: which entries a watch-planned pass deletes, how
 //! keys become kernel filters, which Services count as emptied for the breaker.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ctnetlink::Filter;
@@ -81,9 +82,60 @@ fn model(services: &[Service], slices: &[EndpointSlice]) -> ClusterState {
 /// What the watch path plans when `st` moves to `services` and `slices` (as after a re-list):
 /// the recorded changes the default policy deletes.
 fn plan_move(st: &mut ClusterState, services: &[Service], slices: &[EndpointSlice]) -> Planned {
+    plan_windows(st, services, slices)
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+/// [`plan_move`], by settle window.
+fn plan_windows(
+    st: &mut ClusterState,
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> HashMap<Settle, Planned> {
     st.replace_services(services.iter().cloned().map(ServiceLite::from).collect());
     st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
     planned(st.take_changes(), &Policy::default())
+}
+
+/// The settle window follows what the API said before the backend left: a pod deleted the
+/// normal way (reported terminating first) takes --grace; one that vanished while ready,
+/// serving and not terminating (a move between slices, or a force-delete) takes --move-grace.
+#[test]
+fn a_backend_that_vanished_while_serving_waits_the_move_window() {
+    let svc = service("a", "198.19.0.10", json!({}));
+    let svcs = std::slice::from_ref(&svc);
+    let terminating = json!({"addresses": ["192.0.2.2"],
+                             "conditions": {"ready": false, "serving": true, "terminating": true}});
+    let mut st = model(
+        svcs,
+        &[slice(
+            "a",
+            json!([ready("192.0.2.1"), terminating, ready("192.0.2.3")]),
+        )],
+    );
+    let windows = plan_windows(&mut st, svcs, &[slice("a", json!([ready("192.0.2.3")]))]);
+    let backends = |w: Settle| -> std::collections::BTreeSet<String> {
+        windows
+            .get(&w)
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .map(|k| k.reply_src.to_string())
+            .collect()
+    };
+    assert_eq!(
+        backends(Settle::Vanished),
+        ["192.0.2.1".to_string()].into(),
+        "ready, then gone: {windows:?}"
+    );
+    assert_eq!(
+        backends(Settle::Grace),
+        ["192.0.2.2".to_string()].into(),
+        "terminating, then gone: {windows:?}"
+    );
+    // Both ports of each backend are planned.
+    assert!(windows.values().all(|p| p.len() == 2), "{windows:?}");
 }
 
 #[test]

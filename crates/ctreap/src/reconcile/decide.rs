@@ -1,8 +1,9 @@
 //! The one rule every path deletes by: is this conntrack entry deletable now, and why.
 //!
-//! The watch path (pairs the live model recorded, [`planned`] then [`deletable_planned`]), the
-//! conntrack-event path and the full passes ([`deletable`]) all call this module; `ctreap stale`
-//! reports the same verdicts ([`classify`]). Pure: a map, a flow and a policy in, a decision out.
+//! The watch path (pairs the live model recorded, [`planned`] with their [`Settle`] window,
+//! then [`deletable_planned`]), the conntrack-event path and the full passes ([`deletable`])
+//! all call this module; `ctreap stale` reports the same verdicts ([`classify`]). Pure: a map,
+//! a flow and a policy in, a decision out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,29 +77,53 @@ pub fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Stale
 /// Watch-planned pairs, each with the Service it belonged to when its backend left.
 pub type Planned = HashMap<FlushKey, ServiceName>;
 
-/// The recorded changes `policy` deletes: a backend that got worse and is deletable now but
-/// was not before (what was deletable already was an earlier flush's business), of a
-/// Service that did not opt out.
-pub fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> Planned {
-    changes
-        .into_iter()
-        .filter(|(p, c)| {
-            let proto = p.frontend.proto;
-            !c.ignored
-                && policy.deletes_backend(c.new, proto)
-                && !policy.deletes_backend(c.old, proto)
-        })
-        .map(|(p, c)| {
-            let key = FlushKey {
-                proto: p.frontend.proto.ip_proto(),
-                orig_dst: p.frontend.ip,
-                orig_dport: p.frontend.port,
-                reply_src: p.backend.ip(),
-                reply_sport: p.backend.port(),
-            };
-            (key, c.service)
-        })
-        .collect()
+/// How long a watch-planned pair waits before its flows are judged, on the newest view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Settle {
+    /// `--grace`: the backend was already terminating or not serving before it left (the
+    /// EndpointSlice controller reports a pod deleted the normal way so first), or it is still
+    /// listed, now not serving.
+    Grace,
+    /// `--move-grace` (at least `--grace`): the backend vanished while ready, serving and not
+    /// terminating. Two things do that: an endpoint moving between two EndpointSlices of its
+    /// Service (listed in neither between the writer's two writes), and a force-deleted pod.
+    /// Waiting tells them apart: a move comes back, a force-delete does not.
+    Vanished,
+}
+
+/// The settle window of a recorded change: [`Settle::Vanished`] for a backend that was ready,
+/// serving and not terminating and is now not a backend of the frontend at all.
+pub fn settle(c: &Change) -> Settle {
+    match (c.old, c.new) {
+        (Some(old), None) if old.ready && old.serving && !old.terminating => Settle::Vanished,
+        _ => Settle::Grace,
+    }
+}
+
+/// The recorded changes `policy` deletes, by settle window: a backend that got worse and is
+/// deletable now but was not before (what was deletable already was an earlier flush's
+/// business), of a Service that did not opt out.
+pub fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> HashMap<Settle, Planned> {
+    let mut out: HashMap<Settle, Planned> = HashMap::new();
+    for (p, c) in changes {
+        let proto = p.frontend.proto;
+        if c.ignored
+            || !policy.deletes_backend(c.new, proto)
+            || policy.deletes_backend(c.old, proto)
+        {
+            continue;
+        }
+        let key = FlushKey {
+            proto: proto.ip_proto(),
+            orig_dst: p.frontend.ip,
+            orig_dport: p.frontend.port,
+            reply_src: p.backend.ip(),
+            reply_sport: p.backend.port(),
+        };
+        let window = settle(&c);
+        out.entry(window).or_default().insert(key, c.service);
+    }
+    out
 }
 
 /// For watch-planned pairs: is this entry one of `keys`, and still deletable under `map` (the

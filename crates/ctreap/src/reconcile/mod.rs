@@ -15,7 +15,9 @@ mod decide;
 mod plan;
 mod verdict;
 
-pub use decide::{Planned, Stale, deletable, deletable_planned, flow_of, key_of, planned};
+pub use decide::{
+    Planned, Settle, Stale, deletable, deletable_planned, flow_of, key_of, planned, settle,
+};
 pub use plan::{FlushKey, Policy, ProtoSet, plan_diff};
 pub use verdict::{
     Decision, Flow, NotServiceReason, StaleReason, Verdict, VerdictCounts, classify,
