@@ -146,7 +146,7 @@ const CONTRACT: &[Metric] = &[
 /// The values a label can take, where the contract lists them.
 const LABEL_VALUES: &[(&str, &[&str])] = &[
     ("protocol", &["tcp", "udp", "sctp"]),
-    ("reason", &["gone", "not_serving"]),
+    ("reason", &["gone", "not_serving", "not_translated"]),
     (
         "trigger",
         &["watch", "event", "resync", "startup", "overrun", "breaker"],

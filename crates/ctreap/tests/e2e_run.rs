@@ -102,7 +102,9 @@ fn cluster(api: &Api) {
 }
 
 /// Three flows per (frontend, live backend), plus flows the agent must never touch: traffic to
-/// a non-Service address, and untranslated traffic to a frontend (no DNAT).
+/// a non-Service address, and untranslated TCP traffic to a frontend (no DNAT; untranslated UDP
+/// to a frontend with a serving backend is stale, see
+/// `untranslated_udp_entries_go_when_the_service_gains_an_endpoint`).
 fn live_flows() -> Vec<Flow> {
     let mut v = Vec::new();
     for be in ["10.244.1.1:5353", "10.244.1.2:5353", "10.244.1.3:5353"] {
@@ -123,7 +125,7 @@ fn live_flows() -> Vec<Flow> {
         "203.0.113.50:443",
         2,
     ));
-    v.extend(Flow::many(IPPROTO_UDP, DNS, DNS, 2));
+    v.extend(Flow::many(IPPROTO_TCP, WEB4, WEB4, 2));
     v
 }
 
@@ -1012,11 +1014,12 @@ fn dry_run_deletes_nothing_and_counts_what_it_would() {
 }
 
 /// Draining and not-serving backends, UDP and TCP: terminating but serving -> kept; serving
-/// false (still in the slice) -> kept without --delete-not-serving, deleted with it (reason
-/// not_serving); removed from the slice -> deleted (control).
+/// false (still in the slice) -> UDP deleted by default (reason not_serving), as kube-proxy's
+/// own cleanup does, TCP kept without --delete-not-serving and deleted with it; removed from
+/// the slice -> deleted (control).
 ///
-/// Without the draining rule step 1 deletes; without the policy step 2 deletes (or, with the
-/// flag, keeps).
+/// Without the draining rule step 1 deletes; without the policy step 2 keeps the UDP flows (or
+/// deletes the TCP ones without the flag).
 fn draining(delete_not_serving: bool) {
     let mut w = World::new(if delete_not_serving {
         "run-ns"
@@ -1046,10 +1049,18 @@ fn draining(delete_not_serving: bool) {
             .push(ep_cond("10.244.2.2", ready, serving, terminating));
         w.api.apply_all(vec![d, t]);
     };
+    // Two full passes begun after now have judged the whole table.
+    let two_resyncs = |agent: &mut Agent, what: &str| {
+        let series = "ctreap_reconciles_total{trigger=\"resync\"}";
+        let from = agent.metrics().or0(series);
+        agent.wait_metrics(Duration::from_secs(10), what, |m| {
+            m.or0(series) >= from + 2.0
+        });
+    };
 
     // 1. Draining: terminating, still serving.
     set(&w, false, true, true);
-    std::thread::sleep(Duration::from_millis(2500));
+    two_resyncs(&mut agent, "two resyncs with the backends draining");
     assert_table(
         &before,
         &[],
@@ -1057,45 +1068,43 @@ fn draining(delete_not_serving: bool) {
         "draining backends (two resyncs later)",
     );
 
-    // 2. Done serving, still listed.
+    // 2. Done serving, still listed: UDP goes; TCP only with the flag.
     set(&w, false, false, true);
     let mut gone = dns2.clone();
-    gone.extend(&web2);
     if delete_not_serving {
-        w.wait_gone(
-            &gone,
-            FLUSH_DEADLINE,
-            "not-serving flows with --delete-not-serving",
-            &agent,
+        gone.extend(&web2);
+    }
+    w.wait_gone(&gone, FLUSH_DEADLINE, "not-serving flows", &agent);
+    two_resyncs(&mut agent, "two resyncs with the backends not serving");
+    assert_table(
+        &before,
+        &gone,
+        &w.table(),
+        &format!("not serving, --delete-not-serving {delete_not_serving}"),
+    );
+    let m = agent.metrics();
+    for (p, n) in [
+        ("udp", 3.0),
+        ("tcp", if delete_not_serving { 3.0 } else { 0.0 }),
+    ] {
+        assert_eq!(
+            m.sum(
+                "ctreap_flows_deleted_total",
+                &[("protocol", p), ("reason", "not_serving")]
+            ),
+            n,
+            "{p}:\n{}",
+            m.text
         );
-        assert_table(
-            &before,
-            &gone,
-            &w.table(),
-            "not serving, --delete-not-serving",
-        );
-        let m = agent.wait_metrics(FLUSH_DEADLINE, "counted", |m| m.deleted() >= 6.0);
-        for p in ["udp", "tcp"] {
-            assert_eq!(
-                m.sum(
-                    "ctreap_flows_deleted_total",
-                    &[("protocol", p), ("reason", "not_serving")]
-                ),
-                3.0,
-                "{p}:\n{}",
-                m.text
-            );
-        }
-    } else {
-        std::thread::sleep(Duration::from_millis(2500));
-        assert_table(&before, &[], &w.table(), "not serving, without the flag");
-        let m = agent.metrics();
-        assert_eq!(m.deleted(), 0.0, "{}", m.text);
+    }
+    assert_eq!(m.deleted(), gone.len() as f64, "{}", m.text);
+    if !delete_not_serving {
         // 3. Control: removed for good.
         w.api.apply_all(vec![
             dns_slice(&["10.244.1.1", "10.244.1.3"]),
             web4_slice(&["10.244.2.1"]),
         ]);
+        gone.extend(&web2);
         w.wait_gone(&gone, FLUSH_DEADLINE, "removed backends' flows", &agent);
         assert_table(&before, &gone, &w.table(), "after the removal");
     }
@@ -1103,7 +1112,7 @@ fn draining(delete_not_serving: bool) {
 }
 
 #[test]
-fn draining_and_not_serving_are_kept_by_default() {
+fn draining_is_kept_and_not_serving_udp_deleted_by_default() {
     draining(false);
 }
 
@@ -1806,6 +1815,63 @@ fn an_endpoint_moving_between_slices_keeps_its_flows_at_every_gap() {
         "only the markers' flows were deleted; log:\n{}",
         agent.log_tail(20)
     );
+    agent.stop();
+}
+
+/// UDP parity with kube-proxy's reconciler (issue 20): untranslated entries to a Service's
+/// ClusterIP (made while it had no endpoint, so no rule translated them; a UDP client that
+/// keeps its port keeps them alive and never reaches a pod) are deleted as soon as the Service
+/// has a serving endpoint, with an empty slice first (`late-a`) and with no slice at all
+/// (`late-b`): 100 UDP flows each. The 100 untranslated TCP flows to each stay (TCP's rule is
+/// unchanged). The startup pass, while neither Service has an endpoint, keeps all of them.
+///
+/// Without the rule the UDP flows stay (the wait for them fails); without the model's record
+/// of frontends that gained an endpoint only the next full pass (--resync 60s) would find them.
+#[test]
+fn untranslated_udp_entries_go_when_the_service_gains_an_endpoint() {
+    let mut w = World::new("run-unnat");
+    let ports = [("dns", 53, "UDP", 5353), ("http", 80, "TCP", 8080)];
+    let slice_ports = [("dns", 5353, "UDP"), ("http", 8080, "TCP")];
+    w.api.apply(service("late-a", &["10.96.0.51"], &ports));
+    w.api
+        .apply(slice_ips("late-a-1", "late-a", &slice_ports, &[]));
+    w.api.apply(service("late-b", &["10.96.0.52"], &ports));
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for ip in ["10.96.0.51", "10.96.0.52"] {
+        let (u, t) = (format!("{ip}:53"), format!("{ip}:80"));
+        udp.extend(Flow::many(IPPROTO_UDP, &u, &u, 100));
+        tcp.extend(Flow::many(IPPROTO_TCP, &t, &t, 100));
+    }
+    w.add(&udp);
+    w.add(&tcp);
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let before = w.table();
+    assert_table(&before, &[], &before, "setup");
+    assert_eq!(
+        present(&before, &udp) + present(&before, &tcp),
+        400,
+        "the startup pass kept every untranslated flow: no endpoint could translate them"
+    );
+    let t0 = Instant::now();
+    w.api.apply_all(vec![
+        slice_ips("late-a-1", "late-a", &slice_ports, &["10.244.5.1"]),
+        slice_ips("late-b-1", "late-b", &slice_ports, &["10.244.6.1"]),
+    ]);
+    w.wait_gone(&udp, FLUSH_DEADLINE, "the untranslated UDP flows", &agent);
+    let took = t0.elapsed();
+    let m = agent.wait_metrics(FLUSH_DEADLINE, "the watch pass done", |m| {
+        m.value("ctreap_settling_pairs") == 0.0 && m.deleted() >= 200.0
+    });
+    assert_table(&before, &udp, &w.table(), "after the endpoints appeared");
+    assert_line(
+        &m,
+        "ctreap_flows_deleted_total{protocol=\"udp\",reason=\"not_translated\",trigger=\"watch\"} 200",
+    );
+    assert_eq!(m.deleted(), 200.0, "{}", m.text);
+    println!("200 untranslated UDP flows gone {took:?} after the endpoints appeared");
     agent.stop();
 }
 

@@ -33,8 +33,9 @@ pub struct RunCmd {
     /// Protocols whose stale flows are deleted.
     #[arg(long, value_delimiter = ',', value_parser = parse_proto, default_value = "udp,tcp,sctp")]
     pub protocols: Vec<Proto>,
-    /// Also delete flows to backends that are listed with serving=false (not ready). Off by
-    /// default: a TCP connection to a pod that is merely not ready may still be working.
+    /// Also delete TCP and SCTP flows to backends that are listed with serving=false (not
+    /// ready). UDP ones are always deleted, as kube-proxy's own cleanup does; a TCP connection
+    /// to a pod that is merely not ready may still be working.
     #[arg(long)]
     pub delete_not_serving: bool,
     /// Wait this long after a backend is gone before its flows are deleted; each flow is then
@@ -114,15 +115,18 @@ impl RunCmd {
             .fold(ProtoSet::NONE, |set, p| set.with(*p))
     }
 
-    /// The deletion policy these flags ask for. Draining backends are never deleted.
+    /// The deletion policy these flags ask for: [`Policy::default`] (gone: every protocol; not
+    /// serving: UDP) within --protocols, not serving for every protocol with
+    /// --delete-not-serving. Draining backends are never deleted.
     pub fn policy(&self) -> Policy {
         let protocols = self.protocol_set();
+        let default = Policy::default();
         Policy {
-            gone: protocols,
+            gone: default.gone.intersect(protocols),
             not_serving: if self.delete_not_serving {
                 protocols
             } else {
-                ProtoSet::NONE
+                default.not_serving.intersect(protocols)
             },
         }
     }
@@ -139,6 +143,32 @@ mod tests {
         assert_eq!(parse_share("75"), Ok(0.75));
         assert!(parse_share("150%").is_err());
         assert!(parse_share("half").is_err());
+    }
+
+    /// UDP flows to not-serving backends go by default, as kube-proxy's reconciler deletes
+    /// them; TCP and SCTP ones only with --delete-not-serving; --protocols bounds both.
+    #[test]
+    fn not_serving_udp_is_deleted_by_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunCmd,
+        }
+        let policy = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+                .expect("flags")
+                .run
+                .policy()
+        };
+        let p = policy(&[]);
+        assert_eq!((p.gone, p.not_serving), (ProtoSet::ALL, ProtoSet::UDP));
+        let p = policy(&["--delete-not-serving"]);
+        assert_eq!(p.not_serving, ProtoSet::ALL);
+        let p = policy(&["--protocols", "tcp"]);
+        assert_eq!((p.gone, p.not_serving), (ProtoSet::TCP, ProtoSet::NONE));
+        assert_eq!(p, policy(&["--protocols", "tcp"]));
+        assert_eq!(policy(&[]), Policy::default());
     }
 
     #[test]

@@ -293,8 +293,13 @@ impl Metrics {
     /// report: `ctreap_dry_run_flows_total` under --dry-run, else `ctreap_flows_deleted_total`.
     pub fn init_deleted(&self, dry_run: bool) {
         let family = self.deletions(dry_run);
+        // not_translated is UDP's alone (reconcile::classify).
+        let reasons = |protocol| match protocol {
+            "udp" => &["gone", "not_serving", "not_translated"][..],
+            _ => &["gone", "not_serving"][..],
+        };
         for protocol in ["udp", "tcp", "sctp"] {
-            for reason in ["gone", "not_serving"] {
+            for &reason in reasons(protocol) {
                 for trigger in super::Trigger::ALL {
                     let _ = family.get_or_create(&DeletedLabels {
                         protocol,

@@ -529,12 +529,11 @@ impl Agent {
             );
             self.pass(Scope::Full, Trigger::Resync, None).await;
         }
-        let changes = self
-            .model
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_changes();
-        for (window, keys) in planned(changes, &self.policy) {
+        let (changes, gained) = {
+            let mut model = self.model.write().unwrap_or_else(|e| e.into_inner());
+            (model.take_changes(), model.take_gained())
+        };
+        for (window, keys) in planned(changes, gained, &self.policy) {
             let wait = match window {
                 Settle::Grace => self.cmd.grace,
                 Settle::Vanished => self.cmd.move_grace.max(self.cmd.grace),

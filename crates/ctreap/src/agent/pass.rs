@@ -42,6 +42,7 @@ pub(super) fn reason_label(r: StaleReason) -> &'static str {
     match r {
         StaleReason::Gone => "gone",
         StaleReason::NotServing => "not_serving",
+        StaleReason::NotTranslated => "not_translated",
     }
 }
 
@@ -68,15 +69,35 @@ impl Agent {
         let started = Instant::now();
         let full = matches!(scope, Scope::Full);
         let skip: HashSet<FlushKey> = self.pending.keys().copied().collect();
+        if full {
+            // This pass judges every entry, untranslated ones included, on the newest model:
+            // what frontends gained so far needs no walk of its own.
+            drop(
+                self.model
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take_gained(),
+            );
+        }
         // A watch-driven pass that empties two or more Services may trip the breaker, which
         // needs the node's Service flow count: dump the whole table for it.
         let (filters, keys) = match scope {
             Scope::Full => (vec![Filter::default()], None),
             Scope::Keys(keys) => {
+                // Untranslated entries are no backend's: the flow index does not hold them
+                // (flows.rs), so their keys are always walked.
+                let (mut walk, indexed): (Planned, Planned) =
+                    keys.into_iter().partition(|(k, _)| k.untranslated());
                 // The flow index knows the departed backends' flows: no walk.
-                let Some(keys) = self.pass_known(keys, trigger, arrival).await else {
-                    return;
-                };
+                if !indexed.is_empty() {
+                    match self.pass_known(indexed, trigger, arrival).await {
+                        Some(left) => walk.extend(left),
+                        // Served, held by the breaker, or deleting not allowed now.
+                        None if walk.is_empty() || !self.view_ok() => return,
+                        None => {}
+                    }
+                }
+                let keys = walk;
                 let emptied = {
                     let model = self.model.read().unwrap_or_else(|e| e.into_inner());
                     emptied_services(model.map(), keys.values())

@@ -76,6 +76,7 @@ fn model(services: &[Service], slices: &[EndpointSlice]) -> ClusterState {
     st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
     assert!(st.warnings().is_empty(), "{:?}", st.warnings());
     st.take_changes();
+    st.take_gained();
     st
 }
 
@@ -96,7 +97,7 @@ fn plan_windows(
 ) -> HashMap<Settle, Planned> {
     st.replace_services(services.iter().cloned().map(ServiceLite::from).collect());
     st.replace_slices(slices.iter().cloned().map(SliceLite::from).collect());
-    planned(st.take_changes(), &Policy::default())
+    planned(st.take_changes(), st.take_gained(), &Policy::default())
 }
 
 /// The settle window follows what the API said before the backend left: a pod deleted the
@@ -245,7 +246,7 @@ fn ignored_services_are_never_planned_or_deleted() {
         "the model records the change and marks it ignored: {changes:?}"
     );
     assert!(
-        planned(changes, &Policy::default()).is_empty(),
+        planned(changes, st.take_gained(), &Policy::default()).is_empty(),
         "the plan drops ignored Services"
     );
     let new = st.map();
@@ -344,4 +345,61 @@ fn emptied_services_are_those_without_a_serving_backend() {
         2,
         "b (no serving backend) and a Service that no longer exists, each counted once"
     );
+}
+
+/// A frontend that gains a serving backend (from none, or from not existing) plans one key
+/// for its untranslated UDP entries (reply source = the frontend itself), with --grace; TCP
+/// gets none (kube-proxy's parity is UDP's), nor does a frontend that already had one, nor an
+/// ignored Service.
+#[test]
+fn frontends_gaining_a_serving_backend_plan_their_untranslated_udp_entries() {
+    let svc = service("a", "198.19.0.10", json!({}));
+    let svcs = std::slice::from_ref(&svc);
+    let untranslated = |w: &HashMap<Settle, Planned>| -> Vec<FlushKey> {
+        let mut v: Vec<FlushKey> = w
+            .values()
+            .flat_map(|p| p.keys())
+            .filter(|k| k.untranslated())
+            .copied()
+            .collect();
+        v.sort();
+        v
+    };
+    let udp_key = FlushKey {
+        proto: UDP,
+        orig_dst: ip("198.19.0.10"),
+        orig_dport: 53,
+        reply_src: ip("198.19.0.10"),
+        reply_sport: 53,
+    };
+    // An empty slice first, then an endpoint.
+    let mut st = model(svcs, &[slice("a", json!([]))]);
+    let w = plan_windows(&mut st, svcs, &[slice("a", json!([ready("192.0.2.1")]))]);
+    assert_eq!(untranslated(&w), [udp_key]);
+    assert!(w[&Settle::Grace].contains_key(&udp_key), "{w:?}");
+    // A second endpoint: the frontend had one already.
+    let w = plan_windows(
+        &mut st,
+        svcs,
+        &[slice("a", json!([ready("192.0.2.1"), ready("192.0.2.2")]))],
+    );
+    assert_eq!(untranslated(&w), []);
+    // No slice at all before: the Service and its endpoint arrive together.
+    let mut st = model(&[], &[]);
+    let w = plan_windows(&mut st, svcs, &[slice("a", json!([ready("192.0.2.1")]))]);
+    assert_eq!(untranslated(&w), [udp_key]);
+    // Not serving is no gain.
+    let mut st = model(svcs, &[slice("a", json!([]))]);
+    let not_ready = json!({"addresses": ["192.0.2.1"], "conditions": {"ready": false}});
+    let w = plan_windows(&mut st, svcs, &[slice("a", json!([not_ready]))]);
+    assert_eq!(untranslated(&w), []);
+    // An ignored Service: never.
+    let ignored = service("a", "198.19.0.10", json!({"ctreap.io/ignore": "true"}));
+    let mut st = model(std::slice::from_ref(&ignored), &[slice("a", json!([]))]);
+    let w = plan_windows(
+        &mut st,
+        std::slice::from_ref(&ignored),
+        &[slice("a", json!([ready("192.0.2.1")]))],
+    );
+    assert_eq!(untranslated(&w), []);
 }

@@ -90,6 +90,7 @@ pub struct Report {
     pub draining: u64,
     pub stale_gone: u64,
     pub stale_not_serving: u64,
+    pub stale_not_translated: u64,
     pub not_service: u64,
     /// Every Service flow, grouped; stale groups first.
     pub groups: Vec<Group>,
@@ -99,7 +100,7 @@ pub struct Report {
 
 impl Report {
     pub fn stale(&self) -> u64 {
-        self.stale_gone + self.stale_not_serving
+        self.stale_gone + self.stale_not_serving + self.stale_not_translated
     }
 }
 
@@ -173,6 +174,7 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
         draining: counts.draining,
         stale_gone: counts.stale_gone,
         stale_not_serving: counts.stale_not_serving,
+        stale_not_translated: counts.stale_not_translated,
         not_service: counts.not_service,
         groups: out,
         dump_interrupted: summary.interrupted,
@@ -227,12 +229,13 @@ fn print_table(r: &Report) {
         }
     }
     println!(
-        "flows: live={} draining={} stale={} (gone={} not-serving={}) not-service={}",
+        "flows: live={} draining={} stale={} (gone={} not-serving={} not-translated={}) not-service={}",
         r.live,
         r.draining,
         r.stale(),
         r.stale_gone,
         r.stale_not_serving,
+        r.stale_not_translated,
         r.not_service
     );
 }

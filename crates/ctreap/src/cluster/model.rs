@@ -590,6 +590,18 @@ impl<'m> FrontendRef<'m> {
         self.ports.first().map(|&id| PortRef { map: self.map, id })
     }
 
+    /// A backend of the frontend's address family is serving (or draining) on one of its
+    /// service ports: the service proxy translates traffic to this frontend (what kube-proxy
+    /// calls a Service with endpoints). Stops at the first one.
+    pub fn has_serving_backend(&self) -> bool {
+        let v4 = self.key.ip.is_ipv4();
+        self.ports().any(|p| {
+            p.backends()
+                .iter()
+                .any(|b| b.ip.is_ipv4() == v4 && b.conditions.state() != BackendState::NotServing)
+        })
+    }
+
     /// The best view of backend `ip:port` across every service port of this frontend:
     /// serving in any wins. `None`: no service port of this frontend lists it.
     pub fn backend(&self, ip: IpAddr, port: u16) -> Option<(PortRef<'m>, Conditions)> {

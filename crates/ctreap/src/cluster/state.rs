@@ -25,7 +25,7 @@ use super::intern::{Name, intern};
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
-use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::model::{BackendState, Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
 use super::store::{self, Named, Store};
 use super::view::{ServiceView, SliceView};
 
@@ -101,6 +101,8 @@ pub struct ClusterState {
     /// recorded.
     held_at: HashMap<ObjKey, Vec<PortEntry>>,
     changes: HashMap<Pair, Change>,
+    /// Frontends that gained a serving backend, with the Service that gave them one.
+    gained: HashMap<FrontendKey, ServiceName>,
 }
 
 impl ClusterState {
@@ -152,6 +154,20 @@ impl ClusterState {
 
     pub fn slice_count(&self) -> usize {
         self.slices.len()
+    }
+
+    /// The frontends that went from no serving backend (or not existing) to having one since
+    /// the last call, and still have one: what traffic sent to them before could not be
+    /// translated (see `reconcile::classify`, `NotTranslated`). A full pass judges every entry
+    /// and may take them unread.
+    pub fn take_gained(&mut self) -> HashMap<FrontendKey, ServiceName> {
+        let mut out = std::mem::take(&mut self.gained);
+        out.retain(|k, _| {
+            self.map
+                .frontend(k.proto, k.ip, k.port)
+                .is_some_and(|f| f.has_serving_backend())
+        });
+        out
     }
 
     /// The pairs whose backend got worse since the last call, with their state now.
@@ -496,6 +512,7 @@ impl ClusterState {
                         p.ignored = true;
                     }
                 }
+                self.record_gained(&name, &old, &ports);
                 self.map.insert_service(name.clone(), ports);
             }
             None if self.services_listed => {
@@ -515,6 +532,31 @@ impl ClusterState {
             }
         }
         self.record(&name, old);
+    }
+
+    /// Records the frontends of `new` (the Service's ports after its rebuild, not ignored or
+    /// held) that have a serving backend of their family and had none in `old`. Proportional
+    /// to the Service.
+    fn record_gained(&mut self, name: &ServiceName, old: &[PortEntry], new: &[PortEntry]) {
+        let serving = |e: &PortEntry, v4: bool| {
+            e.backends
+                .iter()
+                .any(|b| b.ip.is_ipv4() == v4 && b.conditions.state() != BackendState::NotServing)
+        };
+        for p in new.iter().filter(|p| !p.ignored) {
+            for fe in p.frontends.iter() {
+                let v4 = fe.key.ip.is_ipv4();
+                if !serving(p, v4) {
+                    continue;
+                }
+                let before = old
+                    .iter()
+                    .any(|o| o.frontends.iter().any(|f| f.key == fe.key) && serving(o, v4));
+                if !before {
+                    self.gained.entry(fe.key).or_insert_with(|| name.clone());
+                }
+            }
+        }
     }
 
     /// Records the pairs of `old` (the Service's ports before its rebuild) whose backend is

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use ctnetlink::Entry;
 
 use super::plan::{FlushKey, Policy};
-use super::verdict::{Flow, StaleReason, Verdict, classify};
-use crate::cluster::{Change, Pair, Proto, ServiceMap, ServiceName};
+use super::verdict::{Flow, StaleReason, Verdict, classify, untranslated_is_stale};
+use crate::cluster::{Change, FrontendKey, Pair, Proto, ServiceMap, ServiceName};
 
 /// Why an entry is deleted: the Service it concerns, its protocol, the reason, and the pair.
 /// One log line and one set of metric labels per distinct value.
@@ -100,11 +100,32 @@ pub fn settle(c: &Change) -> Settle {
     }
 }
 
-/// The recorded changes `policy` deletes, by settle window: a backend that got worse and is
-/// deletable now but was not before (what was deletable already was an earlier flush's
-/// business), of a Service that did not opt out.
-pub fn planned(changes: HashMap<Pair, Change>, policy: &Policy) -> HashMap<Settle, Planned> {
+/// The recorded changes `policy` deletes, by settle window:
+/// - `changes`: a backend that got worse and is deletable now but was not before (what was
+///   deletable already was an earlier flush's business), of a Service that did not opt out;
+/// - `gained`: frontends that gained a serving backend (`ClusterState::take_gained`). Their
+///   untranslated entries (made while nothing could translate them) are stale for the
+///   protocols [`untranslated_is_stale`] names; one key each, the frontend as its own reply
+///   source, settled with `--grace` (nothing about a gain can be undone by a second write).
+pub fn planned(
+    changes: HashMap<Pair, Change>,
+    gained: HashMap<FrontendKey, ServiceName>,
+    policy: &Policy,
+) -> HashMap<Settle, Planned> {
     let mut out: HashMap<Settle, Planned> = HashMap::new();
+    for (fe, service) in gained {
+        if !untranslated_is_stale(fe.proto) || !policy.gone.contains(fe.proto) {
+            continue;
+        }
+        let key = FlushKey {
+            proto: fe.proto.ip_proto(),
+            orig_dst: fe.ip,
+            orig_dport: fe.port,
+            reply_src: fe.ip,
+            reply_sport: fe.port,
+        };
+        out.entry(Settle::Grace).or_default().insert(key, service);
+    }
     for (p, c) in changes {
         let proto = p.frontend.proto;
         if c.ignored

@@ -38,6 +38,12 @@ impl ProtoSet {
     pub const fn contains(self, p: Proto) -> bool {
         self.0 & Self::bit(p) != 0
     }
+
+    /// The protocols in both sets.
+    #[must_use]
+    pub const fn intersect(self, other: ProtoSet) -> ProtoSet {
+        ProtoSet(self.0 & other.0)
+    }
 }
 
 /// Which stale verdicts, for which protocols, the agent deletes. A draining backend
@@ -69,7 +75,8 @@ impl Policy {
             return false;
         };
         match verdict {
-            Verdict::Stale(StaleReason::Gone) => self.gone.contains(p),
+            // The verdict is UDP's alone, and as final as a backend that is gone.
+            Verdict::Stale(StaleReason::Gone | StaleReason::NotTranslated) => self.gone.contains(p),
             Verdict::Stale(StaleReason::NotServing) => self.not_serving.contains(p),
             Verdict::Live | Verdict::Draining | Verdict::NotService(_) => false,
         }
@@ -96,6 +103,13 @@ pub struct FlushKey {
     pub orig_dport: u16,
     pub reply_src: IpAddr,
     pub reply_sport: u16,
+}
+
+impl FlushKey {
+    /// The key of untranslated entries: the frontend is its own reply source.
+    pub fn untranslated(&self) -> bool {
+        self.reply_src == self.orig_dst && self.reply_sport == self.orig_dport
+    }
 }
 
 impl fmt::Display for FlushKey {

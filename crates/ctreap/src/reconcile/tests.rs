@@ -109,9 +109,14 @@ fn verdicts_by_condition() {
             Verdict::NotService(NotServiceReason::NotFrontend),
         ),
         (
-            "no dnat",
-            flow(UDP, "10.96.0.10", 53, "10.96.0.10", 53),
+            "no dnat, tcp",
+            flow(TCP, "10.96.0.10", 53, "10.96.0.10", 53),
             Verdict::NotService(NotServiceReason::NoDnat),
+        ),
+        (
+            "no dnat, udp, the frontend has a serving backend",
+            flow(UDP, "10.96.0.10", 53, "10.96.0.10", 53),
+            Verdict::Stale(StaleReason::NotTranslated),
         ),
         (
             "icmp",
@@ -264,10 +269,69 @@ fn counts_add_up() {
             draining: 1,
             stale_gone: 1,
             stale_not_serving: 1,
+            stale_not_translated: 0,
             not_service: 1
         }
     );
     assert_eq!(counts.total(), 5);
+}
+
+/// Untranslated entries (the frontend is its own reply source): UDP to a frontend that has a
+/// serving backend is stale and deleted by default, as kube-proxy's reconciler deletes it; TCP
+/// is left; with no serving backend nothing could have translated it, so both are left; a
+/// frontend address listed as its own backend keeps its entry.
+#[test]
+fn untranslated_udp_to_a_frontend_with_a_serving_backend_is_stale() {
+    let with = dns_map(json!([]));
+    let udp = flow(UDP, "10.96.0.10", 53, "10.96.0.10", 53);
+    let tcp = flow(TCP, "10.96.0.10", 53, "10.96.0.10", 53);
+    assert_eq!(
+        classify(&with, &udp).verdict,
+        Verdict::Stale(StaleReason::NotTranslated)
+    );
+    let s = deletable(&with, &udp, &Policy::default()).expect("deleted by default");
+    assert_eq!(s.reason, StaleReason::NotTranslated);
+    assert_eq!(
+        classify(&with, &tcp).verdict,
+        Verdict::NotService(NotServiceReason::NoDnat)
+    );
+    assert!(deletable(&with, &tcp, &Policy::default()).is_none());
+    let udp_only_tcp = Policy {
+        gone: ProtoSet::TCP,
+        ..Policy::default()
+    };
+    assert!(
+        deletable(&with, &udp, &udp_only_tcp).is_none(),
+        "--protocols tcp"
+    );
+
+    // A Service with no endpoint at all.
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"namespace": "kube-system", "name": "dns"},
+        "spec": {"clusterIPs": ["10.96.0.10"],
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]}
+    }))
+    .expect("Service JSON");
+    let no_slices: &[EndpointSlice] = &[];
+    let (without, _) = ServiceMap::build(std::slice::from_ref(&svc), no_slices, None, &[]);
+    assert_eq!(
+        classify(&without, &udp).verdict,
+        Verdict::NotService(NotServiceReason::NoDnat)
+    );
+    // The frontend address listed as a backend of itself: its entry is that backend's.
+    let own: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"namespace": "kube-system", "name": "dns-own",
+                     "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 53, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["10.96.0.10"], "conditions": {"ready": true}}]
+    }))
+    .expect("slice JSON");
+    let (own, _) = ServiceMap::build(&[svc], &[own], None, &[]);
+    assert_eq!(
+        classify(&own, &udp).verdict,
+        Verdict::NotService(NotServiceReason::NoDnat)
+    );
 }
 
 #[test]

@@ -37,6 +37,12 @@ pub enum StaleReason {
     /// The DNAT target is still in a slice, with `serving: false` (not ready, or terminating
     /// and done serving).
     NotServing,
+    /// UDP to a frontend that has a serving backend now, never translated: the entry was made
+    /// while the Service had no endpoint or before its rules existed, and while the client
+    /// keeps sending it keeps the flow away from every backend. kube-proxy's reconciler
+    /// deletes these too (`pkg/proxy/conntrack/cleanup.go`: reply source not a serving
+    /// endpoint). TCP and SCTP ones stay `NotService(NoDnat)`.
+    NotTranslated,
 }
 
 /// Why a flow is no Service's NAT traffic. Such flows are left alone, always.
@@ -72,6 +78,7 @@ impl Verdict {
             Verdict::Draining => "draining",
             Verdict::Stale(StaleReason::Gone) => "stale_gone",
             Verdict::Stale(StaleReason::NotServing) => "stale_not_serving",
+            Verdict::Stale(StaleReason::NotTranslated) => "stale_not_translated",
             Verdict::NotService(NotServiceReason::Protocol) => "not_service_protocol",
             Verdict::NotService(NotServiceReason::NotFrontend) => "not_service",
             Verdict::NotService(NotServiceReason::NoDnat) => "not_service_no_dnat",
@@ -112,16 +119,27 @@ impl<'m> Decision<'m> {
     }
 }
 
+/// Whether an untranslated entry to a frontend with a serving backend is stale for this
+/// protocol: UDP only, as kube-proxy's reconciler judges it. A TCP or SCTP entry that met no
+/// rule ends on its own (no listener answers it); a UDP client keeps refreshing its entry.
+pub(crate) const fn untranslated_is_stale(p: Proto) -> bool {
+    matches!(p, Proto::Udp)
+}
+
 /// Classifies one flow.
 ///
 /// Decisions worth knowing:
 /// - **No DNAT** (`reply src:sport == orig dst:dport`) is `NotService(NoDnat)`, even when
 ///   `orig dst:dport` is a frontend: nothing was translated, so there is no NAT decision to
 ///   go stale (e.g. packets that met no kube-proxy rule because the rules were not yet
-///   written, or a load-balancer IP that is routed, not DNATed). Deleting such an entry
-///   cannot help, and a flush keyed on it would hit unrelated local traffic. A DNAT that
-///   changes only the port (hostNetwork backend on this node: `node:30080 -> node:8080`) is
-///   a translation and is judged normally.
+///   written, or a load-balancer IP that is routed, not DNATed). A DNAT that changes only the
+///   port (hostNetwork backend on this node: `node:30080 -> node:8080`) is a translation and
+///   is judged normally. One exception, as kube-proxy's own reconciler makes it: **UDP** to a
+///   frontend that has a serving backend of its family now is `Stale(NotTranslated)`. The
+///   entry was made before the Service could translate (no endpoint yet, rules not yet
+///   written); a UDP client that keeps its port keeps refreshing it and never reaches a
+///   backend. Deleting it lets the next packet meet the rules. Not when the frontend address
+///   itself is listed as a backend (then the entry is that backend's).
 /// - The **zone** is ignored: kube-proxy works in zone 0, and the kernel's flush filter
 ///   cannot match zones before Linux 6.8.
 /// - When two Services publish the same frontend (same external IP and port), the backend
@@ -160,10 +178,15 @@ pub(crate) fn judge(
         return (Verdict::NotService(NotServiceReason::NotFrontend), None);
     };
     if reply_src == orig_dst && reply_sport == orig_dport {
-        return (
-            Verdict::NotService(NotServiceReason::NoDnat),
-            fe.first_port(),
-        );
+        let verdict = if untranslated_is_stale(p)
+            && fe.backend(reply_src, reply_sport).is_none()
+            && fe.has_serving_backend()
+        {
+            Verdict::Stale(StaleReason::NotTranslated)
+        } else {
+            Verdict::NotService(NotServiceReason::NoDnat)
+        };
+        return (verdict, fe.first_port());
     }
     match fe.backend(reply_src, reply_sport) {
         None => (Verdict::Stale(StaleReason::Gone), fe.first_port()),
@@ -185,6 +208,7 @@ pub struct VerdictCounts {
     pub draining: u64,
     pub stale_gone: u64,
     pub stale_not_serving: u64,
+    pub stale_not_translated: u64,
     pub not_service: u64,
 }
 
@@ -195,11 +219,17 @@ impl VerdictCounts {
             Verdict::Draining => self.draining += 1,
             Verdict::Stale(StaleReason::Gone) => self.stale_gone += 1,
             Verdict::Stale(StaleReason::NotServing) => self.stale_not_serving += 1,
+            Verdict::Stale(StaleReason::NotTranslated) => self.stale_not_translated += 1,
             Verdict::NotService(_) => self.not_service += 1,
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.live + self.draining + self.stale_gone + self.stale_not_serving + self.not_service
+        self.live
+            + self.draining
+            + self.stale_gone
+            + self.stale_not_serving
+            + self.stale_not_translated
+            + self.not_service
     }
 }
