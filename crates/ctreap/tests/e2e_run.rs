@@ -1818,6 +1818,204 @@ fn an_endpoint_moving_between_slices_keeps_its_flows_at_every_gap() {
     agent.stop();
 }
 
+/// `ctreap stale` and the agent agree on every flow (issue 20): on the same table and cluster,
+/// the flows `ctreap stale -o json` marks `delete` are exactly the ones the agent deletes, and
+/// every stale flow it marks `keep: ...` stays. The cluster has each case: gone backends (UDP,
+/// TCP, SCTP), not serving (UDP deleted, TCP kept without --delete-not-serving), draining,
+/// untranslated UDP, an ignored Service and a held one (a slice of it does not decode), each
+/// of the last two with flows to a backend that left. `--fail-on-stale` fails before the agent
+/// ran and passes after it, although stale flows the agent keeps remain.
+///
+/// Before, `ctreap stale --fail-on-stale` failed on the ignored Service's flows, which the
+/// agent leaves (and says so nowhere).
+#[test]
+fn stale_and_the_agent_agree_on_every_flow() {
+    let mut w = World::new("run-agree");
+    w.api.apply(slice(
+        "dns-a",
+        "dns",
+        &[("dns", 5353, "UDP")],
+        vec![
+            ep("10.244.1.1"),
+            ep_cond("10.244.1.2", false, true, true),
+            ep_cond("10.244.1.3", false, false, false),
+        ],
+    ));
+    w.api.apply(slice(
+        "web-v4",
+        "web",
+        &[("http", 8080, "TCP")],
+        vec![ep("10.244.2.1"), ep_cond("10.244.2.2", false, false, false)],
+    ));
+    let mut quiet = service("quiet", &["10.96.0.60"], &[("dns", 53, "UDP", 5353)]);
+    quiet["metadata"]["annotations"] = json!({"ctreap.io/ignore": "true"});
+    w.api.apply(quiet);
+    w.api.apply(slice_ips(
+        "quiet-a",
+        "quiet",
+        &[("dns", 5353, "UDP")],
+        &["10.244.7.1"],
+    ));
+    w.api.apply(service(
+        "held",
+        &["10.96.0.61"],
+        &[("dns", 53, "UDP", 5353)],
+    ));
+    w.api.apply(slice_ips(
+        "held-a",
+        "held",
+        &[("dns", 5353, "UDP")],
+        &["10.244.8.1"],
+    ));
+    let mut junk = slice_ips("held-b", "held", &[("dns", 5353, "UDP")], &["10.244.8.2"]);
+    junk["ports"][0]["port"] = json!("5353");
+    w.api.apply(junk);
+    for (proto, fe, be) in [
+        (IPPROTO_UDP, DNS, "10.244.1.9:5353"),
+        (IPPROTO_TCP, WEB4, "10.244.2.9:8080"),
+        (IPPROTO_SCTP, SIG, "10.244.3.9:3868"),
+        (IPPROTO_UDP, DNS, DNS),
+        (IPPROTO_UDP, "10.96.0.60:53", "10.244.7.1:5353"),
+        (IPPROTO_UDP, "10.96.0.60:53", "10.244.7.9:5353"),
+        (IPPROTO_UDP, "10.96.0.61:53", "10.244.8.1:5353"),
+        (IPPROTO_UDP, "10.96.0.61:53", "10.244.8.9:5353"),
+    ] {
+        w.add(&Flow::many(proto, fe, be, 3));
+    }
+    let before = w.table();
+
+    // What `ctreap stale` says, before the agent runs.
+    let (kubeconfig, netns) = (w.api.kubeconfig.clone(), w.ns.name.clone());
+    let stale = |fail: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ctreap"));
+        c.arg("stale").arg("--kubeconfig").arg(&kubeconfig).args([
+            "--netns",
+            &netns,
+            "--node-name",
+            agent::NODE,
+            "-o",
+            "json",
+        ]);
+        if fail {
+            c.arg("--fail-on-stale");
+        }
+        let out = c.output().expect("running ctreap stale");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ctreap stale -o json: {e}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), report)
+    };
+    let (code, report) = stale(true);
+    assert_eq!(
+        code,
+        Some(1),
+        "--fail-on-stale with flows to delete: {report:#}"
+    );
+    let pair = |f: &Flow| {
+        (
+            agent::proto_name(f.proto).to_string(),
+            f.frontend,
+            f.backend,
+        )
+    };
+    let mut actions: std::collections::BTreeMap<
+        (String, std::net::SocketAddr, std::net::SocketAddr),
+        String,
+    > = Default::default();
+    for g in report["groups"].as_array().expect("groups") {
+        let key = (
+            g["protocol"].as_str().expect("protocol").to_string(),
+            g["frontend"]
+                .as_str()
+                .expect("frontend")
+                .parse()
+                .expect("frontend"),
+            g["backend"]
+                .as_str()
+                .expect("backend")
+                .parse()
+                .expect("backend"),
+        );
+        actions.insert(key, g["action"].as_str().expect("action").to_string());
+    }
+    let said = |f: &Flow| {
+        actions
+            .get(&pair(f))
+            .map_or("not listed", String::as_str)
+            .to_string()
+    };
+    let to_delete: Vec<Flow> = before
+        .iter()
+        .filter(|f| said(f) == "delete")
+        .copied()
+        .collect();
+    // Not vacuous: each case is said as expected.
+    for (proto, fe, be, want) in [
+        (IPPROTO_UDP, DNS, "10.244.1.9:5353", "delete"),
+        (IPPROTO_TCP, WEB4, "10.244.2.9:8080", "delete"),
+        (IPPROTO_SCTP, SIG, "10.244.3.9:3868", "delete"),
+        (IPPROTO_UDP, DNS, "10.244.1.3:5353", "delete"),
+        (IPPROTO_UDP, DNS, DNS, "delete"),
+        (IPPROTO_TCP, WEB4, "10.244.2.2:8080", "keep: policy"),
+        (IPPROTO_UDP, DNS, "10.244.1.2:5353", "keep"),
+        (
+            IPPROTO_UDP,
+            "10.96.0.60:53",
+            "10.244.7.9:5353",
+            "keep: ignored",
+        ),
+        (
+            IPPROTO_UDP,
+            "10.96.0.61:53",
+            "10.244.8.9:5353",
+            "keep: ignored",
+        ),
+    ] {
+        let f = Flow::new(proto, fe, be);
+        assert_eq!(said(&f), want, "{fe} -> {be}: {report:#}");
+    }
+    assert_eq!(report["deletable"].as_u64(), Some(to_delete.len() as u64));
+
+    // What the agent does on the same table.
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let m = agent.wait_metrics(FLUSH_DEADLINE, "nothing settling", |m| {
+        m.value("ctreap_settling_pairs") == 0.0
+    });
+    assert_table(
+        &before,
+        &to_delete,
+        &w.table(),
+        "the agent deleted what stale said",
+    );
+    assert_eq!(m.deleted(), to_delete.len() as f64, "{}", m.text);
+
+    // Afterwards: stale flows remain (kept on purpose), and --fail-on-stale passes.
+    let (code, report) = stale(true);
+    assert_eq!(
+        code,
+        Some(0),
+        "nothing left the agent would delete: {report:#}"
+    );
+    assert_eq!(report["deletable"].as_u64(), Some(0));
+    let stale_left = report["stale_gone"].as_u64().unwrap_or(0)
+        + report["stale_not_serving"].as_u64().unwrap_or(0);
+    assert_eq!(
+        stale_left, 9,
+        "ignored, held and TCP not-serving flows stay: {report:#}"
+    );
+    println!(
+        "stale said delete for {} of {} flows; the agent deleted exactly those; {stale_left} stale flows kept on purpose",
+        to_delete.len(),
+        before.len()
+    );
+    agent.stop();
+}
+
 /// UDP parity with kube-proxy's reconciler (issue 20): untranslated entries to a Service's
 /// ClusterIP (made while it had no endpoint, so no rule translated them; a UDP client that
 /// keeps its port keeps them alive and never reaches a pod) are deleted as soon as the Service

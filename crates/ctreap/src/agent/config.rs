@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::args::{KubeArgs, NetnsArg, parse_duration};
-use crate::cluster::Proto;
-use crate::reconcile::{Policy, ProtoSet};
+use crate::args::{KubeArgs, NetnsArg, PolicyArgs, parse_duration};
+use crate::reconcile::Policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -30,14 +29,8 @@ pub struct RunCmd {
     /// Compute and report everything; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Protocols whose stale flows are deleted.
-    #[arg(long, value_delimiter = ',', value_parser = parse_proto, default_value = "udp,tcp,sctp")]
-    pub protocols: Vec<Proto>,
-    /// Also delete TCP and SCTP flows to backends that are listed with serving=false (not
-    /// ready). UDP ones are always deleted, as kube-proxy's own cleanup does; a TCP connection
-    /// to a pod that is merely not ready may still be working.
-    #[arg(long)]
-    pub delete_not_serving: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Wait this long after a backend is gone before its flows are deleted; each flow is then
     /// judged on the newest view. The default covers an endpoint that moves between two
     /// EndpointSlices (slice writers update one object at a time); 0s deletes at once, and can
@@ -83,15 +76,6 @@ pub struct RunCmd {
     pub log_format: LogFormat,
 }
 
-fn parse_proto(s: &str) -> Result<Proto, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "udp" => Ok(Proto::Udp),
-        "tcp" => Ok(Proto::Tcp),
-        "sctp" => Ok(Proto::Sctp),
-        other => Err(format!("{other:?} is not a protocol (udp, tcp, sctp)")),
-    }
-}
-
 /// "50%", "50" (percent) or "0.5".
 fn parse_share(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -109,26 +93,9 @@ fn parse_share(s: &str) -> Result<f64, String> {
 }
 
 impl RunCmd {
-    pub fn protocol_set(&self) -> ProtoSet {
-        self.protocols
-            .iter()
-            .fold(ProtoSet::NONE, |set, p| set.with(*p))
-    }
-
-    /// The deletion policy these flags ask for: [`Policy::default`] (gone: every protocol; not
-    /// serving: UDP) within --protocols, not serving for every protocol with
-    /// --delete-not-serving. Draining backends are never deleted.
+    /// The deletion policy these flags ask for ([`PolicyArgs::policy`]).
     pub fn policy(&self) -> Policy {
-        let protocols = self.protocol_set();
-        let default = Policy::default();
-        Policy {
-            gone: default.gone.intersect(protocols),
-            not_serving: if self.delete_not_serving {
-                protocols
-            } else {
-                default.not_serving.intersect(protocols)
-            },
-        }
+        self.policy.policy()
     }
 }
 
@@ -143,37 +110,5 @@ mod tests {
         assert_eq!(parse_share("75"), Ok(0.75));
         assert!(parse_share("150%").is_err());
         assert!(parse_share("half").is_err());
-    }
-
-    /// UDP flows to not-serving backends go by default, as kube-proxy's reconciler deletes
-    /// them; TCP and SCTP ones only with --delete-not-serving; --protocols bounds both.
-    #[test]
-    fn not_serving_udp_is_deleted_by_default() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            run: RunCmd,
-        }
-        let policy = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
-                .expect("flags")
-                .run
-                .policy()
-        };
-        let p = policy(&[]);
-        assert_eq!((p.gone, p.not_serving), (ProtoSet::ALL, ProtoSet::UDP));
-        let p = policy(&["--delete-not-serving"]);
-        assert_eq!(p.not_serving, ProtoSet::ALL);
-        let p = policy(&["--protocols", "tcp"]);
-        assert_eq!((p.gone, p.not_serving), (ProtoSet::TCP, ProtoSet::NONE));
-        assert_eq!(p, policy(&["--protocols", "tcp"]));
-        assert_eq!(policy(&[]), Policy::default());
-    }
-
-    #[test]
-    fn protocols() {
-        assert_eq!(parse_proto("UDP"), Ok(Proto::Udp));
-        assert!(parse_proto("icmp").is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! What the commands share, whichever they are: usage errors, durations, the network
-//! namespace flag and the Kubernetes flags. `cli/`, `agent/` and `lab/` import from here, never
+//! namespace flag, the Kubernetes flags and the deletion policy's flags. `cli/`, `agent/` and `lab/` import from here, never
 //! from each other.
 
 mod kube;
+mod policy;
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use clap::Args;
 use ctnetlink::{Conntrack, Netns};
 
 pub use kube::{KubeArgs, snapshot};
+pub use policy::PolicyArgs;
 
 /// A bad flag or flag combination: the binary exits 64 (EX_USAGE) with a one-line message.
 #[derive(Debug, thiserror::Error)]

@@ -12,9 +12,9 @@ use ctnetlink::codec::format::proto_name;
 use ctnetlink::{Conntrack, Filter};
 use serde::Serialize;
 
-use crate::args::{KubeArgs, NetnsArg, parse_duration, snapshot};
+use crate::args::{KubeArgs, NetnsArg, PolicyArgs, parse_duration, snapshot};
 use crate::cluster::ServiceMap;
-use crate::reconcile::{Verdict, VerdictCounts, classify, flow_of};
+use crate::reconcile::{Decision, Policy, Verdict, VerdictCounts, classify, deletable, flow_of};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StaleFormat {
@@ -42,9 +42,14 @@ pub struct StaleCmd {
     pub scope: Scope,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: StaleFormat,
-    /// Exit 1 when any stale flow exists (for scripts and monitoring).
+    /// Exit 1 when a flow exists that the agent would delete (for scripts and monitoring):
+    /// stale flows the agent leaves alone (an ignored or held Service, a not-serving TCP
+    /// backend without --delete-not-serving) do not count.
     #[arg(long)]
     pub fail_on_stale: bool,
+    /// The agent's deletion flags, to judge as an agent run with them does.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
     #[command(flatten)]
@@ -76,6 +81,8 @@ pub struct Group {
     pub frontend: SocketAddr,
     pub backend: SocketAddr,
     pub verdict: &'static str,
+    /// What the agent does with these flows ([`action`]).
+    pub action: &'static str,
     pub flows: u64,
     /// Packets and bytes in both directions; present only with nf_conntrack_acct=1.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +93,8 @@ pub struct Group {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// Flows the agent would delete (with the same policy flags): what --fail-on-stale fails on.
+    pub deletable: u64,
     pub live: u64,
     pub draining: u64,
     pub stale_gone: u64,
@@ -109,10 +118,44 @@ fn in_scope(scope: &Scope, ns: &str, name: &str) -> bool {
         && scope.service.as_deref().is_none_or(|s| s == name)
 }
 
+/// What the agent does with a flow, by the rule it deletes by (`reconcile::deletable`):
+/// `delete`, or `keep` with why a stale flow stays: `keep: ignored` (the Service is annotated
+/// `ctreap.io/ignore`, or held because one of its slices did not decode), `keep: policy` (the
+/// protocol or verdict is not deleted with these flags).
+pub fn action(
+    map: &ServiceMap,
+    flow: &crate::reconcile::Flow,
+    d: &Decision,
+    policy: &Policy,
+) -> &'static str {
+    if deletable(map, flow, policy).is_some() {
+        return "delete";
+    }
+    match (d.verdict, d.port) {
+        (Verdict::Stale(_), Some(p)) if p.ignored() => "keep: ignored",
+        (Verdict::Stale(_), _) => "keep: policy",
+        _ => "keep",
+    }
+}
+
 /// Streams the table through the verdict (constant memory in the table size: only groups are
 /// kept).
-pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Result<Report> {
-    type Key = (String, String, u8, SocketAddr, SocketAddr, Verdict);
+pub fn judge_table(
+    ct: &mut Conntrack,
+    map: &ServiceMap,
+    scope: &Scope,
+    policy: &Policy,
+) -> Result<Report> {
+    type Key = (
+        String,
+        String,
+        u8,
+        SocketAddr,
+        SocketAddr,
+        Verdict,
+        &'static str,
+    );
+    let mut deletable = 0u64;
     let mut groups: BTreeMap<Key, (u64, Option<u64>, Option<u64>)> = BTreeMap::new();
     let mut counts = VerdictCounts::default();
     let summary = ct.dump(&Filter::default(), |e| {
@@ -135,6 +178,10 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
             (_, Some(svc)) => svc,
         };
         counts.add(d.verdict);
+        let act = action(map, &flow, &d, policy);
+        if act == "delete" {
+            deletable += 1;
+        }
         let g = groups
             .entry((
                 svc.namespace.to_string(),
@@ -143,6 +190,7 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
                 d.frontend,
                 d.backend,
                 d.verdict,
+                act,
             ))
             .or_insert((0, None, None));
         g.0 += 1;
@@ -155,13 +203,17 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
     let mut out: Vec<Group> = groups
         .into_iter()
         .map(
-            |((namespace, service, proto, frontend, backend, v), (flows, packets, bytes))| Group {
+            |(
+                (namespace, service, proto, frontend, backend, v, action),
+                (flows, packets, bytes),
+            )| Group {
                 namespace,
                 service,
                 protocol: proto_name(proto),
                 frontend,
                 backend,
                 verdict: v.as_str(),
+                action,
                 flows,
                 packets,
                 bytes,
@@ -170,6 +222,7 @@ pub fn judge_table(ct: &mut Conntrack, map: &ServiceMap, scope: &Scope) -> Resul
         .collect();
     out.sort_by_key(|g| !g.verdict.starts_with("stale"));
     Ok(Report {
+        deletable,
         live: counts.live,
         draining: counts.draining,
         stale_gone: counts.stale_gone,
@@ -191,13 +244,15 @@ pub async fn stale(cmd: StaleCmd) -> Result<bool> {
     }
     let mut ct = cmd.ns.open()?;
     let scope = cmd.scope.clone();
+    let policy = cmd.policy.policy();
     let report =
-        tokio::task::spawn_blocking(move || judge_table(&mut ct, &snap.map, &scope)).await??;
+        tokio::task::spawn_blocking(move || judge_table(&mut ct, &snap.map, &scope, &policy))
+            .await??;
     match cmd.output {
         StaleFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         StaleFormat::Table => print_table(&report),
     }
-    Ok(report.stale() > 0)
+    Ok(report.deletable > 0)
 }
 
 fn print_table(r: &Report) {
@@ -210,18 +265,27 @@ fn print_table(r: &Report) {
         println!("no stale flows");
     } else {
         println!(
-            "{:<40} {:<6} {:<45} {:<45} {:<18} {:>7} {:>10} {:>12}",
-            "SERVICE", "PROTO", "FRONTEND", "BACKEND", "REASON", "FLOWS", "PACKETS", "BYTES"
+            "{:<40} {:<6} {:<45} {:<45} {:<18} {:<14} {:>7} {:>10} {:>12}",
+            "SERVICE",
+            "PROTO",
+            "FRONTEND",
+            "BACKEND",
+            "REASON",
+            "AGENT",
+            "FLOWS",
+            "PACKETS",
+            "BYTES"
         );
         for g in stale {
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             println!(
-                "{:<40} {:<6} {:<45} {:<45} {:<18} {:>7} {:>10} {:>12}",
+                "{:<40} {:<6} {:<45} {:<45} {:<18} {:<14} {:>7} {:>10} {:>12}",
                 format!("{}/{}", g.namespace, g.service),
                 g.protocol,
                 g.frontend.to_string(),
                 g.backend.to_string(),
                 g.verdict.trim_start_matches("stale_"),
+                g.action,
                 g.flows,
                 opt(g.packets),
                 opt(g.bytes)
@@ -229,13 +293,14 @@ fn print_table(r: &Report) {
         }
     }
     println!(
-        "flows: live={} draining={} stale={} (gone={} not-serving={} not-translated={}) not-service={}",
+        "flows: live={} draining={} stale={} (gone={} not-serving={} not-translated={}; the agent deletes {}) not-service={}",
         r.live,
         r.draining,
         r.stale(),
         r.stale_gone,
         r.stale_not_serving,
         r.stale_not_translated,
+        r.deletable,
         r.not_service
     );
 }
@@ -300,7 +365,7 @@ pub async fn watch(cmd: WatchCmd) -> Result<()> {
         let scope = cmd.scope.clone();
         let relisting = !snap.status.current();
         let (conn, report) = tokio::task::spawn_blocking(move || {
-            let r = judge_table(&mut conn, &snap.map, &scope);
+            let r = judge_table(&mut conn, &snap.map, &scope, &Policy::default());
             (conn, r)
         })
         .await?;
