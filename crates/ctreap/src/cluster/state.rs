@@ -101,8 +101,11 @@ pub struct ClusterState {
     /// recorded.
     held_at: HashMap<ObjKey, Vec<PortEntry>>,
     changes: HashMap<Pair, Change>,
-    /// Frontends that gained a serving backend, with the Service that gave them one.
-    gained: HashMap<FrontendKey, ServiceName>,
+    /// Frontends that gained a serving backend, with the Service that gave them one; recorded
+    /// only once [`ClusterState::take_gained`] was first called (`None` before). The initial
+    /// lists are a full pass's business: recording every Service's first endpoints raised the
+    /// agent's peak by 6 MiB at 100,000 Services (VmHWM 89.1 against 83.1 MiB).
+    gained: Option<HashMap<FrontendKey, ServiceName>>,
 }
 
 impl ClusterState {
@@ -159,9 +162,9 @@ impl ClusterState {
     /// The frontends that went from no serving backend (or not existing) to having one since
     /// the last call, and still have one: what traffic sent to them before could not be
     /// translated (see `reconcile::classify`, `NotTranslated`). A full pass judges every entry
-    /// and may take them unread.
+    /// and may take them unread. Recording starts with the first call.
     pub fn take_gained(&mut self) -> HashMap<FrontendKey, ServiceName> {
-        let mut out = std::mem::take(&mut self.gained);
+        let mut out = self.gained.replace(HashMap::new()).unwrap_or_default();
         out.retain(|k, _| {
             self.map
                 .frontend(k.proto, k.ip, k.port)
@@ -538,6 +541,9 @@ impl ClusterState {
     /// held) that have a serving backend of their family and had none in `old`. Proportional
     /// to the Service.
     fn record_gained(&mut self, name: &ServiceName, old: &[PortEntry], new: &[PortEntry]) {
+        let Some(gained) = self.gained.as_mut() else {
+            return;
+        };
         let serving = |e: &PortEntry, v4: bool| {
             e.backends
                 .iter()
@@ -553,7 +559,7 @@ impl ClusterState {
                     .iter()
                     .any(|o| o.frontends.iter().any(|f| f.key == fe.key) && serving(o, v4));
                 if !before {
-                    self.gained.entry(fe.key).or_insert_with(|| name.clone());
+                    gained.entry(fe.key).or_insert_with(|| name.clone());
                 }
             }
         }
