@@ -105,7 +105,7 @@ pub fn settle(c: &Change) -> Settle {
 ///   deletable already was an earlier flush's business), of a Service that did not opt out;
 /// - `gained`: frontends that gained a serving backend (`ClusterState::take_gained`). Their
 ///   untranslated entries (made while nothing could translate them) are stale for the
-///   protocols [`untranslated_is_stale`] names; one key each, the frontend as its own reply
+///   protocols `untranslated_is_stale` names (UDP); one key each, the frontend as its own reply
 ///   source, settled with `--grace` (nothing about a gain can be undone by a second write).
 pub fn planned(
     changes: HashMap<Pair, Change>,
