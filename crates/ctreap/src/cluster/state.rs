@@ -188,6 +188,15 @@ impl ClusterState {
         out
     }
 
+    /// The Services watch begins a list (its first, or a re-list after an error or 410 Gone).
+    /// Until it completes, a slice whose Service the model does not hold may be labelled for
+    /// one the list has not delivered yet (created while the watch was down): its "unknown
+    /// Service" warning waits for the list, which then rebuilds every Service with slices to
+    /// decide, as for the first list.
+    pub fn services_listing(&mut self) {
+        self.services_listed = false;
+    }
+
     /// An EndpointSlice was added or changed (a watch's Apply event).
     pub fn apply_endpoint_slice(&mut self, slice: EndpointSlice) {
         self.apply_slice(SliceLite::from(slice));
@@ -690,6 +699,49 @@ mod tests {
         }))
         .expect("Service JSON");
         SvcLite::from(svc)
+    }
+
+    /// A re-list of the Services (issue 20): a slice of a Service created while the watch was
+    /// down arrives before the Services' list delivers it. No "unknown Service" warning while
+    /// the Services list, and the Service is built once it arrives. Control: the same slice
+    /// outside a Services list warns, and still does after the list if its Service is absent.
+    #[test]
+    fn a_slice_listed_before_its_service_during_a_relist_warns_nothing() {
+        let unknown = |st: &ClusterState| {
+            st.warnings()
+                .iter()
+                .filter(|w| w.kind == crate::cluster::WarningKind::UnknownService)
+                .count()
+        };
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_services(vec![service(1, false, false, false)]);
+        st.replace_slices(vec![slice(1, 1, &[(1, 0)])]);
+        // Control: outside a Services list, a slice of an absent Service warns.
+        st.apply_slice(slice(9, 9, &[(9, 0)]));
+        assert_eq!(unknown(&st), 1);
+        st.delete_slice(Some("ns"), Some("e9"));
+        assert_eq!(unknown(&st), 0);
+
+        st.services_listing();
+        st.replace_slices(vec![slice(1, 1, &[(1, 0)]), slice(2, 2, &[(2, 0)])]);
+        assert_eq!(unknown(&st), 0, "{:?}", st.warnings());
+        st.replace_services(vec![
+            service(1, false, false, false),
+            service(2, false, false, false),
+        ]);
+        assert_eq!(unknown(&st), 0, "{:?}", st.warnings());
+        assert!(
+            st.map()
+                .frontend(Proto::Udp, ip("10.96.0.12"), 53)
+                .is_some_and(|f| f.backend(ip("10.244.0.2"), 5353).is_some())
+        );
+
+        // A slice whose Service the list did not deliver warns once the list is done.
+        st.services_listing();
+        st.replace_slices(vec![slice(1, 1, &[(1, 0)]), slice(3, 3, &[(3, 0)])]);
+        assert_eq!(unknown(&st), 0);
+        st.replace_services(vec![service(1, false, false, false)]);
+        assert_eq!(unknown(&st), 1, "{:?}", st.warnings());
     }
 
     /// Slice `e{n}` labelled for `s{svc}` with endpoints 10.244.0.{i} for each `(i, c)`,

@@ -686,6 +686,8 @@ pub(crate) trait Model: Sized + Clone {
     fn current<'s>(st: &'s ClusterState, ns: Option<&str>, name: &str) -> Option<&'s Self>;
     /// Namespace and name.
     fn ident(&self) -> (Option<&str>, Option<&str>);
+    /// This kind's watch begins a list (see [`ClusterState::services_listing`]).
+    fn list_begins(_st: &mut ClusterState) {}
 }
 
 impl Model for ServiceLite {
@@ -703,6 +705,10 @@ impl Model for ServiceLite {
 
     fn replace(list: Vec<Self>, st: &mut ClusterState) {
         st.replace_services(list);
+    }
+
+    fn list_begins(st: &mut ClusterState) {
+        st.services_listing();
     }
 
     fn count(st: &ClusterState) -> usize {
@@ -856,6 +862,7 @@ where
             return; // restarted: a newer task owns this watch
         }
         match (tag.clone(), kept) {
+            (Event::Init, _) => K::Kept::list_begins(&mut model),
             (Event::InitDone, _) => {
                 let mut bad = Vec::with_capacity(listing_bad.len());
                 for b in listing_bad.drain(..) {
