@@ -77,6 +77,40 @@ pub const CTA_FILTER: u16 = 25;
 pub const CTA_STATUS_MASK: u16 = 26;
 pub const CTA_TIMESTAMP_EVENT: u16 = 27;
 
+/// The uapi name of a top-level `CTA_*` attribute (enum ctattr_type), for decode errors.
+pub const fn cta_name(kind: u16) -> Option<&'static str> {
+    Some(match kind {
+        CTA_TUPLE_ORIG => "CTA_TUPLE_ORIG",
+        CTA_TUPLE_REPLY => "CTA_TUPLE_REPLY",
+        CTA_STATUS => "CTA_STATUS",
+        CTA_PROTOINFO => "CTA_PROTOINFO",
+        CTA_HELP => "CTA_HELP",
+        CTA_NAT_SRC => "CTA_NAT_SRC",
+        CTA_TIMEOUT => "CTA_TIMEOUT",
+        CTA_MARK => "CTA_MARK",
+        CTA_COUNTERS_ORIG => "CTA_COUNTERS_ORIG",
+        CTA_COUNTERS_REPLY => "CTA_COUNTERS_REPLY",
+        CTA_USE => "CTA_USE",
+        CTA_ID => "CTA_ID",
+        CTA_NAT_DST => "CTA_NAT_DST",
+        CTA_TUPLE_MASTER => "CTA_TUPLE_MASTER",
+        CTA_SEQ_ADJ_ORIG => "CTA_SEQ_ADJ_ORIG",
+        CTA_SEQ_ADJ_REPLY => "CTA_SEQ_ADJ_REPLY",
+        CTA_SECMARK => "CTA_SECMARK",
+        CTA_ZONE => "CTA_ZONE",
+        CTA_SECCTX => "CTA_SECCTX",
+        CTA_TIMESTAMP => "CTA_TIMESTAMP",
+        CTA_MARK_MASK => "CTA_MARK_MASK",
+        CTA_LABELS => "CTA_LABELS",
+        CTA_LABELS_MASK => "CTA_LABELS_MASK",
+        CTA_SYNPROXY => "CTA_SYNPROXY",
+        CTA_FILTER => "CTA_FILTER",
+        CTA_STATUS_MASK => "CTA_STATUS_MASK",
+        CTA_TIMESTAMP_EVENT => "CTA_TIMESTAMP_EVENT",
+        _ => return None,
+    })
+}
+
 // enum ctattr_tuple
 pub const CTA_TUPLE_IP: u16 = 1;
 pub const CTA_TUPLE_PROTO: u16 = 2;

@@ -191,7 +191,7 @@ impl Entry {
             Tuple::new([0u8; 4].into(), [0u8; 4].into(), Default::default()),
         );
         e.family = family;
-        for a in NlaIter::new(attrs, CTX) {
+        for a in NlaIter::named(attrs, CTX, crate::consts::cta_name) {
             let a = a?;
             let p = a.payload;
             match a.kind {

@@ -25,11 +25,27 @@ pub struct Nla<'a> {
 pub struct NlaIter<'a> {
     buf: &'a [u8],
     context: &'static str,
+    /// The uapi names of this attribute set, for errors ("CTA_TUPLE_ORIG claims length 52").
+    names: fn(u16) -> Option<&'static str>,
 }
 
 impl<'a> NlaIter<'a> {
     pub fn new(buf: &'a [u8], context: &'static str) -> Self {
-        Self { buf, context }
+        Self::named(buf, context, |_| None)
+    }
+
+    /// [`NlaIter::new`] whose errors name an attribute by `names` (its uapi name) rather than
+    /// by its type number.
+    pub fn named(
+        buf: &'a [u8],
+        context: &'static str,
+        names: fn(u16) -> Option<&'static str>,
+    ) -> Self {
+        Self {
+            buf,
+            context,
+            names,
+        }
     }
 }
 
@@ -81,12 +97,14 @@ impl NlaIter<'_> {
     fn bad_length(&mut self, len: usize, raw_kind: u16) -> DecodeError {
         let have = self.buf.len();
         self.buf = &[];
+        let kind = raw_kind & NLA_TYPE_MASK;
+        let what = match (self.names)(kind) {
+            Some(name) => name.to_string(),
+            None => format!("attribute type {kind}"),
+        };
         DecodeError::new(
             self.context,
-            format!(
-                "attribute type {} claims length {len}, {have} bytes left",
-                raw_kind & NLA_TYPE_MASK
-            ),
+            format!("{what} claims length {len}, {have} bytes left"),
         )
     }
 }
