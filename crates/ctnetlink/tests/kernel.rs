@@ -1,7 +1,7 @@
 //! Kernel tests: the real conntrack table of a private network namespace, cross-checked with
 //! conntrack-tools. They need root; under CI they fail (never skip) when they cannot run.
 
-mod common;
+use ctnetlink_testns as common;
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;

@@ -26,8 +26,7 @@
 
 #[path = "support/agent.rs"]
 mod agent;
-#[path = "../../ctnetlink/tests/common/mod.rs"]
-mod common;
+use ctnetlink_testns as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

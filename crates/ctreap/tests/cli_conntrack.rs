@@ -1,8 +1,7 @@
 //! End-to-end: the real `ctreap` binary against a private network namespace's conntrack
 //! table, checked with conntrack-tools.
 
-#[path = "../../ctnetlink/tests/common/mod.rs"]
-mod common;
+use ctnetlink_testns as common;
 
 use std::process::{Command, Output};
 

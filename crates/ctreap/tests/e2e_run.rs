@@ -12,8 +12,7 @@
 
 #[path = "support/agent.rs"]
 mod agent;
-#[path = "../../ctnetlink/tests/common/mod.rs"]
-mod common;
+use ctnetlink_testns as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

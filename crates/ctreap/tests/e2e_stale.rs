@@ -1,8 +1,7 @@
 //! End-to-end: the real `ctreap stale` binary against the local API server and a private
 //! network namespace's conntrack table, asserting the exact verdicts.
 
-#[path = "../../ctnetlink/tests/common/mod.rs"]
-mod common;
+use ctnetlink_testns as common;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -16,8 +16,7 @@
 
 #[path = "support/agent.rs"]
 mod agent;
-#[path = "../../ctnetlink/tests/common/mod.rs"]
-mod common;
+use ctnetlink_testns as common;
 #[path = "support/helm.rs"]
 mod helm;
 

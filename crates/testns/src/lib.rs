@@ -1,6 +1,5 @@
-//! Shared by the kernel tests: a private named network namespace per test, and conntrack-tools
-//! run inside it as the independent oracle.
-#![allow(dead_code)]
+//! Shared by the kernel tests of ctnetlink and ctreap: a private named network namespace per
+//! test, and conntrack-tools run inside it as the independent oracle. A dev-dependency only.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
