@@ -325,6 +325,34 @@ fn bad_usage_exits_64_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ip netns list"));
 }
 
+/// Waits until a ctnetlink socket in the namespace has joined a multicast group, i.e. the
+/// events subscriber listens: a NETLINK_NETFILTER (12) line of /proc/net/netlink there whose
+/// Groups are not 0. A fresh namespace has none.
+fn wait_subscribed(ns: &TestNs) {
+    let t = std::time::Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "cat", "/proc/net/netlink"])
+            .output()
+            .expect("reading /proc/net/netlink");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let listening = text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"12")
+                && f.get(3)
+                    .is_some_and(|g| !g.trim_start_matches('0').is_empty())
+        });
+        if listening {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "the events subscriber did not join a conntrack group within 10 s:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn events_stream_new_and_destroy() {
     let ns = TestNs::new("cli-events");
@@ -344,7 +372,7 @@ fn events_stream_new_and_destroy() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn events");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_subscribed(&ns);
     ok(&[
         "conntrack",
         "create",

@@ -11,7 +11,7 @@ use ctreap::cluster::{ClusterWatch, ServiceMap, Snapshot, WatchConfig, Watched, 
 use ctreap::reconcile::{Policy, plan_diff};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube_testserver::{ResourceKind, TestServer};
+use kube_testserver::{ResourceKind, TestServer, Verb};
 use serde_json::Value;
 use support::{items, read};
 
@@ -219,7 +219,18 @@ async fn no_snapshot_before_the_initial_list() {
     server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let client = kube_client(Some(kubeconfig), None).await.expect("client");
     let watch = ClusterWatch::start(client, WatchConfig::default());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The Services and EndpointSlices lists were asked for and answered 503: only then does
+    // "not synced" say something.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while [ResourceKind::Service, ResourceKind::EndpointSlice]
+            .iter()
+            .any(|&k| server.request_count(k, Verb::List) == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the lists were never asked for: {:#?}", server.requests()));
     assert!(!watch.is_synced(), "{:#?}", watch.status());
     assert!(
         watch.snapshot().is_none(),

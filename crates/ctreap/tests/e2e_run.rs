@@ -219,6 +219,17 @@ fn after_pass(agent: &Agent) -> Metrics {
     agent.metrics()
 }
 
+/// Waits until two resync passes have ended after now (with `--resync 1s`): the second began
+/// after the call, so the whole table has been judged on the view as it is now. Instead of
+/// sleeping "a few resyncs".
+fn two_resyncs(agent: &mut Agent, what: &str) {
+    let series = "ctreap_reconciles_total{trigger=\"resync\"}";
+    let from = agent.metrics().or0(series);
+    agent.wait_metrics(Duration::from_secs(10), what, |m| {
+        m.or0(series) >= from + 2.0
+    });
+}
+
 fn assert_line(m: &Metrics, line: &str) {
     assert!(
         m.has_line(line),
@@ -561,8 +572,8 @@ fn api_server_restart_mid_run() {
         &agent,
     );
     agent.wait_ready(READY);
-    // A few resyncs later the table is still exactly that.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two resyncs later the table is still exactly that.
+    two_resyncs(&mut agent, "two resyncs after the restart");
     assert_table(&during, &gone, &w.table(), "after the restart");
     assert_eq!(
         present(&w.table(), &new),
@@ -653,7 +664,7 @@ fn relist_after_410_deletes_nothing_until_complete() {
         &agent,
     );
     agent.wait_ready(READY);
-    std::thread::sleep(Duration::from_millis(2500));
+    two_resyncs(&mut agent, "two resyncs after the re-list");
     assert_table(&during, &gone, &w.table(), "after the re-list");
     assert!(
         w.api
@@ -1048,15 +1059,6 @@ fn draining(delete_not_serving: bool) {
             .push(ep_cond("10.244.2.2", ready, serving, terminating));
         w.api.apply_all(vec![d, t]);
     };
-    // Two full passes begun after now have judged the whole table.
-    let two_resyncs = |agent: &mut Agent, what: &str| {
-        let series = "ctreap_reconciles_total{trigger=\"resync\"}";
-        let from = agent.metrics().or0(series);
-        agent.wait_metrics(Duration::from_secs(10), what, |m| {
-            m.or0(series) >= from + 2.0
-        });
-    };
-
     // 1. Draining: terminating, still serving.
     set(&w, false, true, true);
     two_resyncs(&mut agent, "two resyncs with the backends draining");
@@ -1259,7 +1261,7 @@ fn an_ignored_service_is_never_flushed() {
         &agent,
     );
     // The rule: two resyncs later the ignored Service still has every flow.
-    std::thread::sleep(Duration::from_millis(2500));
+    two_resyncs(&mut agent, "two resyncs after the removals");
     assert_table(
         &before,
         &gone,
