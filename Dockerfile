@@ -13,7 +13,7 @@ COPY scripts/build-static scripts/build-static
 # The git revision for ctreap_build_info (the build context has no .git):
 #   docker build --build-arg CTREAP_GIT_REVISION="$(git rev-parse --short=12 HEAD)" ...
 ARG CTREAP_GIT_REVISION=unknown
-# scripts/build-static says how the binary is built (static glibc, no lab, no debug info) and
+# scripts/build-static says how the binary is built (static glibc, no debug info) and
 # fails if it is not static; scripts/image runs the same script.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -24,9 +24,6 @@ enum Command {
     Doctor(ctreap::cli::doctor::DoctorCmd),
     /// The node agent (a DaemonSet): delete stale flows as backends go, with metrics.
     Run(ctreap::agent::RunCmd),
-    /// Reproduce the outage in network namespaces and compare the fixes.
-    #[cfg(feature = "lab")]
-    Lab(ctreap::lab::LabCmd),
     /// Print a shell completion script: `source <(ctreap completion bash)`.
     Completion {
         /// bash, zsh, fish, elvish or powershell.
@@ -140,8 +137,6 @@ fn main() -> ExitCode {
             rt.shutdown_timeout(std::time::Duration::from_millis(100));
             res.map(|()| ExitCode::SUCCESS)
         }
-        #[cfg(feature = "lab")]
-        Command::Lab(c) => ctreap::lab::run(c).map(|()| ExitCode::SUCCESS),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ctreap", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -56,6 +56,10 @@ fn scratch(with_sudo: bool) -> (tempfile::TempDir, PathBuf, PathBuf) {
         );
     }
     write_exe(&dir.path().join("target/release/ctreap"), &record("ctreap"));
+    write_exe(
+        &dir.path().join("target/release/ctreap-lab"),
+        &record("ctreap-lab"),
+    );
     // scripts/image (buildah, podman) raises what it needs itself; scripts/test only calls it.
     write_exe(&dir.path().join("scripts/image"), &record("image"));
     (dir, bin, log)
@@ -96,17 +100,18 @@ fn lab_as_a_rustup_user_builds_as_the_user_and_raises_only_the_run() {
     let calls = calls(&log);
     assert_eq!(calls.len(), 3, "{calls:#?}");
     assert!(
-        calls[0].starts_with("cargo ") && calls[0].ends_with("args=build --release -p ctreap"),
+        calls[0].starts_with("cargo ")
+            && calls[0].ends_with("args=build --release -p ctreap -p ctreap-lab"),
         "the build, not through sudo: {calls:#?}"
     );
     assert!(
         calls[1].starts_with("sudo ")
             && calls[1].contains(&format!("args=-E env PATH={}:", bin.display()))
-            && calls[1].ends_with("target/release/ctreap lab --variant ctreap"),
+            && calls[1].ends_with("target/release/ctreap-lab --variant ctreap"),
         "sudo keeps the caller's PATH and runs only the lab: {calls:#?}"
     );
     assert!(
-        calls[2].starts_with("ctreap ") && calls[2].ends_with("args=lab --variant ctreap"),
+        calls[2].starts_with("ctreap-lab ") && calls[2].ends_with("args=--variant ctreap"),
         "{calls:#?}"
     );
 }
@@ -120,7 +125,7 @@ fn lab_as_root_without_sudo_runs_directly() {
     assert_eq!(calls.len(), 2, "{calls:#?}");
     assert!(calls[0].starts_with("cargo uid=0 "), "{calls:#?}");
     assert!(
-        calls[1].starts_with("ctreap uid=0 ") && calls[1].ends_with("args=lab"),
+        calls[1].starts_with("ctreap-lab uid=0 ") && calls[1].ends_with("args="),
         "{calls:#?}"
     );
 }

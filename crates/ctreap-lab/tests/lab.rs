@@ -1,4 +1,4 @@
-//! End-to-end: `ctreap lab` on the real kernel, a short run of variants 1 (nothing), 4
+//! End-to-end: `ctreap-lab` on the real kernel, a short run of variants 1 (nothing), 4
 //! (ctreap), 5 (kube-proxy's own UDP cleanup), 6 (the application drains) and 7 (a headless
 //! Service) with the UDP, keep-alive and pooled clients and the load balancer in front of the
 //! NodePort, asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use ctreap::lab::clients::ClientKind;
-use ctreap::lab::report::{ClientFigures, Report, VariantReport};
+use ctreap_lab::clients::ClientKind;
+use ctreap_lab::report::{ClientFigures, Report, VariantReport};
 
 /// Seconds of traffic per variant: the rollout takes ~7 s with the default 1 s sync delay,
 /// which leaves ~5 s after the old pods die.
@@ -95,9 +95,8 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let report_dir = dir.path().join("report");
-    let child = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ctreap-lab"))
         .args([
-            "lab",
             "--variant",
             "nothing,ctreap,kube-proxy,drain,headless",
             "--clients",
@@ -110,14 +109,14 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("starting ctreap lab");
+        .expect("starting ctreap-lab");
     let pid = child.id();
-    let out = child.wait_with_output().expect("running ctreap lab");
+    let out = child.wait_with_output().expect("running ctreap-lab");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "ctreap lab failed ({}):\n{stderr}\n{stdout}",
+        "ctreap-lab failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
 

@@ -32,7 +32,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 
-use crate::cluster::Proto;
+use ctreap::cluster::Proto;
 
 use super::Error;
 use super::cmd;

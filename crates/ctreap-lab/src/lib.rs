@@ -1,5 +1,6 @@
-//! `ctreap lab`: the seed's outage reproduced on the real kernel in network namespaces, and
-//! every fix compared.
+//! `ctreap-lab` (scripts/lab, the README's main job): the seed's outage reproduced on the real
+//! kernel in network namespaces, and every fix compared. Its own crate on top of `ctreap`, so
+//! that the product binary links no test server; it runs the `ctreap` binary as the agent.
 //!
 //! `world` builds the mini-cluster (node namespace with kube-proxy-like NAT, pods, clients,
 //! the API server objects, the rule programmer); `clients` sends the traffic; `scenario`
@@ -23,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::args::{UsageError, parse_duration};
 use clients::{ClientKind, LbPool};
+use ctreap::args::{UsageError, parse_duration};
 use report::{Report, Samples};
 use scenario::{Plan, Variant};
 use world::{NatBackend, Requirements};

@@ -52,11 +52,33 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Res
     Ok((status, body))
 }
 
+/// The `ctreap` binary the lab runs as the agent: `$CTREAP_BIN`, else `ctreap` beside this
+/// program (cargo builds both into the same directory; scripts/lab builds both).
+pub fn ctreap_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CTREAP_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("finding this program")?;
+    let p = me
+        .parent()
+        .map(|d| d.join("ctreap"))
+        .context("the directory of this program")?;
+    if !p.is_file() {
+        bail!(
+            "{} not found: the lab runs the ctreap binary as its agent; build it beside \
+             ctreap-lab (cargo build -p ctreap, with the same profile; scripts/lab does) or \
+             set CTREAP_BIN",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 impl AgentProcess {
     /// Starts `ctreap run --netns NODE_NS --kubeconfig FILE --node-name lab-node --listen
     /// 127.0.0.1:PORT`, its stderr (the log) going to `log`.
     pub fn start(node_ns: &Path, kubeconfig: &Path, log: &Path) -> Result<AgentProcess> {
-        let exe = std::env::current_exe().context("finding the ctreap binary")?;
+        let exe = ctreap_binary()?;
         let port = free_port()?;
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let args: Vec<String> = vec![

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use ctnetlink::Filter;
 use ctreap::cluster::Proto;
-use ctreap::lab::world::objects::{
+use ctreap_lab::world::objects::{
     self, CLUSTER_IP, DNS_NODE_PORT, DNS_PORT, DNS_TARGET_PORT, HTTP_NODE_PORT, HTTP_PORT,
     HTTP_TARGET_PORT,
 };
-use ctreap::lab::world::pod::parse_udp_reply;
-use ctreap::lab::world::{
+use ctreap_lab::world::pod::parse_udp_reply;
+use ctreap_lab::world::{
     ClientInfo, ConntrackTimeouts, EndpointSpec, Kill, NatBackend, NatRules, NodeId, PodInfo,
     Programmer, ProgrammerConfig, Requirements, ServicePortRules, World, WorldConfig,
     check_prerequisites, sweep_stale,
@@ -454,8 +454,8 @@ fn helper_world_that_gets_killed() {
         return;
     };
     if mode == "signal" {
-        ctreap::lab::world::cleanup_on_signal().expect("installing the signal handler");
-        ctreap::lab::world::on_signal(|| eprintln!("helper: signal hook ran"));
+        ctreap_lab::world::cleanup_on_signal().expect("installing the signal handler");
+        ctreap_lab::world::on_signal(|| eprintln!("helper: signal hook ran"));
     }
     let mut w = World::create(WorldConfig::default()).expect("world");
     let a = w.add_pod("a1").expect("pod");

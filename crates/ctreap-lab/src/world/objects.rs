@@ -205,7 +205,7 @@ pub fn delete_all(server: &TestServer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{BackendState, Proto, ServiceMap};
+    use ctreap::cluster::{BackendState, Proto, ServiceMap};
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
 

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{ClusterWatch, FrontendKind, Proto, ServiceMap, WatchConfig, kube_client};
+use ctreap::cluster::{ClusterWatch, FrontendKind, Proto, ServiceMap, WatchConfig, kube_client};
 
 use super::Error;
 use super::nat::{NatRules, NatTarget, ServicePortRules};
@@ -268,7 +268,7 @@ pub fn rules_from_map(map: &ServiceMap) -> NatRules {
     }
 }
 
-fn v4_endpoints(backends: impl Iterator<Item = crate::cluster::Backend>) -> Vec<SocketAddrV4> {
+fn v4_endpoints(backends: impl Iterator<Item = ctreap::cluster::Backend>) -> Vec<SocketAddrV4> {
     let mut v: Vec<SocketAddrV4> = backends
         .filter_map(|b| match b.ip {
             IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, b.port)),

@@ -37,7 +37,7 @@ use super::world::objects::{
 use super::world::{
     ConntrackTimeouts, Kill, NatBackend, NodeId, Programmer, ProgrammerConfig, World, WorldConfig,
 };
-use crate::cluster::Proto;
+use ctreap::cluster::Proto;
 
 /// How long the clients talk to the old pods before the rollout starts.
 pub const WARMUP: Duration = Duration::from_secs(3);
