@@ -111,22 +111,27 @@ fn fails_with(args: &[&str], env: &[(&str, &str)]) -> (String, std::time::Durati
     (err, t.elapsed())
 }
 
+/// `ctreap CMD --kubeconfig KC --node-name n`, which must fail in one line.
+fn fails_reading(cmd: &str, kc: &std::path::Path) -> (String, std::time::Duration) {
+    fails_with(
+        &[
+            cmd,
+            "--kubeconfig",
+            kc.to_str().expect("path"),
+            "--node-name",
+            "n",
+        ],
+        &[],
+    )
+}
+
 #[test]
 fn an_unreachable_api_server_fails_fast_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = closed_port();
     let kc = kubeconfig_to(dir.path(), port);
     for cmd in ["stale", "watch"] {
-        let (err, took) = fails_with(
-            &[
-                cmd,
-                "--kubeconfig",
-                kc.to_str().expect("path"),
-                "--node-name",
-                "n",
-            ],
-            &[],
-        );
+        let (err, took) = fails_reading(cmd, &kc);
         assert!(
             err.contains(&format!(
                 "cannot reach the API server at http://127.0.0.1:{port}/"
@@ -201,16 +206,7 @@ fn a_server_that_answers_with_an_error_is_named_with_its_status_in_one_line() {
         let sub = dir.path().join(i.to_string());
         std::fs::create_dir(&sub).expect("mkdir");
         let kc = kubeconfig_to(&sub, port);
-        let (err, took) = fails_with(
-            &[
-                "stale",
-                "--kubeconfig",
-                kc.to_str().expect("path"),
-                "--node-name",
-                "n",
-            ],
-            &[],
-        );
+        let (err, took) = fails_reading("stale", &kc);
         assert!(
             err.contains(&format!("the server at http://127.0.0.1:{port}/ {want}")),
             "want {want:?}:\n{err}"

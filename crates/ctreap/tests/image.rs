@@ -350,6 +350,20 @@ fn get_in(ns: &TestNs, port: u16, path: &'static str) -> (u16, String) {
         .unwrap_or_else(|e| (0, e.to_string()))
 }
 
+/// A node for the image: its namespace (loopback up), the API server listening inside it
+/// (where the container reaches it), and the chart's deployment into it.
+fn node(tag: &str) -> (TestNs, Api, Deployment) {
+    require_image();
+    let ns = TestNs::new(tag);
+    loopback_up(&ns);
+    let api = ns
+        .netns()
+        .run(Api::start)
+        .expect("entering the test namespace");
+    let d = deployment(&ns.name, &api.kubeconfig);
+    (ns, api, d)
+}
+
 const SVC_IP: &str = "10.96.0.10";
 const CLIENT: &str = "10.0.0.5";
 
@@ -393,15 +407,7 @@ fn flows_to(ns: &TestNs, backend: &str) -> usize {
 /// ending it cleanly within the chart's grace period.
 #[test]
 fn the_image_runs_as_the_chart_runs_it() {
-    require_image();
-    let ns = TestNs::new("image");
-    loopback_up(&ns);
-    // The API server listens inside the node's namespace, where the container reaches it.
-    let api = ns
-        .netns()
-        .run(Api::start)
-        .expect("entering the test namespace");
-    let d = deployment(&ns.name, &api.kubeconfig);
+    let (ns, api, d) = node("image");
     assert_eq!(
         d.image,
         image(),
@@ -499,14 +505,7 @@ fn the_image_runs_as_the_chart_runs_it() {
 /// names the capability.
 #[test]
 fn without_net_admin_the_image_fails_at_start_naming_the_capability() {
-    require_image();
-    let ns = TestNs::new("imgcap");
-    loopback_up(&ns);
-    let api = ns
-        .netns()
-        .run(Api::start)
-        .expect("entering the test namespace");
-    let d = deployment(&ns.name, &api.kubeconfig);
+    let (_ns, _api, d) = node("imgcap");
     assert!(
         d.flags.iter().any(|f| f == "--cap-add=NET_ADMIN"),
         "the chart adds NET_ADMIN: {:?}",

@@ -1,6 +1,6 @@
 //! What the commands share, whichever they are: usage errors, durations, the network
-//! namespace flag, the Kubernetes flags and the deletion policy's flags. `cli/`, `agent/` and `lab/` import from here, never
-//! from each other.
+//! namespace flag, the Kubernetes flags and the deletion policy's flags. `cli/` and `agent/`
+//! (and the lab crate) import from here, never from each other.
 
 mod kube;
 mod policy;

@@ -1,5 +1,5 @@
 //! The diagnosis commands: `ctreap conntrack ...`, `stale`, `watch` and `doctor`. The binary
-//! (`main.rs`) puts them beside `run` (`agent`) and `lab` (`lab`, with the `lab` feature).
+//! (`main.rs`) puts them beside `run` (`agent`).
 
 pub mod conntrack;
 pub mod doctor;
