@@ -17,7 +17,8 @@ use super::kernel::{Kernel, Selected};
 use super::pass::{proto_label, reason_label};
 use crate::cluster::{ClusterState, ServiceName};
 use crate::reconcile::{
-    Flow, FlushKey, Planned, Policy, Stale, Verdict, classify, deletable, deletable_planned, key_of,
+    Flow, FlushKey, Planned, Policy, Stale, Verdict, classify, deletable, deletable_decision,
+    deletable_planned, key_of,
 };
 
 /// Per-(Service, protocol, reason) stale counts of a full pass, for `ctreap_stale_flows`.
@@ -118,11 +119,13 @@ impl Executor {
                 if let Some(mark) = walk {
                     flows.walk_saw(mark, flow);
                 }
-                if counting {
+                // A counting walk reports each entry's verdict and judges it for deletion
+                // from the same classification.
+                let decision = counting.then(|| classify(map, flow));
+                if let Some(d) = &decision {
                     if flows::translated(flow) {
                         nat_flows += 1;
                     }
-                    let d = classify(map, flow);
                     if !matches!(d.verdict, Verdict::NotService(_)) {
                         service_flows += 1;
                     }
@@ -144,9 +147,12 @@ impl Executor {
                 match &keys {
                     None => {
                         if skip.contains(&key_of(flow)) {
-                            return None; // within --grace
+                            return None; // within its settle window
                         }
-                        deletable(map, flow, &policy)
+                        match &decision {
+                            Some(d) => deletable_decision(d, &policy),
+                            None => deletable(map, flow, &policy),
+                        }
                     }
                     Some(keys) => deletable_planned(map, flow, keys, &policy),
                 }

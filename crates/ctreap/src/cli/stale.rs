@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::args::{KubeArgs, NetnsArg, PolicyArgs, parse_duration, snapshot};
 use crate::cluster::ServiceMap;
-use crate::reconcile::{Decision, Policy, Verdict, VerdictCounts, classify, deletable, flow_of};
+use crate::reconcile::{
+    Decision, Policy, Verdict, VerdictCounts, classify, deletable_decision, flow_of,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StaleFormat {
@@ -122,13 +124,8 @@ fn in_scope(scope: &Scope, ns: &str, name: &str) -> bool {
 /// `delete`, or `keep` with why a stale flow stays: `keep: ignored` (the Service is annotated
 /// `ctreap.io/ignore`, or held because one of its slices did not decode), `keep: policy` (the
 /// protocol or verdict is not deleted with these flags).
-pub fn action(
-    map: &ServiceMap,
-    flow: &crate::reconcile::Flow,
-    d: &Decision,
-    policy: &Policy,
-) -> &'static str {
-    if deletable(map, flow, policy).is_some() {
+pub fn action(d: &Decision, policy: &Policy) -> &'static str {
+    if deletable_decision(d, policy).is_some() {
         return "delete";
     }
     match (d.verdict, d.port) {
@@ -178,7 +175,7 @@ pub fn judge_table(
             (_, Some(svc)) => svc,
         };
         counts.add(d.verdict);
-        let act = action(map, &flow, &d, policy);
+        let act = action(&d, policy);
         if act == "delete" {
             deletable += 1;
         }

@@ -249,6 +249,14 @@ impl PortEntry {
     pub(crate) fn backend(&self, ip: IpAddr, port: u16) -> Option<Conditions> {
         self.backends.find(ip, port)
     }
+
+    /// A backend of this family (IPv4 if `v4`) is serving or draining: the service proxy
+    /// translates this port's traffic of that family. Stops at the first one.
+    pub(crate) fn serves(&self, v4: bool) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.ip.is_ipv4() == v4 && b.conditions.state() != BackendState::NotServing)
+    }
 }
 
 /// A Service with this annotation set to `"true"` is judged like any other, but the agent never
@@ -595,11 +603,7 @@ impl<'m> FrontendRef<'m> {
     /// calls a Service with endpoints). Stops at the first one.
     pub fn has_serving_backend(&self) -> bool {
         let v4 = self.key.ip.is_ipv4();
-        self.ports().any(|p| {
-            p.backends()
-                .iter()
-                .any(|b| b.ip.is_ipv4() == v4 && b.conditions.state() != BackendState::NotServing)
-        })
+        self.ports().any(|p| p.entry().serves(v4))
     }
 
     /// The best view of backend `ip:port` across every service port of this frontend:

@@ -25,7 +25,7 @@ use super::intern::{Name, intern};
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
-use super::model::{BackendState, Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
 use super::store::{self, Named, Store};
 use super::view::{ServiceView, SliceView};
 
@@ -553,20 +553,15 @@ impl ClusterState {
         let Some(gained) = self.gained.as_mut() else {
             return;
         };
-        let serving = |e: &PortEntry, v4: bool| {
-            e.backends
-                .iter()
-                .any(|b| b.ip.is_ipv4() == v4 && b.conditions.state() != BackendState::NotServing)
-        };
         for p in new.iter().filter(|p| !p.ignored) {
             for fe in p.frontends.iter() {
                 let v4 = fe.key.ip.is_ipv4();
-                if !serving(p, v4) {
+                if !p.serves(v4) {
                     continue;
                 }
                 let before = old
                     .iter()
-                    .any(|o| o.frontends.iter().any(|f| f.key == fe.key) && serving(o, v4));
+                    .any(|o| o.frontends.iter().any(|f| f.key == fe.key) && o.serves(v4));
                 if !before {
                     gained.entry(fe.key).or_insert_with(|| name.clone());
                 }
@@ -914,13 +909,7 @@ mod tests {
                     let planned = sorted_keys(changes.iter().filter(|(p, c)| {
                         policy.deletes_backend(c.new, p.frontend.proto)
                             && !policy.deletes_backend(c.old, p.frontend.proto)
-                    }).map(|(p, _)| FlushKey {
-                        proto: p.frontend.proto.ip_proto(),
-                        orig_dst: p.frontend.ip,
-                        orig_dport: p.frontend.port,
-                        reply_src: p.backend.ip(),
-                        reply_sport: p.backend.port(),
-                    }));
+                    }).map(|(p, _)| FlushKey::pair(p.frontend, p.backend)));
                     let diff = sorted_keys(plan_diff(&before, &after, &policy));
                     prop_assert_eq!(planned, diff, "changes after {:?}", op);
                 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use ctnetlink::Entry;
 
 use super::plan::{FlushKey, Policy};
-use super::verdict::{Flow, StaleReason, Verdict, classify, untranslated_is_stale};
+use super::verdict::{Decision, Flow, StaleReason, Verdict, classify, untranslated_is_stale};
 use crate::cluster::{Change, FrontendKey, Pair, Proto, ServiceMap, ServiceName};
 
 /// Why an entry is deleted: the Service it concerns, its protocol, the reason, and the pair.
@@ -57,7 +57,12 @@ pub fn key_of(f: &Flow) -> FlushKey {
 /// The entry is stale under `map`, `policy` deletes that verdict for its protocol, and its
 /// Service did not opt out ([`IGNORE_ANNOTATION`](crate::cluster::IGNORE_ANNOTATION)).
 pub fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Stale> {
-    let d = classify(map, flow);
+    deletable_decision(&classify(map, flow), policy)
+}
+
+/// [`deletable`] for an entry already classified (`d` is `classify(map, flow)`): for callers
+/// that also report the verdict (full passes, `ctreap stale`), so an entry is classified once.
+pub fn deletable_decision(d: &Decision, policy: &Policy) -> Option<Stale> {
     let Verdict::Stale(reason) = d.verdict else {
         return None;
     };
@@ -117,13 +122,7 @@ pub fn planned(
         if !untranslated_is_stale(fe.proto) || !policy.gone.contains(fe.proto) {
             continue;
         }
-        let key = FlushKey {
-            proto: fe.proto.ip_proto(),
-            orig_dst: fe.ip,
-            orig_dport: fe.port,
-            reply_src: fe.ip,
-            reply_sport: fe.port,
-        };
+        let key = FlushKey::pair(fe, fe.addr());
         out.entry(Settle::Grace).or_default().insert(key, service);
     }
     for (p, c) in changes {
@@ -134,13 +133,7 @@ pub fn planned(
         {
             continue;
         }
-        let key = FlushKey {
-            proto: proto.ip_proto(),
-            orig_dst: p.frontend.ip,
-            orig_dport: p.frontend.port,
-            reply_src: p.backend.ip(),
-            reply_sport: p.backend.port(),
-        };
+        let key = FlushKey::pair(p.frontend, p.backend);
         let window = settle(&c);
         out.entry(window).or_default().insert(key, c.service);
     }

@@ -37,7 +37,8 @@ mod plan;
 mod verdict;
 
 pub use decide::{
-    Planned, Settle, Stale, deletable, deletable_planned, flow_of, key_of, planned, settle,
+    Planned, Settle, Stale, deletable, deletable_decision, deletable_planned, flow_of, key_of,
+    planned, settle,
 };
 pub use plan::{FlushKey, Policy, ProtoSet, plan_diff};
 pub use verdict::{

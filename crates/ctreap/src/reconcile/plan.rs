@@ -6,10 +6,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::verdict::{StaleReason, Verdict};
-use crate::cluster::{BackendState, Conditions, Proto, ServiceMap};
+use crate::cluster::{BackendState, Conditions, FrontendKey, Proto, ServiceMap};
 
 /// A set of protocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -106,6 +106,17 @@ pub struct FlushKey {
 }
 
 impl FlushKey {
+    /// The entries of `frontend` translated to `backend`.
+    pub fn pair(frontend: FrontendKey, backend: SocketAddr) -> FlushKey {
+        FlushKey {
+            proto: frontend.proto.ip_proto(),
+            orig_dst: frontend.ip,
+            orig_dport: frontend.port,
+            reply_src: backend.ip(),
+            reply_sport: backend.port(),
+        }
+    }
+
     /// The key of untranslated entries: the frontend is its own reply source.
     pub fn untranslated(&self) -> bool {
         self.reply_src == self.orig_dst && self.reply_sport == self.orig_dport
@@ -163,13 +174,7 @@ pub fn plan_diff(old: &ServiceMap, new: &ServiceMap, policy: &Policy) -> Vec<Flu
                 if policy.deletes_backend(old_c, key.proto) {
                     continue;
                 }
-                keys.insert(FlushKey {
-                    proto: key.proto.ip_proto(),
-                    orig_dst: key.ip,
-                    orig_dport: key.port,
-                    reply_src: b.ip,
-                    reply_sport: b.port,
-                });
+                keys.insert(FlushKey::pair(key, SocketAddr::new(b.ip, b.port)));
             }
         }
     }
