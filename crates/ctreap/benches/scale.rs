@@ -77,7 +77,7 @@ const PER_SLICE: u32 = 100;
 
 #[derive(Debug, Clone)]
 struct Args {
-    clusters: Vec<(u32, u32)>,
+    clusters: Vec<Cluster>,
     updates: usize,
     rate: u32,
     seconds: u64,
@@ -90,7 +90,10 @@ struct Args {
 
 fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
-        clusters: vec![(10_000, 10), (50_000, 10), (100_000, 5)],
+        clusters: ["10000x10", "50000x10", "100000x5", "10000x10+20x5000"]
+            .into_iter()
+            .map(|c| parse_cluster(c).expect("default clusters"))
+            .collect(),
         updates: 2000,
         rate: 100,
         seconds: 60,
@@ -105,12 +108,7 @@ fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--clusters" => {
                 a.clusters = value()?
                     .split(',')
-                    .map(|c| {
-                        let (s, e) = c
-                            .split_once('x')
-                            .ok_or_else(|| format!("--clusters: {c:?} is not SxE"))?;
-                        Ok((num(s, flag)?, num(e, flag)?))
-                    })
+                    .map(parse_cluster)
                     .collect::<Result<_, String>>()?
             }
             "--updates" => a.updates = num(&value()?, flag)?,
@@ -125,12 +123,8 @@ fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
         }
         Ok(true)
     })?;
-    if a.clusters.is_empty()
-        || a.clusters
-            .iter()
-            .any(|&(s, e)| s == 0 || s > 200_000 || e == 0 || e > 100)
-    {
-        return Err("--clusters: S between 1 and 200000, E between 1 and 100".into());
+    if a.clusters.is_empty() {
+        return Err("--clusters: at least one".into());
     }
     if a.rate == 0 || a.seconds == 0 || a.updates == 0 || a.removals == 0 || a.burst_runs == 0 {
         return Err(
@@ -143,6 +137,34 @@ fn parse_args(it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
+/// `SxE` or `SxE+LxM` (L large Services of M endpoints in slices of [`PER_SLICE`]).
+fn parse_cluster(c: &str) -> Result<Cluster, String> {
+    let shape = |part: &str| -> Result<(u32, u32), String> {
+        let (s, e) = part
+            .split_once('x')
+            .ok_or_else(|| format!("--clusters: {c:?} is not SxE or SxE+LxM"))?;
+        Ok((num(s, "--clusters")?, num(e, "--clusters")?))
+    };
+    let (small, large) = match c.split_once('+') {
+        Some((a, b)) => (a, Some(b)),
+        None => (c, None),
+    };
+    let (services, endpoints) = shape(small)?;
+    let (large, large_endpoints) = large.map(shape).transpose()?.unwrap_or((0, 0));
+    if services == 0 || services > 200_000 || endpoints == 0 || endpoints > 100 {
+        return Err("--clusters: S between 1 and 200000, E between 1 and 100".into());
+    }
+    if large > 100 || (large > 0 && !(1..=20_000).contains(&large_endpoints)) {
+        return Err("--clusters: L at most 100, M between 1 and 20000".into());
+    }
+    Ok(Cluster {
+        services,
+        endpoints,
+        large,
+        large_endpoints,
+    })
+}
+
 fn main() {
     bench_main("scale bench", parse_args, |args| {
         install_signal_handlers();
@@ -153,14 +175,28 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // The cluster.
 
+#[derive(Debug, Clone)]
 struct Cluster {
     services: u32,
     endpoints: u32,
+    /// Large Services `big-j` (10.101.0.1 + j, port 80/TCP), `large_endpoints` ready
+    /// endpoints each in slices of [`PER_SLICE`]; when present, the churn hits their slices.
+    large: u32,
+    large_endpoints: u32,
 }
 
 impl Cluster {
     fn name(i: u32) -> String {
         format!("svc-{i}")
+    }
+
+    fn label(&self) -> String {
+        let small = format!("{}x{}", self.services, self.endpoints);
+        if self.large == 0 {
+            small
+        } else {
+            format!("{small}+{}x{}", self.large, self.large_endpoints)
+        }
     }
 
     fn service(&self, i: u32) -> Value {
@@ -182,8 +218,76 @@ impl Cluster {
         slice(&format!("{name}-a"), &name, &[("http", 8080, "TCP")], eps)
     }
 
+    fn large_service(&self, j: u32) -> Value {
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 101, 0, 1)) + j).to_string();
+        service(&format!("big-{j}"), &[&ip], &[("http", 80, "TCP", 8080)])
+    }
+
+    fn slices_per_large(&self) -> u32 {
+        self.large_endpoints.div_ceil(PER_SLICE)
+    }
+
+    /// Slice `s` of Service `big-j`, its endpoint `missing` (0..PER_SLICE) left out.
+    fn large_slice(&self, j: u32, s: u32, missing: Option<u32>) -> Value {
+        let base = u32::from(Ipv4Addr::new(10, 224, 0, 1)) + j * self.large_endpoints;
+        let eps: Vec<Value> = (s * PER_SLICE..((s + 1) * PER_SLICE).min(self.large_endpoints))
+            .filter(|k| Some(k - s * PER_SLICE) != missing)
+            .map(|k| ep(&Ipv4Addr::from(base + k).to_string()))
+            .collect();
+        let name = format!("big-{j}");
+        slice(&format!("{name}-{s}"), &name, &[("http", 8080, "TCP")], eps)
+    }
+
+    /// Every object of the cluster, Services before their slices.
+    fn objects(&self) -> impl Iterator<Item = Value> + '_ {
+        let small = (0..self.services).flat_map(|i| [self.service(i), self.slice(i, None)]);
+        let large = (0..self.large).flat_map(move |j| {
+            std::iter::once(self.large_service(j))
+                .chain((0..self.slices_per_large()).map(move |s| self.large_slice(j, s, None)))
+        });
+        small.chain(large)
+    }
+
+    /// What the churn toggles endpoints in: each small Service's slice, or, with large
+    /// Services, each of their slices.
+    fn units(&self) -> u32 {
+        if self.large == 0 {
+            self.services
+        } else {
+            self.large * self.slices_per_large()
+        }
+    }
+
+    fn per_unit(&self) -> u32 {
+        if self.large == 0 {
+            self.endpoints
+        } else {
+            PER_SLICE.min(self.large_endpoints)
+        }
+    }
+
+    /// Unit `u` without its endpoint `missing`.
+    fn unit_slice(&self, u: u32, missing: Option<u32>) -> Value {
+        if self.large == 0 {
+            self.slice(u, missing)
+        } else {
+            let per = self.slices_per_large();
+            self.large_slice(u / per, u % per, missing)
+        }
+    }
+
+    /// Endpoints per Service the churn hits: an update rebuilds at most that one Service.
+    fn churned_service_size(&self) -> u32 {
+        if self.large == 0 {
+            self.endpoints
+        } else {
+            self.large_endpoints
+        }
+    }
+
     fn total(&self) -> u64 {
         u64::from(self.services) * u64::from(self.endpoints)
+            + u64::from(self.large) * u64::from(self.large_endpoints)
     }
 }
 
@@ -200,9 +304,9 @@ impl Lcg {
     }
 }
 
-/// The churn: updates alternate between a removal (one endpoint of a random Service that has
-/// none missing) and a re-add (the oldest endpoint missing comes back), so half of them are
-/// removals.
+/// The churn: updates alternate between a removal (one endpoint of a random unit, a Service's
+/// or a large Service's slice, that has none missing) and a re-add (the oldest endpoint
+/// missing comes back), so half of them are removals.
 struct Churn {
     rng: Lcg,
     missing: Vec<Option<u32>>,
@@ -211,32 +315,33 @@ struct Churn {
 }
 
 impl Churn {
-    fn new(services: u32) -> Churn {
+    fn new(c: &Cluster) -> Churn {
         Churn {
             rng: Lcg(0x5eed),
-            missing: vec![None; services as usize],
+            missing: vec![None; c.units() as usize],
             gone: std::collections::VecDeque::new(),
             k: 0,
         }
     }
 
-    /// The next update: (Service, its endpoint now missing, is a removal).
-    fn next(&mut self, c: &Cluster) -> (u32, Option<u32>, bool) {
+    /// The next update: the unit's slice as it is now, and whether it is a removal.
+    fn next(&mut self, c: &Cluster) -> (Value, bool) {
         self.k += 1;
         if self.k.is_multiple_of(2)
-            && let Some(i) = self.gone.pop_front()
+            && let Some(u) = self.gone.pop_front()
         {
-            self.missing[i as usize] = None;
-            return (i, None, false);
+            self.missing[u as usize] = None;
+            return (c.unit_slice(u, None), false);
         }
-        let mut i = self.rng.next(c.services);
-        while self.missing[i as usize].is_some() {
-            i = (i + 1) % c.services;
+        let units = c.units();
+        let mut u = self.rng.next(units);
+        while self.missing[u as usize].is_some() {
+            u = (u + 1) % units;
         }
-        let j = self.rng.next(c.endpoints);
-        self.missing[i as usize] = Some(j);
-        self.gone.push_back(i);
-        (i, Some(j), true)
+        let j = self.rng.next(c.per_unit());
+        self.missing[u as usize] = Some(j);
+        self.gone.push_back(u);
+        (c.unit_slice(u, Some(j)), true)
     }
 }
 
@@ -329,15 +434,18 @@ struct ModelResult {
 }
 
 fn measure_model(c: &Cluster, updates: usize) -> Result<ModelResult> {
-    let label = format!("{}x{}", c.services, c.endpoints);
+    let label = c.label();
     println!();
     println!("== model: {label} ({} endpoints)", c.total());
     let heap0 = live_bytes();
     let mut services: Vec<Service> = Vec::with_capacity(c.services as usize);
     let mut slices: Vec<EndpointSlice> = Vec::with_capacity(c.services as usize);
-    for i in 0..c.services {
-        services.push(serde_json::from_value(c.service(i)).context("Service JSON")?);
-        slices.push(serde_json::from_value(c.slice(i, None)).context("slice JSON")?);
+    for obj in c.objects() {
+        if obj["kind"] == "Service" {
+            services.push(serde_json::from_value(obj).context("Service JSON")?);
+        } else {
+            slices.push(serde_json::from_value(obj).context("slice JSON")?);
+        }
     }
     let mut st = ClusterState::new(Vec::new());
     let t = Instant::now();
@@ -358,17 +466,15 @@ fn measure_model(c: &Cluster, updates: usize) -> Result<ModelResult> {
     );
 
     // The updates as a watch delivers them: JSON bytes, decoded in the timed part.
-    let mut churn = Churn::new(c.services);
+    let mut churn = Churn::new(c);
     let work: Vec<(Vec<u8>, bool)> = (0..updates)
         .map(|_| {
-            let (i, missing, removal) = churn.next(c);
-            (
-                serde_json::to_vec(&c.slice(i, missing)).expect("JSON"),
-                removal,
-            )
+            let (slice, removal) = churn.next(c);
+            (serde_json::to_vec(&slice).expect("JSON"), removal)
         })
         .collect();
     let mut update_s = Vec::with_capacity(updates);
+    let patched0 = st.patched_updates();
     for (bytes, removal) in &work {
         let t = Instant::now();
         let slice: EndpointSlice = serde_json::from_slice(bytes).context("decoding a slice")?;
@@ -382,15 +488,22 @@ fn measure_model(c: &Cluster, updates: usize) -> Result<ModelResult> {
             changes.len()
         );
     }
+    // Each update lists its endpoints in one slice only: every one must have been a patch of
+    // that slice's backends, not a rebuild of its Service.
+    let patched = st.patched_updates() - patched0;
+    ensure!(
+        patched == updates as u64,
+        "{patched} of {updates} updates patched their slice's backends; the rest rebuilt their Service"
+    );
     println!(
-        "  {updates} updates: model work per update p50 {} p99 {} max {}",
+        "  {updates} updates, each a patch of its slice's backends: model work per update p50 {} p99 {} max {}",
         fmt_us(pct(&update_s, 50.0)),
         fmt_us(pct(&update_s, 99.0)),
         fmt_us(pct(&update_s, 100.0))
     );
     Ok(ModelResult {
         label,
-        per_service: c.endpoints,
+        per_service: c.churned_service_size(),
         endpoints: c.total(),
         list_s,
         model_mib,
@@ -479,9 +592,8 @@ fn start_agent(bin: &std::path::Path, api: &Api, ns: &str) -> (Agent, f64) {
 
 fn apply_cluster(api: &Api, c: &Cluster) {
     let mut objs = Vec::new();
-    for i in 0..c.services {
-        objs.push(c.service(i));
-        objs.push(c.slice(i, None));
+    for obj in c.objects() {
+        objs.push(obj);
         if objs.len() >= 2000 {
             api.apply_all(std::mem::take(&mut objs));
         }
@@ -512,7 +624,7 @@ fn wait_count(ct: &mut Conntrack, target: u64, what: &str, agent: &Agent) -> Res
 }
 
 fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<ChurnResult> {
-    let label = format!("{}x{}", c.services, c.endpoints);
+    let label = c.label();
     let n = args.entries;
     let w = Workload {
         entries: n,
@@ -570,7 +682,7 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
     let mut flush_s = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
         let churner = scope.spawn(|| {
-            let mut churn = Churn::new(c.services);
+            let mut churn = Churn::new(c);
             for k in 0..total {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -579,8 +691,8 @@ fn measure_churn(args: &Args, c: &Cluster, bin: &std::path::Path) -> Result<Chur
                 if let Some(d) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }
-                let (i, missing, removal) = churn.next(c);
-                api.apply(c.slice(i, missing));
+                let (slice, removal) = churn.next(c);
+                api.apply(slice);
                 updates.fetch_add(1, Ordering::Relaxed);
                 if removal {
                     removals.fetch_add(1, Ordering::Relaxed);
@@ -669,10 +781,14 @@ fn relist(api: &Api, agent: &mut Agent) -> Result<f64> {
     let lists = || kinds.map(|k| api.server.request_count(k, Verb::List));
     let before = lists();
     let t = Instant::now();
-    api.server.compact();
-    api.server
-        .restart_blocking()
-        .context("restarting kube-testserver")?;
+    let compact_and_restart = || -> Result<Instant> {
+        api.server.compact();
+        api.server
+            .restart_blocking()
+            .context("restarting kube-testserver")?;
+        Ok(Instant::now())
+    };
+    let mut compacted = compact_and_restart()?;
     let (mut last, mut still_since) = (before, Instant::now());
     loop {
         check_interrupted()?;
@@ -681,6 +797,15 @@ fn relist(api: &Api, agent: &mut Agent) -> Result<f64> {
             (last, still_since) = (now, Instant::now());
         }
         let relisted = now.iter().zip(before).all(|(n, b)| *n > b);
+        // A watch that took a bookmark between the compaction and the restart resumes at the
+        // compacted revision, which is not expired, and does not list: compact again.
+        if !relisted
+            && still_since.elapsed() >= Duration::from_secs(3)
+            && compacted.elapsed() >= Duration::from_secs(3)
+        {
+            println!("  (a watch resumed without listing: compacting again)");
+            compacted = compact_and_restart()?;
+        }
         if relisted && still_since.elapsed() >= Duration::from_secs(1) && agent.readyz().0 == 200 {
             return Ok(t.elapsed().as_secs_f64());
         }
@@ -898,20 +1023,16 @@ fn run(args: &Args) -> Result<()> {
     let mut models = Vec::new();
     let mut churns = Vec::new();
     let mut burst = None;
-    for &(s, e) in &args.clusters {
-        let c = Cluster {
-            services: s,
-            endpoints: e,
-        };
+    for c in &args.clusters {
         if args.only.wants("model") {
             check_interrupted()?;
-            models.push(measure_model(&c, args.updates)?);
+            models.push(measure_model(c, args.updates)?);
         }
         if let Some(bin) = &bin
             && args.only.wants("churn")
         {
             check_interrupted()?;
-            churns.push(measure_churn(args, &c, bin)?);
+            churns.push(measure_churn(args, c, bin)?);
         }
     }
     if let Some(bin) = &bin
@@ -1088,7 +1209,7 @@ fn run(args: &Args) -> Result<()> {
         "machine": {"kernel": m.kernel, "cpu": m.cpu, "cpus": m.cpus, "date": m.date,
                     "load_before": m.load_before},
         "args": {
-            "clusters": args.clusters.iter().map(|(s, e)| format!("{s}x{e}")).collect::<Vec<_>>(),
+            "clusters": args.clusters.iter().map(Cluster::label).collect::<Vec<_>>(),
             "updates": args.updates, "rate": args.rate, "seconds": args.seconds,
             "entries": args.entries, "removals": args.removals,
             "burst_entries": args.burst_entries, "burst_runs": args.burst_runs,

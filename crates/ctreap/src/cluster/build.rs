@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::backends::Backends;
 use super::few::Few;
+use super::intern::Name;
 use super::model::{
     Backend, Conditions, Frontend, FrontendKey, FrontendKind, PortEntry, Proto, ServiceMap,
     ServiceName,
@@ -294,21 +295,23 @@ pub(crate) fn service_ports<S: ServiceView, E: SliceView>(
     if ports.is_empty() {
         return Vec::new();
     }
-    let mut backends: HashMap<(usize, IpAddr, u16), Conditions> = HashMap::new();
+    let mut backends: SliceBackends = HashMap::new();
+    let names = port_names(&ports);
     for slice in slices {
-        add_slice(*slice, &ports, &mut backends, w);
+        add_slice(*slice, &names, &mut backends, w);
     }
-    let mut per_port: Vec<Vec<Backend>> = vec![Vec::new(); ports.len()];
-    for ((i, ip, port), conditions) in backends {
-        per_port[i].push(Backend {
+    let mut per_port: Vec<Vec<(Backend, bool)>> = vec![Vec::new(); ports.len()];
+    for ((i, ip, port), (conditions, shared)) in backends {
+        let b = Backend {
             ip,
             port,
             conditions,
-        });
+        };
+        per_port[i].push((b, shared));
     }
     for (p, mut b) in ports.iter_mut().zip(per_port) {
-        b.sort_unstable_by_key(|b| (b.ip, b.port));
-        p.backends = Backends::from_sorted(&b);
+        b.sort_unstable_by_key(|(b, _)| (b.ip, b.port));
+        p.backends = Backends::from_marked(b.into_iter());
     }
     ports
 }
@@ -473,10 +476,23 @@ fn service_frontends(
 }
 
 /// One slice's endpoints, added to the backends of the Service's `ports` (by index).
-fn add_slice(
+/// Backends by (index of the Service port, address, port): their conditions merged across
+/// the slices added, and whether more than one slice listed them.
+pub(crate) type SliceBackends = HashMap<(usize, IpAddr, u16), (Conditions, bool)>;
+
+/// The (name, protocol) of each Service port: what a slice's ports are matched by.
+pub(crate) fn port_names<'a>(ports: impl IntoIterator<Item = &'a PortEntry>) -> Vec<(Name, Proto)> {
+    ports
+        .into_iter()
+        .map(|p| (p.name.clone(), p.proto))
+        .collect()
+}
+
+/// Adds the backends `slice` gives the Service ports `ports` (by [`port_names`]).
+pub(crate) fn add_slice(
     slice: &impl SliceView,
-    ports: &[PortEntry],
-    backends: &mut HashMap<(usize, IpAddr, u16), Conditions>,
+    ports: &[(Name, Proto)],
+    backends: &mut SliceBackends,
     w: &mut Warnings,
 ) {
     const KIND: &str = "EndpointSlice";
@@ -506,11 +522,11 @@ fn add_slice(
     // whose name equals the service port's name, same protocol (kube-proxy matches by
     // name; the slice port number is the resolved targetPort).
     let mut resolved: Vec<(usize, u16)> = Vec::with_capacity(ports.len());
-    for (pi, entry) in ports.iter().enumerate() {
+    for (pi, (pname, proto)) in ports.iter().enumerate() {
         let found = slice
             .ports()
             .enumerate()
-            .find(|(_, p)| p.name.unwrap_or("") == &*entry.name && p.proto == Some(entry.proto));
+            .find(|(_, p)| p.name.unwrap_or("") == &**pname && p.proto == Some(*proto));
         let Some((i, sp)) = found else { continue };
         match sp.port {
             Some(n) => match port_u16(n) {
@@ -526,10 +542,7 @@ fn add_slice(
                 WarningKind::MissingField,
                 KIND,
                 &id,
-                format!(
-                    "ports[{i}] ({:?}) has no port number; port skipped",
-                    entry.name
-                ),
+                format!("ports[{i}] ({:?}) has no port number; port skipped", pname),
             ),
         }
     }
@@ -608,8 +621,8 @@ fn add_slice(
         for &(ip, cond) in &merged {
             backends
                 .entry((pi, ip, port))
-                .and_modify(|c| *c = c.merge(cond))
-                .or_insert(cond);
+                .and_modify(|(c, shared)| (*c, *shared) = (c.merge(cond), true))
+                .or_insert((cond, false));
         }
     }
 }

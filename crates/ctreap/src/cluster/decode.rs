@@ -81,10 +81,25 @@ fn service_label(v: &Value) -> Option<std::collections::BTreeMap<String, String>
     Some([(SERVICE_NAME_LABEL.to_owned(), svc.to_owned())].into())
 }
 
+/// The object as `K`, or, when it is not a valid `K`, as JSON. serde buffers an untagged
+/// enum's input in its own form and tries the variants on that; inside a watch event (which
+/// serde has buffered in that form already) the buffer is moved, not copied, so a good object
+/// is decoded once, with no `Value` built on the way.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OkOrJson<K> {
+    Ok(K),
+    Json(Value),
+}
+
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Not JSON at all is still an error of the whole body: nothing in it can be trusted.
-        let v = Value::deserialize(d)?;
+        let v = match OkOrJson::<K>::deserialize(d)? {
+            OkOrJson::Ok(k) => return Ok(Decoded::Ok(k)),
+            OkOrJson::Json(v) => v,
+        };
+        // The untagged enum keeps no message: decode again for it (rare).
         match K::deserialize(&v) {
             Ok(k) => Ok(Decoded::Ok(k)),
             Err(e) => Ok(Decoded::Bad(Box::new(Undecodable {

@@ -410,12 +410,9 @@ impl ServiceMap {
     /// The ports of the Service `name`, in `spec.ports` order; empty if it has no NAT
     /// frontends (or does not exist).
     pub fn service_ports(&self, name: &ServiceName) -> impl Iterator<Item = PortRef<'_>> + '_ {
-        let ids: &[PortId] = self
-            .service_ids
-            .get(&self.services, name)
-            .and_then(|i| self.services[i as usize].as_ref())
-            .map_or(&[], |s| &s.ports);
-        ids.iter().map(move |&id| PortRef { map: self, id })
+        self.service_port_ids(name)
+            .iter()
+            .map(move |&id| PortRef { map: self, id })
     }
 
     /// The Service has a serving (or draining) backend on some port: what the circuit breaker
@@ -558,6 +555,26 @@ impl ServiceMap {
             .reserve_exact(more.saturating_sub(self.free_ports.len()));
         self.service_ids.reserve(more, &self.services);
         self.frontends.reserve(more);
+    }
+
+    /// The ids of Service `name`'s ports, in `spec.ports` order.
+    pub(crate) fn service_port_ids(&self, name: &ServiceName) -> &[PortId] {
+        self.service_ids
+            .get(&self.services, name)
+            .and_then(|i| self.services[i as usize].as_ref())
+            .map_or(&[], |s| &s.ports)
+    }
+
+    /// The port `id` (in use).
+    pub(crate) fn port_entry(&self, id: PortId) -> &PortEntry {
+        self.entry(id)
+    }
+
+    /// Applies `edits` to the backends of port `id` (in use): see [`Backends::patch`].
+    pub(crate) fn patch_backends(&mut self, id: PortId, edits: &[super::backends::Edit]) {
+        if let Some(p) = self.ports[id as usize].as_mut() {
+            p.backends.patch(edits);
+        }
     }
 
     /// The service index of a port (for telling one Service's ports from another's).

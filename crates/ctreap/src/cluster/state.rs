@@ -1,14 +1,20 @@
 //! The live model: the cluster's Services, EndpointSlices and this node's Node in their compact
 //! forms, and the [`ServiceMap`] kept current one Service at a time.
 //!
-//! A watch event costs in proportion to the object it names: an EndpointSlice update rebuilds
-//! the ports of the one Service it is labelled for (from that Service and its slices), never
-//! the map. Each rebuild records the (frontend, backend) pairs whose backend got worse
-//! (gone, or serving -> not serving): [`ClusterState::take_changes`] hands them to the agent,
-//! which flushes what its policy deletes. kube-proxy does the same with its per-Service change
-//! trackers (`pkg/proxy/endpointschangetracker.go`). A full rebuild happens only on a re-list
-//! ([`ClusterState::replace_services`], [`ClusterState::replace_slices`]), and even then only
-//! the Services whose objects differ are rebuilt.
+//! A watch event costs in proportion to the object it names. An EndpointSlice update patches
+//! the backends that slice lists, and only those, in the ports of the Service it is labelled
+//! for ([`Backends::patched`]); it rebuilds that one Service (from the Service and all its
+//! slices) only where the patch cannot be exact: the slice moved between Services, a backend
+//! it changes is listed by another slice too, the Service is held, or either version of the
+//! slice has a warning. Never the map.
+//!
+//! The model reports state, not verdicts: each change records the (frontend, backend) pairs
+//! whose backend's view changed, with its conditions before and now, and
+//! [`ClusterState::take_changes`] hands them to the agent, whose planner
+//! (`reconcile::planned`) decides what its policy deletes. kube-proxy does the same with its
+//! per-Service change trackers (`pkg/proxy/endpointschangetracker.go`). A full rebuild happens
+//! only on a re-list ([`ClusterState::replace_services`], [`ClusterState::replace_slices`]),
+//! and even then only the Services whose objects differ are rebuilt.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -16,16 +22,17 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::backends::Backends;
+use super::backends::{Backends, Edit};
 use super::build::{
-    Warning, Warnings, annotated_ignore, namespaced, node_addresses, service_ports, unknown_service,
+    SliceBackends, Warning, Warnings, add_slice, annotated_ignore, namespaced, node_addresses,
+    port_names, service_ports, unknown_service,
 };
 use super::few::Few;
 use super::intern::{Name, intern};
 use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
-use super::model::{Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::model::{Backend, Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
 use super::store::{self, Named, Store};
 use super::view::{ServiceView, SliceView};
 
@@ -61,7 +68,7 @@ pub struct Pair {
     pub backend: SocketAddr,
 }
 
-/// A pair whose backend got worse since the changes were last taken.
+/// A pair whose backend's view changed since the changes were last taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     /// The Service the pair belonged to before the change.
@@ -70,13 +77,12 @@ pub struct Change {
     pub ignored: bool,
     /// The backend's best conditions on the frontend before the first change.
     pub old: Option<Conditions>,
+    /// Its conditions just before the last change: what it left from, when changes came
+    /// faster than they were taken (terminating, then removed, is not a backend that
+    /// vanished while serving).
+    pub left_from: Option<Conditions>,
     /// Its best conditions now (`None`: not a backend of the frontend any more).
     pub new: Option<Conditions>,
-}
-
-/// How useful a backend's conditions are, `None` (gone) lowest.
-fn rank(c: Option<Conditions>) -> u8 {
-    c.map_or(0, |c| c.state() as u8 + 1)
 }
 
 /// The cluster as the watches delivered it, and the map derived from it.
@@ -106,6 +112,9 @@ pub struct ClusterState {
     /// lists are a full pass's business: recording every Service's first endpoints raised the
     /// agent's peak by 6 MiB at 100,000 Services (VmHWM 89.1 against 83.1 MiB).
     gained: Option<HashMap<FrontendKey, ServiceName>>,
+    /// EndpointSlice updates applied by patching their backends (the rest rebuilt their
+    /// Service).
+    patched: u64,
 }
 
 impl ClusterState {
@@ -159,6 +168,12 @@ impl ClusterState {
         self.slices.len()
     }
 
+    /// How many EndpointSlice updates were applied by patching the backends they list,
+    /// without rebuilding their Service.
+    pub fn patched_updates(&self) -> u64 {
+        self.patched
+    }
+
     /// The frontends that went from no serving backend (or not existing) to having one since
     /// the last call, and still have one: what traffic sent to them before could not be
     /// translated (see `reconcile::classify`, `NotTranslated`). A full pass judges every entry
@@ -173,7 +188,9 @@ impl ClusterState {
         out
     }
 
-    /// The pairs whose backend got worse since the last call, with their state now.
+    /// The pairs whose backend's view changed since the last call (gone, or its conditions),
+    /// with their state before the first change and now. Backends that were added are not
+    /// pairs of a change: nothing about them can be stale.
     pub fn take_changes(&mut self) -> HashMap<Pair, Change> {
         let mut out = std::mem::take(&mut self.changes);
         for (pair, c) in out.iter_mut() {
@@ -184,7 +201,7 @@ impl ClusterState {
                 .and_then(|f| f.backend(pair.backend.ip(), pair.backend.port()))
                 .map(|(_, c)| c);
         }
-        out.retain(|_, c| rank(c.new) < rank(c.old));
+        out.retain(|_, c| c.new != c.old);
         out
     }
 
@@ -234,6 +251,13 @@ impl ClusterState {
         };
         let old = self.slices.remove(&key);
         if old.as_ref() == Some(&slice) {
+            self.slices.insert(slice);
+            return;
+        }
+        if let Some(old) = &old
+            && self.patch_slice(old, &slice)
+        {
+            self.patched += 1;
             self.slices.insert(slice);
             return;
         }
@@ -569,50 +593,175 @@ impl ClusterState {
         }
     }
 
-    /// Records the pairs of `old` (the Service's ports before its rebuild) whose backend is
-    /// worse in the map now, keeping each pair's first `old` view until it is taken.
+    /// Records the pairs of `old` (the Service's ports before its rebuild) whose backend's
+    /// view changed in the map, keeping each pair's first `old` view until it is taken.
     fn record(&mut self, name: &ServiceName, old: Vec<PortEntry>) {
         let me = self.map.service_index(name);
         for port in old {
             for fe in port.frontends.iter() {
-                let key = fe.key;
-                let now = self.map.frontend(key.proto, key.ip, key.port);
                 for b in port.backends.iter() {
-                    if b.ip.is_ipv4() != key.ip.is_ipv4() {
-                        continue; // a dual-stack port: no NAT crosses families
-                    }
-                    if b.ip == key.ip && b.port == key.port {
-                        continue; // would match untranslated traffic; see `classify`
-                    }
-                    let new_c = now.and_then(|f| f.backend(b.ip, b.port)).map(|(_, c)| c);
-                    // Before: this port's view, or a better one of another Service on the
-                    // same frontend (unchanged by this rebuild).
-                    let other = now.and_then(|f| {
-                        f.ports()
-                            .filter(|p| Some(p.service_index()) != me)
-                            .filter_map(|p| p.backend(b.ip, b.port))
-                            .max_by_key(|c| c.state())
-                    });
-                    let old_c = match other {
-                        Some(o) if o.state() > b.conditions.state() => o,
-                        _ => b.conditions,
-                    };
-                    if rank(new_c) >= rank(Some(old_c)) {
-                        continue;
-                    }
-                    let pair = Pair {
-                        frontend: key,
-                        backend: SocketAddr::new(b.ip, b.port),
-                    };
-                    self.changes.entry(pair).or_insert(Change {
-                        service: name.clone(),
-                        ignored: port.ignored,
-                        old: Some(old_c),
-                        new: new_c,
-                    });
+                    self.record_pair(name, me, port.ignored, fe.key, b);
                 }
             }
         }
+    }
+
+    /// Records pair (`frontend`, `before`'s address) if the backend's view on the frontend is
+    /// not `before`'s conditions any more. `me` is the Service's index in the map now.
+    fn record_pair(
+        &mut self,
+        name: &ServiceName,
+        me: Option<u32>,
+        ignored: bool,
+        frontend: FrontendKey,
+        before: Backend,
+    ) {
+        let b = before;
+        if b.ip.is_ipv4() != frontend.ip.is_ipv4() {
+            return; // a dual-stack port: no NAT crosses families
+        }
+        if b.ip == frontend.ip && b.port == frontend.port {
+            return; // would match untranslated traffic; see `classify`
+        }
+        let now = self
+            .map
+            .frontend(frontend.proto, frontend.ip, frontend.port);
+        let new_c = now.and_then(|f| f.backend(b.ip, b.port)).map(|(_, c)| c);
+        // Before: this port's view, or a better one of another Service on the same frontend
+        // (unchanged by this Service's change).
+        let other = now.and_then(|f| {
+            f.ports()
+                .filter(|p| Some(p.service_index()) != me)
+                .filter_map(|p| p.backend(b.ip, b.port))
+                .max_by_key(|c| c.state())
+        });
+        let old_c = match other {
+            Some(o) if o.state() > b.conditions.state() => o,
+            _ => b.conditions,
+        };
+        if new_c == Some(old_c) {
+            return;
+        }
+        let pair = Pair {
+            frontend,
+            backend: SocketAddr::new(b.ip, b.port),
+        };
+        self.changes
+            .entry(pair)
+            .and_modify(|c| c.left_from = Some(old_c))
+            .or_insert(Change {
+                service: name.clone(),
+                ignored,
+                old: Some(old_c),
+                left_from: Some(old_c),
+                new: new_c,
+            });
+    }
+
+    /// Applies the change from slice `old` to `new` of one Service by patching the backends
+    /// the two list, when that is exact; `false` (nothing changed) when the Service must be
+    /// rebuilt instead (see the module's doc). Proportional to the two slices, plus one copy
+    /// of the bytes of each port they touch.
+    fn patch_slice(&mut self, old: &SliceLite, new: &SliceLite) -> bool {
+        let Some(key) = service_of(new) else {
+            return false;
+        };
+        if service_of(old).as_ref() != Some(&key)
+            || !self.services_listed
+            || self.held(&key)
+            || self.held_at.contains_key(&key)
+        {
+            return false;
+        }
+        let Some(svc) = self.services.get(&key) else {
+            return false;
+        };
+        let ignored = annotated_ignore(svc);
+        let name = ServiceName {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+        };
+        let ids: Vec<u32> = self.map.service_port_ids(&name).to_vec();
+        if ids.is_empty() {
+            return false;
+        }
+        let names = port_names(ids.iter().map(|&id| self.map.port_entry(id)));
+        let mut w = Warnings::default();
+        let mut was: SliceBackends = HashMap::new();
+        add_slice(old, &names, &mut was, &mut w);
+        let mut is: SliceBackends = HashMap::new();
+        add_slice(new, &names, &mut is, &mut w);
+        if !w.list.is_empty() {
+            return false; // the Service's warnings may change: rebuilt
+        }
+        // Per port: the edits, each with the backend as the map held it.
+        let mut per_port: Vec<Vec<(Edit, Option<Conditions>)>> = vec![Vec::new(); ids.len()];
+        for (&(pi, ip, port), &(c, _)) in &was {
+            let now = is.get(&(pi, ip, port)).map(|&(c, _)| c);
+            if now == Some(c) {
+                continue;
+            }
+            let held = self.map.port_entry(ids[pi]).backends.find_marked(ip, port);
+            match held {
+                Some((_, false)) => per_port[pi].push(((ip, port, now), held.map(|h| h.0))),
+                _ => return false, // another slice lists it too (or the map disagrees)
+            }
+        }
+        for (&(pi, ip, port), &(c, _)) in &is {
+            if was.contains_key(&(pi, ip, port)) {
+                continue;
+            }
+            match self.map.port_entry(ids[pi]).backends.find_marked(ip, port) {
+                None => per_port[pi].push(((ip, port, Some(c)), None)),
+                Some(_) => return false, // now listed by two slices
+            }
+        }
+        if per_port.iter().all(Vec::is_empty) {
+            return true;
+        }
+        let me = self.map.service_index(&name);
+        for (pi, mut edits) in per_port.into_iter().enumerate() {
+            if edits.is_empty() {
+                continue;
+            }
+            edits.sort_unstable_by_key(|((ip, port, _), _)| (*ip, *port));
+            let id = ids[pi];
+            let entry = self.map.port_entry(id);
+            let frontends: Vec<FrontendKey> = entry.frontends.iter().map(|f| f.key).collect();
+            // The families whose frontends may gain a serving backend: those of the port's
+            // frontends (a scan for a family the port has no backend of walks every backend).
+            let watch_gain = self.gained.is_some() && !ignored;
+            let families: Vec<(bool, bool)> = [true, false]
+                .into_iter()
+                .filter(|&v4| watch_gain && frontends.iter().any(|f| f.ip.is_ipv4() == v4))
+                .map(|v4| (v4, entry.serves(v4)))
+                .collect();
+            self.map
+                .patch_backends(id, &edits.iter().map(|(e, _)| *e).collect::<Vec<_>>());
+            let entry = self.map.port_entry(id);
+            if let Some(gained) = self.gained.as_mut() {
+                for (v4, before) in families {
+                    if before || !entry.serves(v4) {
+                        continue;
+                    }
+                    for fe in frontends.iter().filter(|f| f.ip.is_ipv4() == v4) {
+                        gained.entry(*fe).or_insert_with(|| name.clone());
+                    }
+                }
+            }
+            for ((ip, port, _), before) in edits {
+                let Some(conditions) = before else { continue };
+                let b = Backend {
+                    ip,
+                    port,
+                    conditions,
+                };
+                for &fe in &frontends {
+                    self.record_pair(&name, me, ignored, fe, b);
+                }
+            }
+        }
+        true
     }
 }
 
@@ -737,6 +886,101 @@ mod tests {
         assert_eq!(unknown(&st), 0);
         st.replace_services(vec![service(1, false, false, false)]);
         assert_eq!(unknown(&st), 1, "{:?}", st.warnings());
+    }
+
+    /// An update patches its slice's backends in place, and rebuilds the Service where a
+    /// patch could not be exact: a backend listed by two slices, added to a second slice or
+    /// removed from one of two. After every step the map equals a full build.
+    #[test]
+    fn a_slice_update_patches_its_backends_and_rebuilds_only_where_it_must() {
+        let svc = service(0, false, false, false);
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_services(vec![svc.clone()]);
+        st.replace_slices(vec![slice(0, 0, &[(1, 0), (2, 0)]), slice(1, 0, &[(3, 0)])]);
+        st.take_changes();
+        let mut slices = BTreeMap::from([
+            (0, slice(0, 0, &[(1, 0), (2, 0)])),
+            (1, slice(1, 0, &[(3, 0)])),
+        ]);
+        let mut step = |st: &mut ClusterState, n: u8, eps: &[(u8, u8)], patched: bool| {
+            let before = st.patched_updates();
+            slices.insert(n, slice(n, 0, eps));
+            st.apply_slice(slice(n, 0, eps));
+            assert_eq!(st.patched_updates() > before, patched, "e{n} {eps:?}");
+            let all: Vec<&SliceLite> = slices.values().collect();
+            let (want, _) = ServiceMap::build(&[&svc], &all, None, &[]);
+            assert_eq!(describe(st.map()), describe(&want), "e{n} {eps:?}");
+            let mut out: Vec<String> = st
+                .take_changes()
+                .iter()
+                .map(|(p, c)| {
+                    format!(
+                        "{}->{} {:?}",
+                        p.frontend,
+                        p.backend.ip(),
+                        c.new.map(|c| c.state())
+                    )
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        // 2 leaves e0: patched, both frontends' pairs recorded.
+        assert_eq!(
+            step(&mut st, 0, &[(1, 0)], true),
+            [
+                "10.96.0.10:53/UDP->10.244.0.2 None",
+                "10.96.0.10:80/TCP->10.244.0.2 None"
+            ]
+        );
+        // 1 also listed by e1, draining: two slices list it, rebuilt; its best view is e0's.
+        assert!(step(&mut st, 1, &[(3, 0), (1, 1)], false).is_empty());
+        // 1 leaves e0: one of two, rebuilt; now e1's draining view.
+        assert_eq!(
+            step(&mut st, 0, &[], false),
+            [
+                "10.96.0.10:53/UDP->10.244.0.1 Some(Draining)",
+                "10.96.0.10:80/TCP->10.244.0.1 Some(Draining)"
+            ]
+        );
+        // 1 serving again in e1, its one slice: patched; better is a change too.
+        assert_eq!(step(&mut st, 1, &[(3, 0), (1, 0)], true).len(), 2);
+        // 4 added, 3 not serving: patched.
+        assert_eq!(step(&mut st, 1, &[(3, 2), (1, 0), (4, 0)], true).len(), 2);
+    }
+
+    /// Changes coalesce until taken: a backend reported terminating and then removed before
+    /// the agent took the first change left from terminating, and settles with `--grace`;
+    /// one removed while serving vanished (`--move-grace`).
+    #[test]
+    fn terminating_then_removed_between_two_takes_is_not_a_vanished_backend() {
+        use crate::reconcile::{Settle, settle};
+        let mut st = ClusterState::new(Vec::new());
+        st.replace_services(vec![service(0, false, false, false)]);
+        st.replace_slices(vec![slice(0, 0, &[(1, 0), (2, 0)])]);
+        st.take_changes();
+        st.apply_slice(slice(0, 0, &[(1, 1), (2, 0)]));
+        st.apply_slice(slice(0, 0, &[(2, 0)]));
+        let mut windows: Vec<(String, Settle)> = st
+            .take_changes()
+            .iter()
+            .map(|(p, c)| (p.frontend.to_string(), settle(c)))
+            .collect();
+        windows.sort_by_key(|w| w.0.clone());
+        assert_eq!(
+            windows,
+            [
+                ("10.96.0.10:53/UDP".to_owned(), Settle::Grace),
+                ("10.96.0.10:80/TCP".to_owned(), Settle::Grace)
+            ]
+        );
+        // Control: removed while serving.
+        st.apply_slice(slice(0, 0, &[]));
+        assert!(
+            st.take_changes()
+                .values()
+                .all(|c| settle(c) == Settle::Vanished)
+        );
     }
 
     /// Slice `e{n}` labelled for `s{svc}` with endpoints 10.244.0.{i} for each `(i, c)`,

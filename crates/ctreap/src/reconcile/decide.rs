@@ -97,9 +97,9 @@ pub enum Settle {
 }
 
 /// The settle window of a recorded change: [`Settle::Vanished`] for a backend that was ready,
-/// serving and not terminating and is now not a backend of the frontend at all.
+/// serving and not terminating just before it stopped being a backend of the frontend at all.
 pub fn settle(c: &Change) -> Settle {
-    match (c.old, c.new) {
+    match (c.left_from, c.new) {
         (Some(old), None) if old.ready && old.serving && !old.terminating => Settle::Vanished,
         _ => Settle::Grace,
     }
