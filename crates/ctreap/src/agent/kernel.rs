@@ -5,12 +5,17 @@
 //! telling what, so counts come from the table size before and after (wrong while other flows
 //! come and go) and nothing can be re-checked per entry. A filtered dump costs the same kernel
 //! walk and hands us each entry, so the newest Service map judges every one before it goes.
+//!
+//! What the agent needs of a table is the [`Table`] trait: the kernel's ([`Conntrack`]), or
+//! an in-memory one in the agent's loop tests (`agent::table`).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ctnetlink::{BatchReport, Conntrack, Entry, Error, Filter, GlobalStats, Netns, Tuple};
+use ctnetlink::{
+    BatchReport, Conntrack, DumpSummary, Entry, Error, Features, Filter, GlobalStats, Netns, Tuple,
+};
 
 use crate::reconcile::{Flow, flow_of};
 
@@ -34,22 +39,64 @@ pub struct Sweep<T> {
     pub decode_errors: u64,
 }
 
-/// A ctnetlink socket in the node's namespace, used by one task at a time.
+/// The four things the agent does with a conntrack table, as ctnetlink does them.
+pub trait Table: Send {
+    /// What this table supports (`Conntrack::probe`).
+    fn probe(&mut self) -> Result<Features, Error>;
+    /// Hands each entry `filter` selects to `each` (`Conntrack::dump`).
+    fn dump(
+        &mut self,
+        filter: &Filter,
+        each: &mut dyn FnMut(Entry) -> ControlFlow<()>,
+    ) -> Result<DumpSummary, Error>;
+    /// Deletes entries by original tuple and zone; absent ones count as not found
+    /// (`Conntrack::delete_batch`).
+    fn delete_batch(&mut self, tuples: &[(Tuple, Option<u16>)]) -> Result<BatchReport, Error>;
+    /// `conntrack -C` and the table's maximum (`Conntrack::stats`).
+    fn stats(&mut self) -> Result<GlobalStats, Error>;
+}
+
+impl Table for Conntrack {
+    fn probe(&mut self) -> Result<Features, Error> {
+        Conntrack::probe(self)
+    }
+
+    fn dump(
+        &mut self,
+        filter: &Filter,
+        each: &mut dyn FnMut(Entry) -> ControlFlow<()>,
+    ) -> Result<DumpSummary, Error> {
+        Conntrack::dump(self, filter, each)
+    }
+
+    fn delete_batch(&mut self, tuples: &[(Tuple, Option<u16>)]) -> Result<BatchReport, Error> {
+        Conntrack::delete_batch(self, tuples)
+    }
+
+    fn stats(&mut self) -> Result<GlobalStats, Error> {
+        Conntrack::stats(self)
+    }
+}
+
+/// The node's conntrack table (a ctnetlink socket in its namespace, or another [`Table`]),
+/// used by one task at a time.
 pub struct Kernel {
-    ct: Conntrack,
+    ct: Box<dyn Table>,
     cancel: Arc<AtomicBool>,
 }
 
 impl Kernel {
     pub fn open(netns: Option<&Netns>, cancel: Arc<AtomicBool>) -> Result<Kernel, Error> {
-        Ok(Kernel {
-            ct: Conntrack::open_in(netns)?,
-            cancel,
-        })
+        Ok(Kernel::on(Box::new(Conntrack::open_in(netns)?), cancel))
     }
 
-    pub fn conntrack(&mut self) -> &mut Conntrack {
-        &mut self.ct
+    /// The agent's kernel side on `table`.
+    pub fn on(table: Box<dyn Table>, cancel: Arc<AtomicBool>) -> Kernel {
+        Kernel { ct: table, cancel }
+    }
+
+    pub fn probe(&mut self) -> Result<Features, Error> {
+        self.ct.probe()
     }
 
     /// Dumps the entries each filter selects and hands each one's flow to `decide`, which
@@ -68,7 +115,7 @@ impl Kernel {
         };
         for filter in filters {
             let cancel = &self.cancel;
-            let summary = self.ct.dump(filter, |e| {
+            let summary = self.ct.dump(filter, &mut |e| {
                 if cancel.load(Ordering::Relaxed) {
                     return ControlFlow::Break(());
                 }

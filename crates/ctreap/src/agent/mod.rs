@@ -2,9 +2,10 @@
 //! entries whose backend is gone, within milliseconds, safely.
 //!
 //! Four triggers feed one loop, which alone decides and deletes:
-//! - **watch**: a change of the cluster, coalesced over [`COALESCE`]: the live model rebuilt
-//!   only the Services it names and recorded the (frontend, backend) pairs whose backend got
-//!   worse ([`ClusterState::take_changes`]); those the policy deletes are flushed after their
+//! - **watch**: a change of the cluster, coalesced over [`COALESCE`]: the live model patched
+//!   only the slices (or rebuilt only the Services) it names and recorded the (frontend,
+//!   backend) pairs whose backend's view changed ([`ClusterState::take_changes`]); those the
+//!   planner ([`planned`]) says the policy deletes are flushed after their
 //!   settle window ([`Settle`]: `--grace`, or `--move-grace` for a backend that vanished while
 //!   serving);
 //! - **event**: a conntrack NEW event towards a backend already known gone (`events.rs`);
@@ -29,10 +30,14 @@ mod flows;
 mod gate;
 pub mod http;
 mod kernel;
+#[cfg(test)]
+mod loop_tests;
 pub mod malloc;
 pub mod metrics;
 mod pass;
 mod process;
+#[cfg(test)]
+mod table;
 
 pub use config::{LogFormat, RunCmd};
 
@@ -199,14 +204,27 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         Some(ns) => format!("opening ctnetlink in {ns}"),
         None => "opening ctnetlink".into(),
     })?;
+    let client = kube_client(cmd.kube.kubeconfig.clone(), cmd.kube.context.clone()).await?;
+    let res = serve(cmd, kernel, client, netns, cancel.clone(), stop_rx).await;
+    cancel.store(true, Ordering::Relaxed);
+    res
+}
+
+/// The agent on `kernel`'s table with `client`'s API server, until `stop` turns true: what
+/// `run` runs once it has both, and what the loop tests run on an in-memory table.
+async fn serve(
+    cmd: RunCmd,
+    kernel: Kernel,
+    client: kube::Client,
+    netns: Option<Netns>,
+    cancel: Arc<AtomicBool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<()> {
     let kernel = Arc::new(Mutex::new(kernel));
     {
         let k = kernel.clone();
         let features = tokio::task::spawn_blocking(move || {
-            k.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .conntrack()
-                .probe()
+            k.lock().unwrap_or_else(|e| e.into_inner()).probe()
         })
         .await?
         .context("probing ctnetlink")?;
@@ -239,7 +257,6 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         });
     }
 
-    let client = kube_client(cmd.kube.kubeconfig.clone(), cmd.kube.context.clone()).await?;
     let node = node_name(cmd.kube.node_name.clone())?;
     let node_local_addrs = addresses_in(netns.as_ref())?;
     let watch_config = WatchConfig {
@@ -285,9 +302,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         pending: HashMap::new(),
         emptied: None,
     };
-    let res = agent.main(stop_rx, netns).await;
-    cancel.store(true, Ordering::Relaxed);
-    res
+    agent.main(stop_rx, netns).await
 }
 
 impl Agent {

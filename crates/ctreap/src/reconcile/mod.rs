@@ -5,10 +5,12 @@
 //!
 //! 1. `cluster/watch.rs`: the EndpointSlice watch event, decoded on its own, applied to the live
 //!    model under its lock.
-//! 2. `cluster/state.rs`: the model rebuilds the one Service the slice is labelled for and
-//!    records what changed for it: (frontend, backend) pairs whose backend got worse, with its
-//!    conditions before and now ([`Change`](crate::cluster::Change), `take_changes`), and
-//!    frontends that gained a serving backend (`take_gained`).
+//! 2. `cluster/state.rs`: the model patches the backends the slice lists in the ports of the
+//!    Service it is labelled for (or rebuilds that one Service where a patch cannot be exact)
+//!    and records what changed, state and not verdicts: (frontend, backend) pairs whose
+//!    backend's view changed, with its conditions before and now
+//!    ([`Change`](crate::cluster::Change), `take_changes`), and frontends that gained a
+//!    serving backend (`take_gained`).
 //! 3. `reconcile/decide.rs`, [`planned`]: those changes and the policy -> the (frontend, backend)
 //!    keys to judge, each with its settle window ([`Settle`]: `--grace`, or `--move-grace` for
 //!    a backend that vanished while serving).
@@ -17,7 +19,8 @@
 //! 5. `agent/pass.rs`: the pass finds the keys' entries (the flow index, or a kernel-filtered
 //!    dump), judges each on the newest model with [`deletable_planned`] (the same rule as
 //!    [`deletable`]), and asks the circuit breaker.
-//! 6. `agent/executor.rs`: the deletes, by tuple, on the kernel.
+//! 6. `agent/executor.rs`: the deletes, by tuple, on the table (`agent/kernel.rs`'s `Table`:
+//!    the kernel's, or an in-memory one in the loop tests, `agent/loop_tests.rs`).
 //!
 //! The full passes, the conntrack NEW-event path and `ctreap stale` judge entries with
 //! [`deletable`] too; nothing else decides whether a flow may go.
