@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ use kube_testserver::{ServerConfig, TestServer};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
-use super::agent::{AgentProcess, deletion_metrics, flush_lines};
+use super::agent::{self, deletion_metrics, flush_lines};
 use super::clients::{ClientKind, ClientLog, Clients, Dial, LbPool, Target};
 use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
 use super::world::objects::{
@@ -486,12 +486,12 @@ fn run_inner(
     let mut agent = None;
     if variant == Variant::Ctreap {
         let log = plan.report_dir.join("agent-ctreap.log");
-        let mut a = AgentProcess::start(Path::new(world.node_netns()), &kubeconfig.0, &log)?;
+        let mut a = agent::start(world.node_netns(), &kubeconfig.0, &log)?;
         super::set_agent_pid(Some(a.pid()));
-        progress.say(format!("started the agent: {}", a.command));
-        a.wait_ready(Duration::from_secs(20))?;
+        progress.say(format!("started the agent: {}", a.command()));
+        agent::wait_ready(&mut a, Duration::from_secs(20))?;
         progress.say("agent ready (/readyz 200)");
-        report.notes.push(format!("agent: {}", a.command));
+        report.notes.push(format!("agent: {}", a.command()));
         report.files.push("agent-ctreap.log".into());
         agent = Some(a);
     }
@@ -710,7 +710,7 @@ fn run_inner(
     }
 
     if let Some(a) = agent.take() {
-        match a.metrics() {
+        match agent::metrics(&a) {
             Ok(m) => report.notes.extend(
                 deletion_metrics(&m)
                     .into_iter()
@@ -721,7 +721,7 @@ fn run_inner(
                 .push(format!("agent metrics unavailable: {e:#}")),
         }
         let log = plan.report_dir.join("agent-ctreap.log");
-        let status = a.stop();
+        let status = agent::stop(a);
         super::set_agent_pid(None);
         let status = status?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();

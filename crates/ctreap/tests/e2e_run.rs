@@ -1351,10 +1351,6 @@ odd{a=\"x,y}\\\"z\"} 1.5 # {trace=\"1\"} 1\n\
     assert!(m.has_line(
         "ctreap_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"} 3"
     ));
-    assert_eq!(
-        agent::dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").as_deref(),
-        Some(&b"abcde"[..])
-    );
 }
 
 /// The index of backends with flows here: a departed backend without flows on this node costs

@@ -10,16 +10,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ctnetlink::consts::*;
 use ctnetlink::{Conntrack, Entry, Filter, L4, ProtoInfo, SctpInfo, TcpInfo, Tuple};
+use ctreap_agent_process::{AgentProcess, Launch};
 use kube_testserver::{ServerConfig, TestServer};
 use serde_json::{Value, json};
 
@@ -369,54 +369,8 @@ pub fn assert_table(before: &BTreeSet<Flow>, gone: &[Flow], after: &BTreeSet<Flo
 // ---------------------------------------------------------------------------------------------
 // HTTP and metrics.
 
-/// `GET path` over a fresh HTTP/1.1 connection; (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Decodes a chunked HTTP/1.1 body.
-pub fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
+#[allow(unused_imports)] // not every test binary asks for it
+pub use ctreap_agent_process::http_get;
 
 /// A scrape of /metrics: every sample by its canonical key, `name{a="x",b="y"}` with the labels
 /// sorted by name (or just `name`), and the text as served.
@@ -590,20 +544,16 @@ impl Metrics {
 
 /// A free port on 127.0.0.1 (bound and released: the agent binds it a moment later).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    ctreap_agent_process::free_port().expect("a free port on 127.0.0.1")
 }
 
-/// `ctreap run` as a child process, its stderr (the log) going to a file.
+/// `ctreap run` as a child process ([`AgentProcess`], shared with the lab), its log in a
+/// temporary file; every failure a panic with the log's tail.
 pub struct Agent {
-    child: Option<Child>,
+    proc: AgentProcess,
     pub pid: u32,
     pub addr: SocketAddr,
-    log_path: PathBuf,
     _dir: tempfile::TempDir,
-    started: Instant,
 }
 
 /// The ctreap binary: the one cargo built for these tests, or (for the benchmark, which cargo
@@ -638,106 +588,71 @@ impl Agent {
     }
 
     pub fn start_bin(bin: &Path, kubeconfig: &Path, netns: &str, extra: &[&str]) -> Agent {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("agent.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .args(["--netns", netns])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--node-name", NODE])
-            .args(["--listen", &addr.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        if std::env::var_os("CTREAP_LOG").is_none() {
-            cmd.env("CTREAP_LOG", "info");
-        }
-        cmd.env("NO_COLOR", "1");
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let log = dir.path().join("agent.log");
+        let proc = AgentProcess::start(Launch {
+            bin,
+            netns,
+            kubeconfig,
+            node: NODE,
+            extra,
+            log: &log,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         Agent {
-            pid: child.id(),
-            child: Some(child),
-            addr,
-            log_path,
+            pid: proc.pid(),
+            addr: proc.addr(),
+            proc,
             _dir: dir,
-            started: Instant::now(),
         }
     }
 
     /// The log so far (colour escapes removed, should the logger emit them).
     pub fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
+        self.proc.log()
     }
 
     /// The last `n` lines of the log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.proc.log_tail(n)
     }
 
     /// Panics (with the log) if the process has exited.
     pub fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("agent already stopped");
-        if let Some(st) = child.try_wait().expect("try_wait") {
+        if let Some(st) = self.proc.exited().expect("agent already stopped") {
             panic!(
                 "ctreap run exited unexpectedly ({st}) after {:?}; log:\n{}",
-                self.started.elapsed(),
+                self.proc.age(),
                 self.log_tail(80)
             );
         }
     }
 
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(self.addr, path)
+        self.proc.get(path)
     }
 
     /// GET /readyz: (status, body); (0, error) if the listener does not answer.
     pub fn readyz(&self) -> (u16, String) {
-        self.get("/readyz").unwrap_or_else(|e| (0, e.to_string()))
+        self.proc.readyz()
     }
 
     /// Waits for /readyz 200.
     pub fn wait_ready(&mut self, within: Duration) -> Duration {
-        let t = Instant::now();
-        loop {
-            self.assert_running();
-            let (code, body) = self.readyz();
-            if code == 200 {
-                return t.elapsed();
-            }
-            if t.elapsed() > within {
-                panic!(
-                    "ctreap run not ready after {within:?}: /readyz {code} {body:?}; log:\n{}",
-                    self.log_tail(80)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc
+            .wait_ready(within)
+            .unwrap_or_else(|e| panic!("ctreap run not ready: {e}"))
     }
 
     /// Waits until /healthz answers (the HTTP server is up).
     pub fn wait_http(&mut self, within: Duration) {
-        let t = Instant::now();
-        loop {
-            self.assert_running();
-            if matches!(self.get("/healthz"), Ok((200, _))) {
-                return;
-            }
-            if t.elapsed() > within {
-                panic!(
-                    "ctreap run's /healthz did not answer within {within:?}; log:\n{}",
-                    self.log_tail(80)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.proc
+            .wait_for(within, "/healthz 200", |a| match a.get("/healthz") {
+                Ok((200, _)) => Ok(()),
+                Ok((code, body)) => Err(format!("{code} {body:?}")),
+                Err(e) => Err(e.to_string()),
+            })
+            .unwrap_or_else(|e| panic!("ctreap run's /healthz: {e}"));
     }
 
     /// A scrape of /metrics.
@@ -756,22 +671,20 @@ impl Agent {
         what: &str,
         mut cond: impl FnMut(&Metrics) -> bool,
     ) -> Metrics {
-        let t = Instant::now();
-        loop {
-            self.assert_running();
-            let m = self.metrics();
-            if cond(&m) {
-                return m;
+        let mut last = Metrics::default();
+        let res = self.proc.wait_for(within, what, |a| {
+            let (code, body) = a.get("/metrics").map_err(|e| e.to_string())?;
+            last = Metrics::parse(&body);
+            if code == 200 && cond(&last) {
+                Ok(())
+            } else {
+                Err(format!("/metrics {code}"))
             }
-            if t.elapsed() > within {
-                panic!(
-                    "timed out after {within:?} waiting for metrics: {what}\n/metrics:\n{}\nlog:\n{}",
-                    m.text,
-                    self.log_tail(60)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if let Err(e) = res {
+            panic!("waiting for metrics: {e}\n/metrics:\n{}", last.text);
         }
+        last
     }
 
     /// [`Agent::start_bin`], then waits up to 300 s for `/readyz` and for a full pass of
@@ -798,33 +711,16 @@ impl Agent {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        // SAFETY: kill(2) on our own child's pid (not yet reaped, so not reused) with a valid
-        // signal number.
-        let r = unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(r, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        self.proc.sigterm().expect("kill(SIGTERM)");
     }
 
     /// SIGTERM, then waits for the exit (killing the process after `kill_after`); returns how
     /// long the exit took and the status (`None`: killed).
     pub fn terminate(&mut self, kill_after: Duration) -> (Duration, Option<ExitStatus>) {
         self.assert_running();
-        self.sigterm();
-        let t = Instant::now();
-        let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                let took = t.elapsed();
-                self.child = None;
-                return (took, Some(st));
-            }
-            if t.elapsed() > kill_after {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                return (t.elapsed(), None);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.proc
+            .terminate(kill_after)
+            .expect("terminating the agent")
     }
 
     /// The contract's shutdown: SIGTERM, exit within 1 s, status 0. (Waits up to 10 s to say
@@ -846,67 +742,26 @@ impl Agent {
         took
     }
 
-    /// utime + stime of the process so far, in clock ticks (/proc/PID/stat fields 14 and 15).
+    /// utime + stime of the process so far, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .expect("reading /proc/PID/stat");
-        // The command name (field 2) may hold spaces: count from the closing parenthesis.
-        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest starts at field 3 (state): utime is field 14 -> index 11.
-        let utime: u64 = f[11].parse().expect("utime");
-        let stime: u64 = f[12].parse().expect("stime");
-        utime + stime
+        self.proc.cpu_ticks().expect("reading /proc/PID/stat")
     }
 
     /// A field of /proc/PID/status in KiB (VmHWM, VmRSS).
     pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("reading /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        self.proc
+            .status_kib(field)
             .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid))
     }
 
-    /// The log lines whose message is `msg` (text: the message follows the level and target;
-    /// JSON: `"message":"msg"`).
+    /// The log lines whose message is `msg`.
     pub fn log_lines_with(&self, msg: &str) -> Vec<String> {
-        let json = format!("\"message\":\"{msg}\"");
-        let text = format!(": {msg}");
-        self.log()
-            .lines()
-            .filter(|l| l.contains(&json) || l.contains(&text) || l.contains(&format!(" {msg} ")))
-            .map(str::to_owned)
-            .collect()
+        self.proc.log_lines_with(msg)
     }
-}
-
-/// Removes `ESC [ ... letter` sequences.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
         if std::thread::panicking() {
             eprintln!(
                 "---- ctreap run log (last 60 lines) ----\n{}\n----",
