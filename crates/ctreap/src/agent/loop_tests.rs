@@ -12,8 +12,9 @@ use clap::Parser;
 use ctnetlink::{Entry, L4, Tuple};
 use kube_testserver::{ResourceKind, ServerConfig, TestServer, Verb};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::events::EventMsg;
 use super::kernel::Kernel;
 use super::table::MemTable;
 use super::{RunCmd, serve};
@@ -41,6 +42,16 @@ impl Running {
     /// a free port, an hour between resyncs so that only the watch path deletes), past its
     /// startup pass.
     async fn start(api: Arc<TestServer>, table: MemTable, extra: &[&str]) -> Running {
+        Running::start_with_events(api, table, extra, None).await
+    }
+
+    /// [`Running::start`], conntrack events coming from `events` (none without).
+    async fn start_with_events(
+        api: Arc<TestServer>,
+        table: MemTable,
+        extra: &[&str],
+        events: Option<mpsc::Receiver<EventMsg>>,
+    ) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
@@ -64,7 +75,7 @@ impl Running {
         let kernel = Kernel::on(Box::new(table.clone()), Arc::new(AtomicBool::new(false)));
         let (stop, stop_rx) = watch::channel(false);
         let cancel = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(serve(cmd, kernel, client, None, cancel, stop_rx));
+        let task = tokio::spawn(serve(cmd, kernel, client, None, cancel, stop_rx, events));
         let r = Running {
             api,
             table,
@@ -371,6 +382,57 @@ async fn two_services_emptied_at_once_wait_for_a_fresh_list_and_one_does_not() {
     assert!(
         held.iter().all(|l| *l > lists_before),
         "deleted before a fresh list confirmed the view: lists at each delete {held:?}, {lists_before} before"
+    );
+    run.stop().await;
+}
+
+/// Conntrack events (from a channel here; from the kernel's socket in the agent): a NEW flow
+/// towards a backend already gone is deleted on its event, and only that flow; an overrun
+/// (events lost) runs a full pass, which finds the flows no event told of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_deletes_its_flow_and_an_overrun_runs_a_full_pass() {
+    let api = api();
+    api.apply_json(service("a", "198.19.0.10")).expect("svc");
+    api.apply_json(slice("a-1", "a", &[("192.0.2.1", "ready")]))
+        .expect("slice");
+    let (tx, rx) = mpsc::channel(16);
+    let table = MemTable::new(flows("198.19.0.10", "192.0.2.1", 3));
+    let run = Running::start_with_events(api, table, &[], Some(rx)).await;
+    // Flows towards 192.0.2.9, never a backend, made after the startup pass.
+    let late = flows("198.19.0.10", "192.0.2.9", 2);
+    run.table.lock().entries.extend(late.iter().cloned());
+    let full = run.table.lock().full_dumps;
+
+    let e = &late[0];
+    let flow = crate::reconcile::flow_of(e).expect("a flow with ports");
+    tx.send(EventMsg::Flow {
+        tuple: e.orig,
+        zone: None,
+        flow,
+    })
+    .await
+    .expect("send");
+    run.until("the event's flow deleted", Duration::from_secs(5), |r| {
+        deleted_of(r, "192.0.2.9") == 1
+    })
+    .await;
+    {
+        let r = run.table.lock();
+        assert_eq!(r.deleted[0].0.orig, e.orig, "the flow the event named");
+        assert_eq!(r.full_dumps, full, "an event runs no full pass");
+    }
+
+    tx.send(EventMsg::Overrun).await.expect("send");
+    run.until(
+        "a full pass deleting the 3 other late flows",
+        Duration::from_secs(5),
+        |r| r.full_dumps > full && deleted_of(r, "192.0.2.9") == 4,
+    )
+    .await;
+    assert_eq!(
+        deleted_backends(&run.table),
+        ["192.0.2.9"],
+        "the live flows stay"
     );
     run.stop().await;
 }

@@ -164,6 +164,8 @@ struct Agent {
     flows: Arc<FlowIndex>,
     pending: HashMap<FlushKey, Pending>,
     emptied: Option<Emptied>,
+    /// Conntrack events from elsewhere than the kernel's socket (the loop tests).
+    events_in: Option<mpsc::Receiver<EventMsg>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -205,7 +207,7 @@ pub async fn run(cmd: RunCmd) -> Result<()> {
         None => "opening ctnetlink".into(),
     })?;
     let client = kube_client(cmd.kube.kubeconfig.clone(), cmd.kube.context.clone()).await?;
-    let res = serve(cmd, kernel, client, netns, cancel.clone(), stop_rx).await;
+    let res = serve(cmd, kernel, client, netns, cancel.clone(), stop_rx, None).await;
     cancel.store(true, Ordering::Relaxed);
     res
 }
@@ -219,6 +221,7 @@ async fn serve(
     netns: Option<Netns>,
     cancel: Arc<AtomicBool>,
     stop_rx: watch::Receiver<bool>,
+    events_in: Option<mpsc::Receiver<EventMsg>>,
 ) -> Result<()> {
     let kernel = Arc::new(Mutex::new(kernel));
     {
@@ -301,6 +304,7 @@ async fn serve(
         changes,
         pending: HashMap::new(),
         emptied: None,
+        events_in,
     };
     agent.main(stop_rx, netns).await
 }
@@ -334,7 +338,10 @@ impl Agent {
         }
 
         let (ev_tx, mut ev_rx) = mpsc::channel(4096);
-        let listener = if self.cmd.no_events {
+        let listener = if let Some(rx) = self.events_in.take() {
+            ev_rx = rx; // the loop tests' conntrack events
+            None
+        } else if self.cmd.no_events {
             None
         } else {
             Some(
