@@ -6,8 +6,13 @@
 //! `127.0.0.1`. It imitates the parts of the real API server's protocol that
 //! list/watch clients depend on, including their error and re-list paths:
 //!
-//! - **Resources**: `core/v1` Services, Nodes, Pods and Namespaces, and
-//!   `discovery.k8s.io/v1` EndpointSlices ([`ResourceKind`]), at the real
+//! - **Resources**: `core/v1` Services, Nodes, Pods and Namespaces,
+//!   `discovery.k8s.io/v1` EndpointSlices, and Events in both of their forms
+//!   (`events.k8s.io/v1`, which controllers write, and `core/v1`, which
+//!   `kubectl get events` and `kubectl describe` read: one object, written
+//!   through either and seen in both at the same resourceVersion, with the
+//!   real field selectors, `involvedObject.name` and the like)
+//!   ([`ResourceKind`]), at the real
 //!   paths (`/api/v1/services`, `/api/v1/namespaces/{ns}/services/{name}`,
 //!   `/apis/discovery.k8s.io/v1/endpointslices`, `/api/v1/nodes/{name}`, and
 //!   the deprecated `/watch/` prefix), plus `GET /version`, `/healthz`, and
@@ -79,6 +84,7 @@
 
 mod api;
 mod error;
+mod event;
 mod kubeconfig;
 mod resource;
 mod selector;

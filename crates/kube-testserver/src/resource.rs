@@ -22,22 +22,41 @@ pub enum ResourceKind {
     Pod,
     /// `core/v1` `Namespace` (cluster-scoped), at `/api/v1/namespaces`.
     Namespace,
+    /// `events.k8s.io/v1` `Event` (namespaced), at `/apis/events.k8s.io/v1/events`: what
+    /// controllers write (kube-rs's `Recorder`, client-go's new events library).
+    Event,
+    /// `core/v1` `Event` (namespaced), at `/api/v1/events`: the same objects as
+    /// [`ResourceKind::Event`] in the older form, which `kubectl get events` and `kubectl
+    /// describe` read. As in the real server, a write to either is seen in both.
+    CoreEvent,
 }
 
 impl ResourceKind {
     /// Every served resource type.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::Service,
         ResourceKind::EndpointSlice,
         ResourceKind::Node,
         ResourceKind::Pod,
         ResourceKind::Namespace,
+        ResourceKind::CoreEvent,
+        ResourceKind::Event,
     ];
+
+    /// The other form of the same objects, stored with them: the two Event kinds.
+    pub(crate) fn twin(self) -> Option<ResourceKind> {
+        match self {
+            ResourceKind::Event => Some(ResourceKind::CoreEvent),
+            ResourceKind::CoreEvent => Some(ResourceKind::Event),
+            _ => None,
+        }
+    }
 
     /// The API group (`""` for the core group).
     pub fn group(self) -> &'static str {
         match self {
             ResourceKind::EndpointSlice => "discovery.k8s.io",
+            ResourceKind::Event => "events.k8s.io",
             _ => "",
         }
     }
@@ -51,6 +70,7 @@ impl ResourceKind {
     pub fn api_version(self) -> &'static str {
         match self {
             ResourceKind::EndpointSlice => "discovery.k8s.io/v1",
+            ResourceKind::Event => "events.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -63,6 +83,7 @@ impl ResourceKind {
             ResourceKind::Node => "Node",
             ResourceKind::Pod => "Pod",
             ResourceKind::Namespace => "Namespace",
+            ResourceKind::Event | ResourceKind::CoreEvent => "Event",
         }
     }
 
@@ -74,6 +95,7 @@ impl ResourceKind {
             ResourceKind::Node => "NodeList",
             ResourceKind::Pod => "PodList",
             ResourceKind::Namespace => "NamespaceList",
+            ResourceKind::Event | ResourceKind::CoreEvent => "EventList",
         }
     }
 
@@ -85,6 +107,7 @@ impl ResourceKind {
             ResourceKind::Node => "nodes",
             ResourceKind::Pod => "pods",
             ResourceKind::Namespace => "namespaces",
+            ResourceKind::Event | ResourceKind::CoreEvent => "events",
         }
     }
 
@@ -96,6 +119,7 @@ impl ResourceKind {
             ResourceKind::Node => "node",
             ResourceKind::Pod => "pod",
             ResourceKind::Namespace => "namespace",
+            ResourceKind::Event | ResourceKind::CoreEvent => "event",
         }
     }
 
@@ -107,6 +131,7 @@ impl ResourceKind {
             ResourceKind::Node => &["no"],
             ResourceKind::Pod => &["po"],
             ResourceKind::Namespace => &["ns"],
+            ResourceKind::Event | ResourceKind::CoreEvent => &["ev"],
         }
     }
 
@@ -114,7 +139,11 @@ impl ResourceKind {
     pub fn namespaced(self) -> bool {
         matches!(
             self,
-            ResourceKind::Service | ResourceKind::EndpointSlice | ResourceKind::Pod
+            ResourceKind::Service
+                | ResourceKind::EndpointSlice
+                | ResourceKind::Pod
+                | ResourceKind::Event
+                | ResourceKind::CoreEvent
         )
     }
 
@@ -180,6 +209,34 @@ impl ResourceKind {
             ],
             ResourceKind::Namespace => &["status.phase"],
             ResourceKind::EndpointSlice => &[],
+            // pkg/apis/core/v1/conversion.go, AddFieldLabelConversionsForEvent.
+            ResourceKind::CoreEvent => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            // The same fields under the events.k8s.io names.
+            ResourceKind::Event => &[
+                "regarding.kind",
+                "regarding.namespace",
+                "regarding.name",
+                "regarding.uid",
+                "regarding.apiVersion",
+                "regarding.resourceVersion",
+                "regarding.fieldPath",
+                "reason",
+                "reportingController",
+                "deprecatedSource",
+                "type",
+            ],
         }
     }
 }

@@ -523,6 +523,12 @@ impl FieldSelector {
 /// The string form of a field, as the real server's `GetAttrs` produces it:
 /// missing strings are `""`, booleans are `"true"`/`"false"`.
 fn field_value(obj: &Value, field: &str) -> String {
+    // An Event's `source` selects by its component.
+    let field = match field {
+        "source" => "source.component",
+        "deprecatedSource" => "deprecatedSource.component",
+        f => f,
+    };
     let pointer = format!("/{}", field.replace('.', "/"));
     match obj.pointer(&pointer) {
         Some(Value::String(s)) => s.clone(),

@@ -398,6 +398,17 @@ impl Store {
             EventType::Added
         };
         self.record(kind, ty, stored.clone(), existing);
+        if let Some(twin) = kind.twin() {
+            // The other form of the same object, at the same resourceVersion.
+            let other = Arc::new(crate::event::convert(&stored, twin));
+            let key = key_of(twin, &other);
+            let prev = self
+                .objects
+                .entry(twin)
+                .or_default()
+                .insert(key, other.clone());
+            self.record(twin, ty, other, prev);
+        }
         Ok(stored)
     }
 
@@ -436,6 +447,13 @@ impl Store {
         self.rv += 1;
         let deleted = Arc::new(with_rv(&old, self.rv));
         self.record(kind, EventType::Deleted, deleted.clone(), Some(old));
+        if let Some(twin) = kind.twin() {
+            let key = object_key(twin, namespace, name);
+            if let Some(prev) = self.objects.get_mut(&twin).and_then(|m| m.remove(&key)) {
+                let last = Arc::new(with_rv(&prev, self.rv));
+                self.record(twin, EventType::Deleted, last, Some(prev));
+            }
+        }
         Ok(deleted)
     }
 
