@@ -845,7 +845,7 @@ fn daemonset_probes_port_and_node_name() {
 }
 
 #[test]
-fn rbac_reads_services_endpointslices_and_nodes_only() {
+fn rbac_reads_services_endpointslices_and_nodes_and_writes_only_events() {
     let m = manifests();
     let rules = m.cluster_role.rules.as_deref().unwrap_or_default();
     let mut granted = BTreeSet::new();
@@ -871,6 +871,10 @@ fn rbac_reads_services_endpointslices_and_nodes_only() {
         for v in ["get", "list", "watch"] {
             expected.insert((g, res, v));
         }
+    }
+    // The Services' Kubernetes Events (--events): created, then their series patched.
+    for v in ["create", "patch"] {
+        expected.insert(("events.k8s.io", "events", v));
     }
     assert_eq!(granted, expected);
 
@@ -1505,6 +1509,8 @@ const FLAG_VALUES: &[(&str, &str)] = &[
     ("max-delete-min", "maxDeleteMin"),
     ("breaker-hold", "breakerHold"),
     ("no-events", "events"),
+    ("events", "kubernetesEvents"),
+    ("events-per-minute", "kubernetesEventsPerMinute"),
     ("log-format", "logFormat"),
     ("sync-timeout", "syncTimeout"),
     ("liveness-timeout", "livenessTimeout"),
@@ -1692,6 +1698,14 @@ fn args_from_values(v: &Yaml) -> Vec<String> {
     args.push(format!("--breaker-hold={}", s("breakerHold")));
     if !on("events") {
         args.push("--no-events".into());
+    }
+    if on("kubernetesEvents") {
+        args.push(format!(
+            "--events-per-minute={}",
+            s("kubernetesEventsPerMinute")
+        ));
+    } else {
+        args.push("--events=false".into());
     }
     args.push(format!("--log-format={}", s("logFormat")));
     args.push(format!("--sync-timeout={}", s("syncTimeout")));
@@ -1918,6 +1932,7 @@ fn helm_renders_non_default_values() {
         "dryRun=true",
         "grace=0s",
         "events=false",
+        "kubernetesEvents=false",
         "protocols={udp}",
         "extraArgs={--netns=/proc/1/ns/net}",
         "logLevel=debug",
@@ -1940,11 +1955,22 @@ fn helm_renders_non_default_values() {
         "--dry-run",
         "--grace=0s",
         "--no-events",
+        "--events=false",
         "--protocols=udp",
         "--netns=/proc/1/ns/net",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
     }
+    // Without Kubernetes Events, the role grants no write at all.
+    let role = r.cluster_role.as_ref().expect("a ClusterRole");
+    let writes: Vec<_> = role
+        .rules
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.verbs.iter().any(|v| v == "create" || v == "patch"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
     assert!(
         c.env
             .as_deref()

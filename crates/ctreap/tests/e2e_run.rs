@@ -2297,3 +2297,86 @@ fn the_first_scrape_has_process_metrics_build_info_and_zero_counters() {
         "no dry-run series without --dry-run"
     );
 }
+
+/// The Service's own record (issue 21) after a rollout, read with the real kubectl: two
+/// backends of `dns` leave one after the other (reported terminating, then removed), and
+/// `kubectl get events --field-selector involvedObject.name=dns` shows one Event from this
+/// node whose series counts both; `web`, untouched, has none. `--debug-events-window 1s` stands
+/// for the minute between two writes of one Event.
+#[test]
+fn a_rollout_leaves_one_event_per_service_that_kubectl_reads() {
+    let kubectl = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .find(|k| k.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("kubectl is not installed: `scripts/test` installs it (apt-get install kubectl)")
+        });
+    let mut w = World::new("run-events");
+    let mut agent = w.agent(&["--resync", "60s", "--debug-events-window", "1s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let before = w.table();
+    let mut gone = Vec::new();
+    for (leaving, staying) in [
+        ("10.244.1.2", vec!["10.244.1.1", "10.244.1.3"]),
+        ("10.244.1.3", vec!["10.244.1.1"]),
+    ] {
+        let mut eps: Vec<Value> = staying.iter().map(|ip| ep(ip)).collect();
+        eps.push(ep_cond(leaving, false, true, true));
+        w.api
+            .apply(slice("dns-a", "dns", &[("dns", 5353, "UDP")], eps));
+        w.api.apply(dns_slice(&staying));
+        let flows = w.of(DNS, &format!("{leaving}:5353"));
+        w.wait_gone(
+            &flows,
+            FLUSH_DEADLINE,
+            &format!("{leaving}'s flows"),
+            &agent,
+        );
+        gone.extend(flows);
+    }
+    assert_table(&before, &gone, &w.table(), "after the rollout");
+
+    let kubeconfig = w.api.kubeconfig.clone();
+    let events_of = |name: &str| -> Result<String, String> {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "events", "-n", "default", "--field-selector"])
+            .arg(format!("involvedObject.name={name}"))
+            .arg("-o")
+            .arg("jsonpath={range .items[*]}{.reason}|{.type}|{.reportingInstance}|{.series.count}|{.message}{\"\\n\"}{end}")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let want = "StaleFlowsDeleted|Normal|node-1|2|backend 10.244.1.2 left: 3 flows deleted on node node-1 (3 UDP), ";
+    eventually_with(
+        Duration::from_secs(10),
+        "one Event on dns, its series counting both departures",
+        || match events_of("dns") {
+            Ok(s) if s.starts_with(want) && !s.contains('\n') => Ok(()),
+            Ok(s) => Err(format!("kubectl printed {s:?}")),
+            Err(e) => Err(e),
+        },
+    );
+    assert_eq!(
+        events_of("web").as_deref(),
+        Ok(""),
+        "web lost no backend: no Event"
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        m.or0("ctreap_kubernetes_events_total{result=\"created\"}"),
+        1.0,
+        "{}",
+        m.text
+    );
+    agent.stop();
+}

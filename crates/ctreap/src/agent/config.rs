@@ -68,6 +68,19 @@ pub struct RunCmd {
     /// caught by the next full reconcile only).
     #[arg(long)]
     pub no_events: bool,
+    /// Record Kubernetes Events on the Services whose flows were deleted (and on those a
+    /// held pass would have emptied), for `kubectl describe service` and `kubectl get
+    /// events`; `--events=false` turns them off. Not the conntrack events of --no-events.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub events: bool,
+    /// At most this many Kubernetes Event writes a minute from this node (creates and series
+    /// updates); one Service gets at most one a minute.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub events_per_minute: u32,
+    /// For tests: how long a Kubernetes Event collects repeats before its series is written
+    /// (60 s).
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub debug_events_window: Option<Duration>,
     /// Receive buffer of the event socket, in bytes (tests shrink it to force an overrun).
     #[arg(long, hide = true, default_value_t = super::EVENT_RCVBUF)]
     pub event_rcvbuf: usize,
@@ -102,6 +115,27 @@ impl RunCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--events` is on by default, `--events=false` (as a Helm value renders it) turns it off.
+    #[test]
+    fn events_flag_takes_a_bool() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cmd: RunCmd,
+        }
+        let parse = |extra: &[&str]| {
+            use clap::Parser;
+            let mut args = vec!["ctreap"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| (c.cmd.events, c.cmd.events_per_minute))
+        };
+        assert_eq!(parse(&[]).expect("default"), (true, 10));
+        assert_eq!(parse(&["--events=false"]).expect("off"), (false, 10));
+        assert!(parse(&["--events"]).expect("on").0);
+        assert_eq!(parse(&["--events-per-minute", "30"]).expect("cap").1, 30);
+        assert!(parse(&["--events=maybe"]).is_err());
+    }
 
     #[test]
     fn shares() {

@@ -436,3 +436,73 @@ async fn an_event_deletes_its_flow_and_an_overrun_runs_a_full_pass() {
     );
     run.stop().await;
 }
+
+/// The Service's own record (issue 21): the flows of a backend that left give the Service one
+/// Event, reported by this node, which reads back in the form `kubectl describe` reads
+/// (core/v1, selected by involvedObject kind, name and uid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_is_recorded_as_an_event_on_its_service() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let api = api();
+    let svc = api.apply_json(service("a", "198.19.0.10")).expect("svc");
+    let uid = svc["metadata"]["uid"].as_str().expect("uid").to_owned();
+    api.apply_json(slice(
+        "a-1",
+        "a",
+        &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
+    ))
+    .expect("slice");
+    let mut entries = flows("198.19.0.10", "192.0.2.1", 3);
+    entries.extend(flows("198.19.0.10", "192.0.2.2", 5));
+    let run = Running::start(api, MemTable::new(entries), &[]).await;
+
+    run.apply(slice(
+        "a-1",
+        "a",
+        &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
+    ));
+    run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
+    run.until(
+        "192.0.2.2's 10 flows deleted",
+        Duration::from_secs(5),
+        |r| deleted_of(r, "192.0.2.2") == 10,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    run.api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = crate::cluster::kube_client(Some(kubeconfig), None)
+        .await
+        .expect("client");
+    let events: kube::Api<CoreEvent> = kube::Api::namespaced(client, "default");
+    let sel = format!("involvedObject.kind=Service,involvedObject.name=a,involvedObject.uid={uid}");
+    let t = Instant::now();
+    let got = loop {
+        let l = events
+            .list(&kube::api::ListParams::default().fields(&sel))
+            .await
+            .expect("list events");
+        if !l.items.is_empty() {
+            break l.items;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no Event on Service a within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = &got[0];
+    assert_eq!(e.reason.as_deref(), Some("StaleFlowsDeleted"));
+    assert_eq!(e.type_.as_deref(), Some("Normal"));
+    assert_eq!(e.reporting_component.as_deref(), Some("ctreap.io/agent"));
+    assert_eq!(e.reporting_instance.as_deref(), Some(NODE));
+    let note = e.message.as_deref().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "backend 192.0.2.2 left: 10 flows deleted on node node-1 (5 UDP, 5 TCP), "
+        ),
+        "{note}"
+    );
+    run.stop().await;
+}

@@ -43,6 +43,11 @@ pub struct NetlinkErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub namespace: String,
     pub service: String,
@@ -103,6 +108,7 @@ pub struct Metrics {
     walks_skipped: Counter,
     breaker_open: Family<ServiceLabels, Gauge>,
     breaker_trips: Counter,
+    kube_events: Family<ResultLabels, Counter>,
     /// Every Service the breaker gauge has a series for.
     breaker_known: Mutex<HashSet<ServiceLabels>>,
     watch_synced: Family<ResourceLabels, Gauge>,
@@ -137,6 +143,7 @@ impl Metrics {
             walks_skipped: Counter::default(),
             breaker_open: Family::default(),
             breaker_trips: Counter::default(),
+            kube_events: Family::default(),
             breaker_known: Mutex::new(HashSet::new()),
             watch_synced: Family::default(),
             settling_pairs: Gauge::default(),
@@ -219,6 +226,11 @@ impl Metrics {
             "ctreap_circuit_breaker_trips",
             "Passes held back by the circuit breaker",
             m.breaker_trips.clone(),
+        );
+        registry.register(
+            "ctreap_kubernetes_events",
+            "Kubernetes Events on Services (--events), by result: created, series_updated, capped (over --events-per-minute), dropped (queue full), failed (API error)",
+            m.kube_events.clone(),
         );
         registry.register(
             "ctreap_watch_synced",
@@ -425,6 +437,12 @@ impl Metrics {
 
     pub fn breaker_tripped(&self) {
         self.breaker_trips.inc();
+    }
+
+    pub fn kube_event(&self, result: &'static str) {
+        self.kube_events
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn settling(&self, pairs: usize) {

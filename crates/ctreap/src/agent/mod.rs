@@ -36,6 +36,7 @@ pub mod malloc;
 pub mod metrics;
 mod pass;
 mod process;
+mod service_events;
 #[cfg(test)]
 mod table;
 
@@ -166,6 +167,8 @@ struct Agent {
     emptied: Option<Emptied>,
     /// Conntrack events from elsewhere than the kernel's socket (the loop tests).
     events_in: Option<mpsc::Receiver<EventMsg>>,
+    /// Kubernetes Events on the Services (`--events`).
+    recorder: service_events::Recorder,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -266,6 +269,17 @@ async fn serve(
         node_name: Some(node.clone()),
         node_local_addrs,
     };
+    let recorder = if cmd.events {
+        service_events::spawn(
+            client.clone(),
+            node.clone(),
+            cmd.events_per_minute,
+            cmd.debug_events_window.unwrap_or(service_events::WINDOW),
+            health.clone(),
+        )
+    } else {
+        service_events::Recorder::off(health.clone())
+    };
     let watch = ClusterWatch::start(client.clone(), watch_config);
     if let Err(e) = watch.follow_local_addresses(netns.clone()) {
         warn!(error = %e, "cannot follow the node's address changes (rtnetlink); NodePorts stay on the addresses read at start");
@@ -305,6 +319,7 @@ async fn serve(
         pending: HashMap::new(),
         emptied: None,
         events_in,
+        recorder,
     };
     agent.main(stop_rx, netns).await
 }

@@ -7,13 +7,14 @@
 //! one pass.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ctnetlink::Filter;
 use tracing::{info, warn};
 
 use super::executor::{Executed, Groups, SweepFailed, key_filters};
-use super::{Agent, Trigger, breaker};
+use super::{Agent, Trigger, breaker, service_events};
 use crate::cluster::{Proto, ServiceMap, ServiceName};
 use crate::reconcile::{FlushKey, Planned, StaleReason, deletable_planned};
 
@@ -272,6 +273,13 @@ impl Agent {
         );
         self.health.metrics.breaker_tripped();
         self.health.metrics.breaker(&services);
+        for service in services {
+            self.recorder.report(service_events::Report::Held {
+                service,
+                to_delete,
+                nat_flows,
+            });
+        }
         true
     }
 
@@ -320,6 +328,9 @@ impl Agent {
         arrival: Option<Instant>,
     ) -> HashMap<(ServiceName, &'static str, &'static str), u64> {
         let mut gone = HashMap::new();
+        // Deleted flows by (Service, backend), by protocol, for the Services' Events.
+        let mut recorded: HashMap<(ServiceName, IpAddr), ([u64; 3], Option<Duration>)> =
+            HashMap::new();
         for (g, n, report, acked) in results {
             let protocol = proto_label(g.proto);
             let reason = reason_label(g.reason);
@@ -358,6 +369,20 @@ impl Agent {
                     *gone
                         .entry((g.service.clone(), protocol, reason))
                         .or_default() += r.ok + r.not_found;
+                    if r.ok > 0 {
+                        let slot = match Proto::from_ip_proto(g.proto) {
+                            Some(Proto::Udp) => Some(0),
+                            Some(Proto::Tcp) => Some(1),
+                            Some(Proto::Sctp) => Some(2),
+                            None => None,
+                        };
+                        let e = recorded
+                            .entry((g.service.clone(), g.backend.ip()))
+                            .or_insert(([0; 3], latency));
+                        if let Some(i) = slot {
+                            e.0[i] += r.ok;
+                        }
+                    }
                     info!(
                         service = %g.service, frontend = %g.frontend, backend = %g.backend,
                         protocol, reason, trigger = trigger.as_str(), count = r.ok,
@@ -366,6 +391,14 @@ impl Agent {
                     );
                 }
             }
+        }
+        for ((service, backend), (flows, after)) in recorded {
+            self.recorder.report(service_events::Report::Flushed {
+                service,
+                backend,
+                flows,
+                after,
+            });
         }
         gone
     }
