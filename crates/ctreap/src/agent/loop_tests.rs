@@ -119,6 +119,38 @@ impl Running {
         self.api.apply_json(obj).expect("apply");
     }
 
+    /// The core/v1 Events in `default` that `fields` selects, once `done` holds for them
+    /// (read as `kubectl get events --field-selector` reads them); fails after 5 s.
+    async fn events_until(
+        &self,
+        fields: &str,
+        done: impl Fn(&[k8s_openapi::api::core::v1::Event]) -> bool,
+        what: &str,
+    ) -> Vec<k8s_openapi::api::core::v1::Event> {
+        let kubeconfig = self._dir.path().join("kubeconfig");
+        let client = crate::cluster::kube_client(Some(kubeconfig), None)
+            .await
+            .expect("client");
+        let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+            kube::Api::namespaced(client, "default");
+        let t = Instant::now();
+        loop {
+            let items = events
+                .list(&kube::api::ListParams::default().fields(fields))
+                .await
+                .expect("list events")
+                .items;
+            if done(&items) {
+                return items;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "no {what} within 5 s: {items:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(true);
         let res = tokio::time::timeout(Duration::from_secs(10), self.task)
@@ -383,6 +415,31 @@ async fn two_services_emptied_at_once_wait_for_a_fresh_list_and_one_does_not() {
         held.iter().all(|l| *l > lists_before),
         "deleted before a fresh list confirmed the view: lists at each delete {held:?}, {lists_before} before"
     );
+    // The hold is on the held Services' own record: one Warning each; c, not held, has none.
+    let held_events = run
+        .events_until(
+            "reason=StaleFlowsHeld",
+            |e| e.len() == 2,
+            "a StaleFlowsHeld Warning on a and on b",
+        )
+        .await;
+    let mut on: Vec<(String, String)> = held_events
+        .iter()
+        .map(|e| {
+            (
+                e.involved_object.name.clone().unwrap_or_default(),
+                e.type_.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    on.sort();
+    assert_eq!(
+        on,
+        [
+            ("a".into(), "Warning".into()),
+            ("b".into(), "Warning".into())
+        ]
+    );
     run.stop().await;
 }
 
@@ -442,7 +499,6 @@ async fn an_event_deletes_its_flow_and_an_overrun_runs_a_full_pass() {
 /// (core/v1, selected by involvedObject kind, name and uid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_is_recorded_as_an_event_on_its_service() {
-    use k8s_openapi::api::core::v1::Event as CoreEvent;
     let api = api();
     let svc = api.apply_json(service("a", "198.19.0.10")).expect("svc");
     let uid = svc["metadata"]["uid"].as_str().expect("uid").to_owned();
@@ -468,29 +524,10 @@ async fn a_flush_is_recorded_as_an_event_on_its_service() {
         |r| deleted_of(r, "192.0.2.2") == 10,
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    run.api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    let client = crate::cluster::kube_client(Some(kubeconfig), None)
-        .await
-        .expect("client");
-    let events: kube::Api<CoreEvent> = kube::Api::namespaced(client, "default");
     let sel = format!("involvedObject.kind=Service,involvedObject.name=a,involvedObject.uid={uid}");
-    let t = Instant::now();
-    let got = loop {
-        let l = events
-            .list(&kube::api::ListParams::default().fields(&sel))
-            .await
-            .expect("list events");
-        if !l.items.is_empty() {
-            break l.items;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "no Event on Service a within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let got = run
+        .events_until(&sel, |e| !e.is_empty(), "an Event on Service a")
+        .await;
     assert_eq!(got.len(), 1, "{got:?}");
     let e = &got[0];
     assert_eq!(e.reason.as_deref(), Some("StaleFlowsDeleted"));
