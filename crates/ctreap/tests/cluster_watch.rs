@@ -73,6 +73,7 @@ async fn load_fixtures() -> (TestServer, tempfile::TempDir, ClusterWatch) {
         client,
         WatchConfig {
             node_name: Some("node-a".into()),
+            hostports: true,
             node_local_addrs: local(),
         },
     );

@@ -845,7 +845,7 @@ fn daemonset_probes_port_and_node_name() {
 }
 
 #[test]
-fn rbac_reads_services_endpointslices_and_nodes_and_writes_only_events() {
+fn rbac_reads_services_endpointslices_nodes_and_pods_and_writes_only_events() {
     let m = manifests();
     let rules = m.cluster_role.rules.as_deref().unwrap_or_default();
     let mut granted = BTreeSet::new();
@@ -866,6 +866,7 @@ fn rbac_reads_services_endpointslices_and_nodes_and_writes_only_events() {
     for (g, res) in [
         ("", "services"),
         ("", "nodes"),
+        ("", "pods"),
         ("discovery.k8s.io", "endpointslices"),
     ] {
         for v in ["get", "list", "watch"] {
@@ -1509,6 +1510,7 @@ const FLAG_VALUES: &[(&str, &str)] = &[
     ("max-delete-min", "maxDeleteMin"),
     ("breaker-hold", "breakerHold"),
     ("no-events", "events"),
+    ("hostports", "hostports"),
     ("events", "kubernetesEvents"),
     ("events-per-minute", "kubernetesEventsPerMinute"),
     ("log-format", "logFormat"),
@@ -1698,6 +1700,9 @@ fn args_from_values(v: &Yaml) -> Vec<String> {
     args.push(format!("--breaker-hold={}", s("breakerHold")));
     if !on("events") {
         args.push("--no-events".into());
+    }
+    if !on("hostports") {
+        args.push("--hostports=false".into());
     }
     if on("kubernetesEvents") {
         args.push(format!(
@@ -1933,6 +1938,7 @@ fn helm_renders_non_default_values() {
         "grace=0s",
         "events=false",
         "kubernetesEvents=false",
+        "hostports=false",
         "protocols={udp}",
         "extraArgs={--netns=/proc/1/ns/net}",
         "logLevel=debug",
@@ -1956,6 +1962,7 @@ fn helm_renders_non_default_values() {
         "--grace=0s",
         "--no-events",
         "--events=false",
+        "--hostports=false",
         "--protocols=udp",
         "--netns=/proc/1/ns/net",
     ] {
@@ -1971,6 +1978,14 @@ fn helm_renders_non_default_values() {
         .filter(|r| r.verbs.iter().any(|v| v == "create" || v == "patch"))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
+    assert!(
+        role.rules.as_deref().unwrap_or_default().iter().all(|r| !r
+            .resources
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&"pods".to_string())),
+        "no Pods without hostPorts: {role:?}"
+    );
     assert!(
         c.env
             .as_deref()

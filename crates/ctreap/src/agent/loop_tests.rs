@@ -543,3 +543,108 @@ async fn a_flush_is_recorded_as_an_event_on_its_service() {
     );
     run.stop().await;
 }
+
+/// A Pod of this node with a hostPort (issue 21): `node address:8125/UDP` DNATed to the pod
+/// by the CNI portmap plugin, outside any Service.
+fn statsd_pod(name: &str, ip: &str, terminating: bool) -> Value {
+    let mut meta = json!({"name": name, "namespace": "default"});
+    if terminating {
+        meta["deletionTimestamp"] = json!("2026-12-05T10:00:00Z");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+           "spec": {"nodeName": NODE, "containers": [{"name": "statsd", "image": "statsd",
+               "ports": [{"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// `n` UDP flows from 198.18.7.B to the node's address 198.51.100.10:8125, DNATed to
+/// `pod`:8125, as the portmap plugin's rule makes them.
+fn hostport_flows(pod: &str, n: u16) -> Vec<Entry> {
+    let last = pod.rsplit('.').next().expect("IPv4");
+    let client = ip(&format!("198.18.7.{last}"));
+    (0..n)
+        .map(|k| {
+            let sport = 50_000 + k;
+            let orig = Tuple::new(client, ip("198.51.100.10"), L4::ports(UDP, sport, 8125));
+            let reply = Tuple::new(ip(pod), client, L4::ports(UDP, 8125, sport));
+            Entry::new(orig, reply)
+        })
+        .collect()
+}
+
+/// A DaemonSet's hostPort pod replaced (issue 21): while the old pod terminates (running)
+/// its flows stay, beside the new pod's; once it is gone from the API its flows go, and only
+/// them, and its Event is on the Pod. With --hostports=false (the control) nothing of it is
+/// judged: the old pod's flows stay after it is gone, while a Service's removal in the same
+/// run is still flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_hostport_pod_loses_its_flows_and_the_new_one_keeps_its() {
+    for hostports in [true, false] {
+        let api = api();
+        api.apply_json(statsd_pod("statsd-old", "10.244.1.7", false))
+            .expect("pod");
+        api.apply_json(service("a", "198.19.0.10")).expect("svc");
+        api.apply_json(slice(
+            "a-1",
+            "a",
+            &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
+        ))
+        .expect("slice");
+        let mut entries = hostport_flows("10.244.1.7", 4);
+        entries.extend(flows("198.19.0.10", "192.0.2.2", 1));
+        let flag = format!("--hostports={hostports}");
+        let run = Running::start(api, MemTable::new(entries), &[&flag]).await;
+
+        // The DaemonSet rolls: the old pod terminates, the new one starts with a new IP.
+        run.apply(statsd_pod("statsd-old", "10.244.1.7", true));
+        run.apply(statsd_pod("statsd-new", "10.244.1.9", false));
+        run.table
+            .lock()
+            .entries
+            .extend(hostport_flows("10.244.1.9", 3));
+        run.api
+            .delete(ResourceKind::Pod, Some("default"), "statsd-old")
+            .expect("delete the old pod");
+        // A Service's removal after it: the loop has seen the pod's deletion by then.
+        run.apply(slice(
+            "a-1",
+            "a",
+            &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
+        ));
+        run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
+        run.until(
+            "the Service backend's 2 flows deleted",
+            Duration::from_secs(5),
+            |r| deleted_of(r, "192.0.2.2") == 2,
+        )
+        .await;
+        if hostports {
+            run.until(
+                "the old pod's 4 flows deleted",
+                Duration::from_secs(5),
+                |r| deleted_of(r, "10.244.1.7") == 4,
+            )
+            .await;
+            let events = run
+                .events_until(
+                    "involvedObject.kind=Pod,involvedObject.name=statsd-old",
+                    |e| !e.is_empty(),
+                    "an Event on the old Pod",
+                )
+                .await;
+            assert_eq!(events[0].reason.as_deref(), Some("StaleFlowsDeleted"));
+        }
+        let (old, new) = {
+            let r = run.table.lock();
+            (deleted_of(&r, "10.244.1.7"), deleted_of(&r, "10.244.1.9"))
+        };
+        assert_eq!(
+            old,
+            if hostports { 4 } else { 0 },
+            "--hostports={hostports}"
+        );
+        assert_eq!(new, 0, "the new pod keeps its flows");
+        run.stop().await;
+    }
+}

@@ -109,6 +109,7 @@ pub struct Metrics {
     breaker_open: Family<ServiceLabels, Gauge>,
     breaker_trips: Counter,
     kube_events: Family<ResultLabels, Counter>,
+    hostport_deleted: Family<DeletedLabels, Counter>,
     /// Every Service the breaker gauge has a series for.
     breaker_known: Mutex<HashSet<ServiceLabels>>,
     watch_synced: Family<ResourceLabels, Gauge>,
@@ -144,6 +145,7 @@ impl Metrics {
             breaker_open: Family::default(),
             breaker_trips: Counter::default(),
             kube_events: Family::default(),
+            hostport_deleted: Family::default(),
             breaker_known: Mutex::new(HashSet::new()),
             watch_synced: Family::default(),
             settling_pairs: Gauge::default(),
@@ -226,6 +228,11 @@ impl Metrics {
             "ctreap_circuit_breaker_trips",
             "Passes held back by the circuit breaker",
             m.breaker_trips.clone(),
+        );
+        registry.register(
+            "ctreap_hostport_flows_deleted",
+            "Of ctreap_flows_deleted_total, the entries of hostPort frontends (the CNI portmap plugin's DNAT to this node's Pods), by protocol, reason and trigger",
+            m.hostport_deleted.clone(),
         );
         registry.register(
             "ctreap_kubernetes_events",
@@ -437,6 +444,23 @@ impl Metrics {
 
     pub fn breaker_tripped(&self) {
         self.breaker_trips.inc();
+    }
+
+    /// Deletions of hostPort flows (counted in [`Metrics::deleted`] too).
+    pub fn hostport_deleted(
+        &self,
+        protocol: &'static str,
+        reason: &'static str,
+        trigger: Trigger,
+        n: u64,
+    ) {
+        self.hostport_deleted
+            .get_or_create(&DeletedLabels {
+                protocol,
+                reason,
+                trigger: trigger.as_str(),
+            })
+            .inc_by(n);
     }
 
     pub fn kube_event(&self, result: &'static str) {

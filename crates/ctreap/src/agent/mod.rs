@@ -267,6 +267,7 @@ async fn serve(
     let node_local_addrs = addresses_in(netns.as_ref())?;
     let watch_config = WatchConfig {
         node_name: Some(node.clone()),
+        hostports: cmd.kube.hostports,
         node_local_addrs,
     };
     let recorder = if cmd.events {

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::http::Health;
-use crate::cluster::ServiceName;
+use crate::cluster::{POD_PREFIX, ServiceName};
 
 /// `reportingController` of every Event the agent writes.
 pub const CONTROLLER: &str = "ctreap.io/agent";
@@ -418,15 +418,28 @@ impl Writer {
     /// Creates the Event for `key`; its name.
     async fn create(&self, key: &Key, note: String, warning: bool) -> Result<String, kube::Error> {
         let ns = &*key.service.namespace;
-        let name = &*key.service.name;
-        // The Service's uid, which `kubectl describe` selects its Events by; a Service already
-        // deleted still gets its Event, without.
-        let uid = Api::<Service>::namespaced(self.client.clone(), ns)
-            .get_metadata_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|m| m.metadata.uid);
+        // A hostPort's flows are the Pod's record (`cluster/pods.rs`).
+        let (kind, name) = match key.service.name.strip_prefix(POD_PREFIX) {
+            Some(pod) => ("Pod", pod),
+            None => ("Service", &*key.service.name),
+        };
+        // The object's uid, which `kubectl describe` selects its Events by; an object already
+        // deleted (a replaced Pod) still gets its Event, without.
+        let uid = if kind == "Pod" {
+            Api::<Pod>::namespaced(self.client.clone(), ns)
+                .get_metadata_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.metadata.uid)
+        } else {
+            Api::<Service>::namespaced(self.client.clone(), ns)
+                .get_metadata_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.metadata.uid)
+        };
         let now = k8s_openapi::jiff::Timestamp::now();
         let ev = Event {
             metadata: ObjectMeta {
@@ -441,7 +454,7 @@ impl Writer {
             type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             regarding: Some(ObjectReference {
                 api_version: Some("v1".into()),
-                kind: Some("Service".into()),
+                kind: Some(kind.into()),
                 namespace: Some(ns.to_owned()),
                 name: Some(name.to_owned()),
                 uid,

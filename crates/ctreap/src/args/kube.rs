@@ -29,6 +29,10 @@ pub struct KubeArgs {
     /// (`ctreap run` waits on, and warns at this period).
     #[arg(long = "sync-timeout", value_parser = super::parse_duration, allow_hyphen_values = true, default_value = "30s")]
     pub sync_timeout: Duration,
+    /// Judge hostPort flows too (the CNI portmap plugin's DNAT to this node's Pods): watches
+    /// the Pods of this node (`fieldSelector spec.nodeName`); `--hostports=false` does not.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub hostports: bool,
 }
 
 impl KubeArgs {
@@ -63,6 +67,7 @@ impl KubeArgs {
             client,
             WatchConfig {
                 node_name: Some(node.clone()),
+                hostports: self.hostports,
                 node_local_addrs,
             },
         );

@@ -19,6 +19,7 @@ mod ifaddrs;
 mod intern;
 mod lite;
 mod model;
+mod pods;
 mod state;
 mod store;
 mod view;
@@ -34,6 +35,7 @@ pub use model::{
     Backend, BackendState, Conditions, Frontend, FrontendKey, FrontendKind, FrontendRef,
     IGNORE_ANNOTATION, MapStats, PortId, PortRef, Proto, ServiceMap, ServiceName,
 };
+pub use pods::POD_PREFIX;
 pub use state::{Change, ClusterState, Pair};
 pub use view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,

@@ -112,6 +112,9 @@ pub enum FrontendKind {
     ExternalIp,
     /// `status.loadBalancer.ingress[].ip` : `spec.ports[].port`
     LoadBalancer,
+    /// a node address (or `hostIP`) : a Pod's `hostPort`, the CNI portmap plugin's DNAT
+    /// (`cluster/pods.rs`)
+    HostPort,
 }
 
 impl FrontendKind {
@@ -121,6 +124,7 @@ impl FrontendKind {
             FrontendKind::NodePort => "NodePort",
             FrontendKind::ExternalIp => "ExternalIP",
             FrontendKind::LoadBalancer => "LoadBalancer",
+            FrontendKind::HostPort => "hostPort",
         }
     }
 }

@@ -33,6 +33,7 @@ use super::lite::{ServiceLite, SliceLite};
 #[cfg(test)]
 use super::model::Proto;
 use super::model::{Backend, Conditions, FrontendKey, PortEntry, ServiceMap, ServiceName};
+use super::pods::PodLite;
 use super::store::{self, Named, Store};
 use super::view::{ServiceView, SliceView};
 
@@ -115,6 +116,9 @@ pub struct ClusterState {
     /// EndpointSlice updates applied by patching their backends (the rest rebuilt their
     /// Service).
     patched: u64,
+    /// This node's Pods (`cluster/pods.rs`), by (namespace, name): each one's hostPorts are a
+    /// Service `pod/NAME` of the map.
+    pods: BTreeMap<ObjKey, PodLite>,
 }
 
 impl ClusterState {
@@ -166,6 +170,88 @@ impl ClusterState {
 
     pub fn slice_count(&self) -> usize {
         self.slices.len()
+    }
+
+    /// This node's Pods the model holds.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// A Pod of this node was added or changed.
+    pub(crate) fn apply_pod(&mut self, pod: PodLite) {
+        let Some(key) = self.key_of(pod.namespace.as_deref(), pod.name.as_deref(), "Pod") else {
+            return;
+        };
+        if self.pods.get(&key) == Some(&pod) {
+            return;
+        }
+        let had_ports = self
+            .pods
+            .get(&key)
+            .is_some_and(|p| !p.host_ports.is_empty());
+        let has_ports = !pod.host_ports.is_empty();
+        self.pods.insert(key.clone(), pod);
+        if had_ports || has_ports {
+            self.rebuild_pod(&key);
+        }
+    }
+
+    /// A Pod of this node is gone.
+    pub(crate) fn delete_pod(&mut self, ns: Option<&str>, name: Option<&str>) {
+        let Some(key) = self.key_of(ns, name, "Pod") else {
+            return;
+        };
+        if self
+            .pods
+            .remove(&key)
+            .is_some_and(|p| !p.host_ports.is_empty())
+        {
+            self.rebuild_pod(&key);
+        }
+    }
+
+    /// A complete list of this node's Pods.
+    pub(crate) fn replace_pods(&mut self, list: Vec<PodLite>) {
+        let mut new = BTreeMap::new();
+        for p in list {
+            if let Some(key) = self.key_of(p.namespace.as_deref(), p.name.as_deref(), "Pod") {
+                new.insert(key, p);
+            }
+        }
+        let old = std::mem::replace(&mut self.pods, new);
+        let mut touched: Vec<ObjKey> = Vec::new();
+        for (k, p) in &old {
+            if self.pods.get(k) != Some(p) && !p.host_ports.is_empty() {
+                touched.push(k.clone());
+            }
+        }
+        for (k, p) in &self.pods {
+            if old.get(k) != Some(p) && !p.host_ports.is_empty() {
+                touched.push(k.clone());
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for k in touched {
+            self.rebuild_pod(&k);
+        }
+    }
+
+    /// The Pod, if the model holds it.
+    pub(crate) fn pod(&self, ns: &str, name: &str) -> Option<&PodLite> {
+        self.pods.get(&obj_key(ns, name))
+    }
+
+    /// Rebuilds the Service `pod/NAME` of one Pod's hostPorts and records what changed, as
+    /// [`ClusterState::rebuild`] does for a Service.
+    fn rebuild_pod(&mut self, key: &ObjKey) {
+        let name = PodLite::service_name(&key.0, &key.1);
+        let removed = self.map.remove_service(&name);
+        if let Some(p) = self.pods.get(key) {
+            let ports = p.ports(self.map.node_addresses());
+            self.map.insert_service(name.clone(), ports);
+        }
+        self.record(&name, removed);
     }
 
     /// How many EndpointSlice updates were applied by patching the backends they list,
@@ -490,6 +576,16 @@ impl ClusterState {
         touched.sort();
         for k in touched {
             self.rebuild(&k);
+        }
+        // hostPorts without a hostIP answer on every node address too.
+        let pods: Vec<ObjKey> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.host_ports.iter().any(|h| h.host_ip.is_none()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in pods {
+            self.rebuild_pod(&k);
         }
     }
 

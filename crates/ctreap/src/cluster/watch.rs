@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -34,6 +34,7 @@ use super::build::{SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, Warning};
 use super::decode::{Decoded, Undecodable};
 use super::lite::{ServiceLite, SliceLite};
 use super::model::{IGNORE_ANNOTATION, ServiceMap};
+use super::pods::PodLite;
 use super::state::{BadObject, ClusterState};
 use super::view::{ServiceView, SliceView};
 
@@ -239,16 +240,24 @@ pub enum Watched {
     Services,
     EndpointSlices,
     Node,
+    /// This node's Pods, for their hostPorts (`cluster/pods.rs`).
+    Pods,
 }
 
 impl Watched {
-    pub const ALL: [Watched; 3] = [Watched::Services, Watched::EndpointSlices, Watched::Node];
+    pub const ALL: [Watched; 4] = [
+        Watched::Services,
+        Watched::EndpointSlices,
+        Watched::Node,
+        Watched::Pods,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Watched::Services => "services",
             Watched::EndpointSlices => "endpointslices",
             Watched::Node => "node",
+            Watched::Pods => "pods",
         }
     }
 }
@@ -313,10 +322,24 @@ pub struct Snapshot {
 /// What to watch.
 #[derive(Clone, Debug, Default)]
 pub struct WatchConfig {
-    /// This node's name; `None` watches no Node (NodePorts then only on `node_local_addrs`).
+    /// This node's name; `None` watches no Node (NodePorts then only on `node_local_addrs`)
+    /// and no Pods.
     pub node_name: Option<String>,
+    /// Watch this node's Pods for their hostPorts (needs `node_name`).
+    pub hostports: bool,
     /// The node's interface addresses ([`local_addresses`](super::local_addresses)).
     pub node_local_addrs: Vec<IpAddr>,
+}
+
+impl WatchConfig {
+    /// Whether this configuration runs the watch `w`.
+    fn watches(&self, w: Watched) -> bool {
+        match w {
+            Watched::Services | Watched::EndpointSlices => true,
+            Watched::Node => self.node_name.is_some(),
+            Watched::Pods => self.node_name.is_some() && self.hostports,
+        }
+    }
 }
 
 struct Shared {
@@ -430,15 +453,17 @@ impl ClusterWatch {
         for w in Watched::ALL {
             status.watches.insert(w, WatchState::default());
         }
-        if config.node_name.is_none() {
-            // Nothing to wait for.
-            status.watches.insert(
-                Watched::Node,
-                WatchState {
-                    synced: true,
-                    ..WatchState::default()
-                },
-            );
+        for w in [Watched::Node, Watched::Pods] {
+            if !config.watches(w) {
+                // Nothing to wait for.
+                status.watches.insert(
+                    w,
+                    WatchState {
+                        synced: true,
+                        ..WatchState::default()
+                    },
+                );
+            }
         }
         let shared = Arc::new(Shared {
             status: Mutex::new(status),
@@ -485,6 +510,13 @@ impl ClusterWatch {
                 watcher::Config::default().fields(&format!("metadata.name={name}")),
                 task(Watched::Node),
             )));
+            if self.config.hostports {
+                self.tasks.push(tokio::spawn(run::<Pod>(
+                    Api::all(client.clone()),
+                    watcher::Config::default().fields(&format!("spec.nodeName={name}")),
+                    task(Watched::Pods),
+                )));
+            }
         }
     }
 
@@ -499,7 +531,7 @@ impl ClusterWatch {
             let epoch = self.shared.epoch.fetch_add(1, Ordering::SeqCst) + 1;
             let mut status = self.shared.status();
             for (w, st) in status.watches.iter_mut() {
-                if *w == Watched::Node && self.config.node_name.is_none() {
+                if !self.config.watches(*w) {
                     continue;
                 }
                 st.relisting = true;
@@ -659,6 +691,15 @@ impl Keep for EndpointSlice {
     }
 }
 
+/// Only what [`PodLite`] reads: this node's pods, their hostPorts, IPs and state.
+impl Keep for Pod {
+    type Kept = PodLite;
+
+    fn keep(self) -> PodLite {
+        PodLite::from(self)
+    }
+}
+
 impl Keep for Node {
     type Kept = Node;
 
@@ -770,6 +811,32 @@ impl Model for Node {
     fn current<'s>(st: &'s ClusterState, _: Option<&str>, name: &str) -> Option<&'s Self> {
         st.node()
             .filter(|n| n.metadata.name.as_deref() == Some(name))
+    }
+}
+
+impl Model for PodLite {
+    fn ident(&self) -> (Option<&str>, Option<&str>) {
+        (self.namespace.as_deref(), self.name.as_deref())
+    }
+
+    fn apply(self, st: &mut ClusterState) {
+        st.apply_pod(self);
+    }
+
+    fn delete(st: &mut ClusterState, ns: Option<&str>, name: Option<&str>) {
+        st.delete_pod(ns, name);
+    }
+
+    fn replace(list: Vec<Self>, st: &mut ClusterState) {
+        st.replace_pods(list);
+    }
+
+    fn count(st: &ClusterState) -> usize {
+        st.pod_count()
+    }
+
+    fn current<'s>(st: &'s ClusterState, ns: Option<&str>, name: &str) -> Option<&'s Self> {
+        st.pod(ns?, name)
     }
 }
 

@@ -175,5 +175,10 @@ pub fn deletable_planned(
             backend: SocketAddr::new(flow.reply_src, flow.reply_sport),
         });
     }
-    deletable(map, flow, policy)
+    // Named after the Service the backend left (`keys`), not the frontend's owner now: they
+    // differ where two own one frontend, as a hostPort's old and new Pods do.
+    deletable(map, flow, policy).map(|s| Stale {
+        service: service.clone(),
+        ..s
+    })
 }
