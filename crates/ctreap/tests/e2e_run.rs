@@ -2380,3 +2380,121 @@ fn a_rollout_leaves_one_event_per_service_that_kubectl_reads() {
     );
     agent.stop();
 }
+
+/// A Pod of node-1 with hostPort 8125/UDP (a StatsD DaemonSet's), `ip` its address.
+fn statsd_pod(name: &str, ip: &str, terminating: bool) -> Value {
+    let mut meta = json!({"name": name, "namespace": "default"});
+    if terminating {
+        meta["deletionTimestamp"] = json!("2026-12-05T10:00:00Z");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+           "spec": {"nodeName": agent::NODE, "containers": [{"name": "statsd", "image": "statsd",
+               "ports": [{"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// hostPort flows on the real table (issue 21): UDP clients of a StatsD DaemonSet's hostPort
+/// (the portmap DNAT: the node's address 198.51.100.10:8125 -> pod:8125). The DaemonSet rolls:
+/// while the old pod terminates its flows stay (`ctreap stale` lists them under their pod,
+/// draining) beside the new pod's; once it is gone from the API they are deleted within 0.5 s,
+/// and the new pod's stay.
+#[test]
+fn a_replaced_hostport_pods_udp_flows_go_within_half_a_second() {
+    const FRONTEND: &str = "198.51.100.10:8125";
+    let mut w = World::new("run-hostport");
+    w.api.apply(statsd_pod("statsd-old", "10.244.5.7", false));
+    let old: Vec<Flow> = (0..3)
+        .map(|_| Flow::new(IPPROTO_UDP, FRONTEND, "10.244.5.7:8125"))
+        .collect();
+    w.add(&old);
+    let mut agent = w.agent(&["--resync", "60s"]);
+    agent.wait_ready(READY);
+    wait_startup_pass(&mut agent);
+    let before = w.table();
+    assert_eq!(
+        present(&before, &old),
+        old.len(),
+        "the startup pass kept the live pod's flows"
+    );
+
+    // The roll: the old pod terminating (still running), the new one with its own flows.
+    w.api.apply(statsd_pod("statsd-old", "10.244.5.7", true));
+    w.api.apply(statsd_pod("statsd-new", "10.244.5.9", false));
+    let new: Vec<Flow> = (0..2)
+        .map(|_| Flow::new(IPPROTO_UDP, FRONTEND, "10.244.5.9:8125"))
+        .collect();
+    w.add(&new);
+    // `ctreap stale` lists both pods' hostPort flows under their pod, neither deleted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .arg("stale")
+        .arg("--kubeconfig")
+        .arg(&w.api.kubeconfig)
+        .args([
+            "--netns",
+            &w.ns.name,
+            "--node-name",
+            agent::NODE,
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("running ctreap stale");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ctreap stale -o json: {e}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mut listed: Vec<String> = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter(|g| g["frontend"] == FRONTEND)
+        .map(|g| {
+            format!(
+                "{} {} {} {} {}",
+                g["service"].as_str().unwrap_or(""),
+                g["backend"].as_str().unwrap_or(""),
+                g["verdict"].as_str().unwrap_or(""),
+                g["action"].as_str().unwrap_or(""),
+                g["flows"]
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "pod/statsd-new 10.244.5.9:8125 live keep 2",
+            "pod/statsd-old 10.244.5.7:8125 draining keep 3"
+        ],
+        "{report:#}"
+    );
+
+    let t0 = Instant::now();
+    w.api
+        .server
+        .delete(ResourceKind::Pod, Some("default"), "statsd-old")
+        .expect("delete the old pod");
+    let took = w.wait_gone(&old, FLUSH_DEADLINE, "the old pod's hostPort flows", &agent);
+    assert!(
+        took <= Duration::from_millis(500),
+        "the old pod's flows went {took:?} after its deletion (issue 21: within 0.5 s)"
+    );
+    assert_table(
+        &before.iter().chain(new.iter()).copied().collect(),
+        &old,
+        &w.table(),
+        "after the old pod left",
+    );
+    let m = agent.wait_metrics(FLUSH_DEADLINE, "the hostPort deletes counted", |m| {
+        m.or0("ctreap_hostport_flows_deleted_total{protocol=\"udp\",reason=\"gone\",trigger=\"watch\"}") == 3.0
+    });
+    assert_eq!(m.deleted(), 3.0, "{}", m.text);
+    println!(
+        "hostPort: the replaced pod's 3 UDP flows gone {took:?} after its deletion ({:?} since the roll began)",
+        t0.elapsed()
+    );
+    agent.stop();
+}
