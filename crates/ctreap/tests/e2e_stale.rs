@@ -542,3 +542,90 @@ fn doctor_names_the_service_proxy() {
         "{line}"
     );
 }
+
+/// `ctreap doctor` says whether the CNI portmap plugin's hostPort DNAT is on the node (issue
+/// 21): none; the plugin's iptables chain with one rule, as it writes it; its nftables table;
+/// and the same with `--hostports=false`, a warning.
+#[test]
+fn doctor_finds_the_portmap_plugins_hostport_dnat() {
+    let ns = TestNs::new("doctor-portmap");
+    let line = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+            .args(["doctor", "--skip-api", "--netns", &ns.name])
+            .args(extra)
+            .output()
+            .expect("run doctor");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("hostPort DNAT"))
+            .unwrap_or_else(|| panic!("no hostPort line: {out:?}"))
+            .to_owned()
+    };
+    let in_ns = |args: &[&str]| {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(args)
+            .status()
+            .expect("ip netns exec");
+        assert!(st.success(), "{args:?}");
+    };
+    let l = line(&[]);
+    assert!(
+        l.starts_with("OK") && l.contains("no CNI portmap rules"),
+        "{l}"
+    );
+
+    in_ns(&["iptables", "-t", "nat", "-N", "CNI-HOSTPORT-DNAT"]);
+    in_ns(&["iptables", "-t", "nat", "-N", "CNI-DN-0123456789abcdef"]);
+    in_ns(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "CNI-HOSTPORT-DNAT",
+        "-p",
+        "udp",
+        "-m",
+        "multiport",
+        "--destination-ports",
+        "8125",
+        "-j",
+        "CNI-DN-0123456789abcdef",
+    ]);
+    in_ns(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "CNI-DN-0123456789abcdef",
+        "-p",
+        "udp",
+        "--dport",
+        "8125",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.244.5.7:8125",
+    ]);
+    let l = line(&[]);
+    assert!(
+        l.starts_with("OK")
+            && l.contains("CNI-HOSTPORT-DNAT, 1 rule)")
+            && l.contains("ctreap judges them"),
+        "{l}"
+    );
+    let l = line(&["--hostports=false"]);
+    assert!(
+        l.starts_with("WARN") && l.contains("--hostports=false"),
+        "{l}"
+    );
+
+    in_ns(&["iptables", "-t", "nat", "-F", "CNI-HOSTPORT-DNAT"]);
+    in_ns(&["iptables", "-t", "nat", "-X", "CNI-HOSTPORT-DNAT"]);
+    in_ns(&["nft", "add", "table", "inet", "cni_hostport"]);
+    let l = line(&[]);
+    assert!(
+        l.starts_with("OK") && l.contains("nftables table cni_hostport"),
+        "{l}"
+    );
+}

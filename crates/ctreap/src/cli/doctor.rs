@@ -94,6 +94,79 @@ pub fn proxy_check(e: &ProxyEvidence) -> Check {
     }
 }
 
+/// The CNI portmap plugin's hostPort DNAT on the node, as found: rules in the iptables chain
+/// `CNI-HOSTPORT-DNAT` (its iptables backend), or its nftables table `cni_hostport`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PortmapEvidence {
+    /// `-A CNI-HOSTPORT-DNAT` rules in the nat table (`None`: no such chain).
+    pub iptables_rules: Option<usize>,
+    /// The nftables table `cni_hostport` exists (any family).
+    pub nft_table: bool,
+}
+
+/// Is there hostPort DNAT outside kube-proxy on this node, and does ctreap judge it?
+pub fn hostport_check(e: &PortmapEvidence, hostports: bool) -> Check {
+    let mut found = Vec::new();
+    if let Some(n) = e.iptables_rules {
+        let rules = if n == 1 { "rule" } else { "rules" };
+        found.push(format!("iptables chain CNI-HOSTPORT-DNAT, {n} {rules}"));
+    }
+    if e.nft_table {
+        found.push("nftables table cni_hostport".to_string());
+    }
+    match (found.is_empty(), hostports) {
+        (true, _) => check(
+            Level::Ok,
+            "hostPort DNAT",
+            "no CNI portmap rules (no hostPort pod on this node, or a CNI that does not use portmap): no hostPort flows to judge",
+        ),
+        (false, true) => check(
+            Level::Ok,
+            "hostPort DNAT",
+            format!(
+                "CNI portmap rules found ({}): no proxy or CNI deletes these flows when the pod goes; ctreap judges them (--hostports)",
+                found.join(", ")
+            ),
+        ),
+        (false, false) => check(
+            Level::Warn,
+            "hostPort DNAT",
+            format!(
+                "CNI portmap rules found ({}) and --hostports=false: flows to a replaced hostPort pod stay pinned to its old IP",
+                found.join(", ")
+            ),
+        ),
+    }
+}
+
+fn portmap_evidence(ns: &NetnsArg) -> PortmapEvidence {
+    let out = |cmd: &[&str]| run_in(ns, cmd).filter(|o| o.status.success());
+    let iptables_rules = out(&[
+        "iptables",
+        "-w",
+        "5",
+        "-t",
+        "nat",
+        "-S",
+        "CNI-HOSTPORT-DNAT",
+    ])
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A CNI-HOSTPORT-DNAT"))
+            .count()
+    });
+    let nft_table = out(&["nft", "list", "tables"]).is_some_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.trim_end().ends_with(" cni_hostport"))
+    });
+    PortmapEvidence {
+        iptables_rules,
+        nft_table,
+    }
+}
+
 /// Runs `cmd` in the network namespace (`nsenter --net`), or here; `None` if it could not run.
 fn run_in(ns: &NetnsArg, cmd: &[&str]) -> Option<std::process::Output> {
     let mut c = match &ns.netns {
@@ -394,9 +467,11 @@ async fn api_checks(kube: &KubeArgs) -> Vec<Check> {
 /// Runs the checks, prints them, and returns the worst level.
 pub async fn doctor(cmd: DoctorCmd) -> Result<Level> {
     let (ns, bpffs) = (cmd.ns.clone(), cmd.bpffs.clone());
+    let hostports = cmd.kube.hostports;
     let mut checks = tokio::task::spawn_blocking(move || {
         let mut c = node_checks(&ns);
         c.push(proxy_check(&proxy_evidence(&ns, &bpffs)));
+        c.push(hostport_check(&portmap_evidence(&ns), hostports));
         c
     })
     .await?;
@@ -407,4 +482,33 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<Level> {
         println!("{:<5} {:<24} {}", c.level.to_string(), c.name, c.detail);
     }
     Ok(checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostport_check_says_what_portmap_left_and_whether_it_is_judged() {
+        let none = hostport_check(&PortmapEvidence::default(), true);
+        assert_eq!(none.level, Level::Ok);
+        assert!(
+            none.detail.starts_with("no CNI portmap rules"),
+            "{}",
+            none.detail
+        );
+        let found = PortmapEvidence {
+            iptables_rules: Some(2),
+            nft_table: false,
+        };
+        let on = hostport_check(&found, true);
+        assert_eq!(on.level, Level::Ok);
+        assert!(
+            on.detail.contains("CNI-HOSTPORT-DNAT, 2 rules")
+                && on.detail.contains("ctreap judges them")
+        );
+        let off = hostport_check(&found, false);
+        assert_eq!(off.level, Level::Warn);
+        assert!(off.detail.contains("--hostports=false"), "{}", off.detail);
+    }
 }
