@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench -p ctreap --bench scale [-- --clusters 10000x10,50000x10,100000x5,10000x10+20x5000 --updates 2000
 //!     --rate 100 --seconds 60 --entries 100000 --removals 20 --burst-entries 1000000
-//!     --burst-runs 3 --only model,churn,burst]
+//!     --burst-runs 3 --only model,churn,burst,pods]
 //! ```
 //!
 //! A cluster `SxE` is S ClusterIP Services `svc-i` (10.100.0.1 + i, port 80/TCP) with one
@@ -35,6 +35,10 @@
 //!    exactly the other half; (b) 50 Services with 20 endpoints each (1,000 backends), 10
 //!    endpoints of each of 10 Services leave in 10 writes within one second: time from the last
 //!    write until the table holds exactly the rest.
+//!
+//! 4. **pods** (real agent): the Pod watch's cost (`--hostports`, issue 21): 10,000x10 with 110
+//!    or 250 pods of this node, each with a hostPort, and 2,000 of another node, with and
+//!    without `--hostports`: VmHWM, VmRSS and idle CPU.
 //!
 //! It prints a table with PASS/FAIL per target of issue 13 (never exiting non-zero for a FAIL:
 //! the figures are noisy on a shared machine) and writes every raw sample to
@@ -70,8 +74,8 @@ use support::{
     write_raw_samples,
 };
 
-const USAGE: &str = "usage: cargo bench -p ctreap --bench scale [-- --clusters SxE[,SxE..]] [--updates U] [--rate R] [--seconds T] [--entries N] [--removals K] [--burst-entries N] [--burst-runs R] [--only model,churn,burst]";
-const GROUPS: [&str; 3] = ["model", "churn", "burst"];
+const USAGE: &str = "usage: cargo bench -p ctreap --bench scale [-- --clusters SxE[+LxM][,..]] [--updates U] [--rate R] [--seconds T] [--entries N] [--removals K] [--burst-entries N] [--burst-runs R] [--only model,churn,burst,pods]";
+const GROUPS: [&str; 4] = ["model", "churn", "burst", "pods"];
 const NS_PREFIX: &str = "ctreap-scalebench-";
 /// Backends of the `bench` Service in the churn group, and per EndpointSlice.
 const BENCH_BACKENDS: u32 = 100;
@@ -1001,13 +1005,95 @@ fn measure_burst(args: &Args, bin: &std::path::Path) -> Result<BurstResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. pods
+
+/// How long the agent idles while its CPU is counted.
+const PODS_IDLE: Duration = Duration::from_secs(30);
+
+struct PodsResult {
+    pods: u32,
+    hostports: bool,
+    hwm_mib: f64,
+    rss_mib: f64,
+    idle_cpu: f64,
+}
+
+/// A Pod of `node` with hostPort 9000 + i/UDP (a DaemonSet's, say), running, ready.
+fn bench_pod(node: &str, i: u32) -> Value {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 250, 0, 1)) + i).to_string();
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("{node}-pod-{i}"), "namespace": "default",
+                        "labels": {"app": "bench"}},
+           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "bench",
+               "ports": [{"containerPort": 9000, "hostPort": 9000 + i % 1000, "protocol": "UDP"}]}]},
+           "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// The Pod watch's cost: the real agent on 10,000x10 with 110 or 250 pods of its node (each
+/// with a hostPort: the worst case) and 2,000 pods of another node, with and without
+/// --hostports: VmHWM and VmRSS once ready, and CPU over [`PODS_IDLE`] of idling.
+fn measure_pods(bin: &std::path::Path) -> Result<Vec<PodsResult>> {
+    let c = parse_cluster("10000x10").map_err(anyhow::Error::msg)?;
+    let mut out = Vec::new();
+    for n in [110u32, 250] {
+        for hostports in [false, true] {
+            check_interrupted()?;
+            println!();
+            println!("== pods: {n} of this node's, --hostports={hostports}");
+            let ns_name = format!("{NS_PREFIX}{}-pods", std::process::id());
+            let _ns_guard = NetnsGuard::add(&ns_name)?;
+            let api = Api::start();
+            apply_cluster(&api, &c);
+            let mut objs: Vec<Value> = (0..n).map(|i| bench_pod(agent::NODE, i)).collect();
+            objs.extend((0..2000).map(|i| bench_pod("node-2", 1000 + i)));
+            for chunk in objs.chunks(500) {
+                api.apply_all(chunk.to_vec());
+            }
+            let flag = format!("--hostports={hostports}");
+            let (agent, _) = Agent::start_bin_passed(
+                bin,
+                &api.kubeconfig,
+                &ns_name,
+                &["--resync", "5m", "--log-format", "json", &flag],
+                "startup",
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            let ticks0 = agent.cpu_ticks();
+            let t = Instant::now();
+            std::thread::sleep(PODS_IDLE);
+            let idle_cpu =
+                (agent.cpu_ticks() - ticks0) as f64 / clk_tck() / t.elapsed().as_secs_f64();
+            let r = PodsResult {
+                pods: n,
+                hostports,
+                hwm_mib: mib(agent.status_kib("VmHWM")),
+                rss_mib: mib(agent.status_kib("VmRSS")),
+                idle_cpu,
+            };
+            println!(
+                "  VmHWM {:.1} MiB, VmRSS {:.1} MiB, idle CPU {:.2}% of a core",
+                r.hwm_mib,
+                r.rss_mib,
+                r.idle_cpu * 100.0
+            );
+            let mut agent = agent;
+            let _ = agent.terminate(Duration::from_secs(30));
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report.
 
 fn run(args: &Args) -> Result<()> {
     let m = Machine::read();
     println!("ctreap scale benchmark");
     m.print();
-    let kernel_groups = args.only.wants("churn") || args.only.wants("burst");
+    let kernel_groups =
+        args.only.wants("churn") || args.only.wants("burst") || args.only.wants("pods");
     let bin = if kernel_groups {
         require_root()?;
         let bin = ctreap_bin();
@@ -1025,6 +1111,7 @@ fn run(args: &Args) -> Result<()> {
     let mut models = Vec::new();
     let mut churns = Vec::new();
     let mut burst = None;
+    let mut pods = Vec::new();
     for c in &args.clusters {
         if args.only.wants("model") {
             check_interrupted()?;
@@ -1042,6 +1129,12 @@ fn run(args: &Args) -> Result<()> {
     {
         check_interrupted()?;
         burst = Some(measure_burst(args, bin)?);
+    }
+    if let Some(bin) = &bin
+        && args.only.wants("pods")
+    {
+        check_interrupted()?;
+        pods = measure_pods(bin)?;
     }
 
     println!();
@@ -1184,6 +1277,44 @@ fn run(args: &Args) -> Result<()> {
             args.entries / u64::from(BENCH_BACKENDS)
         );
     }
+    if !pods.is_empty() {
+        println!();
+        println!(
+            "4. the Pod watch (--hostports): this node's pods, each with a hostPort, beside 2,000 pods of other nodes and 10,000x10; idle {} s",
+            PODS_IDLE.as_secs()
+        );
+        println!(
+            "  {:>5} {:>10} | {:>9} {:>9} {:>9}",
+            "pods", "hostports", "VmHWM", "VmRSS", "idle CPU"
+        );
+        for r in &pods {
+            println!(
+                "  {:>5} {:>10} | {:>5.1} MiB {:>5.1} MiB {:>8.2}%",
+                r.pods,
+                r.hostports,
+                r.hwm_mib,
+                r.rss_mib,
+                r.idle_cpu * 100.0
+            );
+        }
+        for n in [110u32, 250] {
+            let of = |on: bool| pods.iter().find(|r| r.pods == n && r.hostports == on);
+            if let (Some(off), Some(on)) = (of(false), of(true)) {
+                let rss = on.rss_mib - off.rss_mib;
+                targets.push((
+                    format!("the Pod watch at {n} pods: VmRSS over --hostports=false <= 2 MiB"),
+                    format!("{rss:+.1} MiB"),
+                    rss <= 2.0,
+                ));
+                let cpu = (on.idle_cpu - off.idle_cpu) * 100.0;
+                targets.push((
+                    format!("the Pod watch at {n} pods: idle CPU over --hostports=false <= 0.1% of a core"),
+                    format!("{cpu:+.2} %"),
+                    cpu <= 0.1,
+                ));
+            }
+        }
+    }
     if let Some(b) = &burst {
         println!();
         println!("3. bursts, {} entries", args.burst_entries);
@@ -1246,6 +1377,10 @@ fn run(args: &Args) -> Result<()> {
             "one_service_s": b.one_service_s, "ten_services_s": b.ten_services_s,
             "vm_hwm_mib": b.hwm_mib,
         })),
+        "pods": pods.iter().map(|r| json!({
+            "pods": r.pods, "hostports": r.hostports, "vm_hwm_mib": r.hwm_mib,
+            "vm_rss_mib": r.rss_mib, "idle_cpu_share": r.idle_cpu,
+        })).collect::<Vec<_>>(),
         "targets": targets.iter().map(|(w, g, ok)| json!({"target": w, "measured": g, "pass": ok})).collect::<Vec<_>>(),
     });
     write_raw_samples("scale.json", &doc)?;
