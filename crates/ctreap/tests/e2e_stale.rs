@@ -629,3 +629,47 @@ fn doctor_finds_the_portmap_plugins_hostport_dnat() {
         "{l}"
     );
 }
+
+/// A kubeconfig that may not list Pods: the commands wait for the Pod watch like any other
+/// (nothing is judged on a half-listed cluster), then fail naming it and the way out; with
+/// `--hostports=false` they do without it.
+#[test]
+fn a_pod_watch_that_cannot_list_is_named_with_the_way_out() {
+    use kube_testserver::{Fault, ResourceKind, ServerConfig};
+    let ns = TestNs::new("stale-nopods");
+    let server = TestServer::try_start_background_with(ServerConfig::default()).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    server.set_fault(Fault::all(ResourceKind::Pod), true);
+    let stale = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ctreap"))
+            .args(["stale", "--kubeconfig"])
+            .arg(&kc)
+            .args([
+                "--node-name",
+                "node-1",
+                "--netns",
+                &ns.name,
+                "--sync-timeout",
+                "2s",
+            ])
+            .args(extra)
+            .output()
+            .expect("run stale")
+    };
+    let out = stale(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("waiting for pods")
+            && err.contains("--hostports=false does without the Pod watch"),
+        "{err}"
+    );
+    let out = stale(&["--hostports=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

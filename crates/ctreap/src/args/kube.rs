@@ -83,9 +83,18 @@ impl KubeArgs {
                 .watches
                 .iter()
                 .filter(|(_, s)| !s.synced)
-                .map(|(w, s)| match &s.last_error {
-                    Some(e) => format!("{}: {e}", w.as_str()),
-                    None => w.as_str().to_string(),
+                .map(|(w, s)| {
+                    // The Pod watch is for hostPorts only: a kubeconfig that may not list
+                    // Pods can do without it.
+                    let hint = if *w == crate::cluster::Watched::Pods {
+                        " (--hostports=false does without the Pod watch)"
+                    } else {
+                        ""
+                    };
+                    match &s.last_error {
+                        Some(e) => format!("{}: {e}{hint}", w.as_str()),
+                        None => format!("{}{hint}", w.as_str()),
+                    }
                 })
                 .collect();
             bail!(
