@@ -484,6 +484,30 @@ fn doctor_reports_node_and_api_checks() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  ctnetlink"));
 }
 
+/// The line of `ctreap doctor --skip-api --netns NS EXTRA..` that names `check`.
+fn doctor_line(ns: &TestNs, check: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
+        .args(["doctor", "--skip-api", "--netns", &ns.name])
+        .args(extra)
+        .output()
+        .expect("run doctor");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("no {check} line: {out:?}"))
+        .to_owned()
+}
+
+/// Runs `args` in the namespace (`ip netns exec`); fails the test if it fails.
+fn in_ns(ns: &TestNs, args: &[&str]) {
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args(args)
+        .status()
+        .expect("ip netns exec");
+    assert!(st.success(), "{args:?}");
+}
+
 /// `ctreap doctor` names the service proxy programming the node's namespace and whether ctreap
 /// applies there (issue 12; docs/compatibility.md): nothing found, kube-proxy's nftables table,
 /// its iptables chain, and Cilium's eBPF maps alone (ctreap does not apply).
@@ -491,26 +515,9 @@ fn doctor_reports_node_and_api_checks() {
 fn doctor_names_the_service_proxy() {
     let ns = TestNs::new("doctor-proxy");
     let bpf = tempfile::tempdir().expect("tempdir");
-    let proxy_line = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
-            .args(["doctor", "--skip-api", "--netns", &ns.name, "--bpffs"])
-            .arg(bpf.path())
-            .output()
-            .expect("run doctor");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.contains("service proxy"))
-            .unwrap_or_else(|| panic!("no service proxy line: {out:?}"))
-            .to_owned()
-    };
-    let in_ns = |args: &[&str]| {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(args)
-            .status()
-            .expect("ip netns exec");
-        assert!(st.success(), "{args:?}");
-    };
+    let bpffs = bpf.path().to_str().expect("a UTF-8 path").to_owned();
+    let proxy_line = || doctor_line(&ns, "service proxy", &["--bpffs", &bpffs]);
+    let in_ns = |args: &[&str]| in_ns(&ns, args);
     let line = proxy_line();
     assert!(
         line.starts_with("WARN") && line.contains("none found"),
@@ -549,26 +556,8 @@ fn doctor_names_the_service_proxy() {
 #[test]
 fn doctor_finds_the_portmap_plugins_hostport_dnat() {
     let ns = TestNs::new("doctor-portmap");
-    let line = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ctreap"))
-            .args(["doctor", "--skip-api", "--netns", &ns.name])
-            .args(extra)
-            .output()
-            .expect("run doctor");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.contains("hostPort DNAT"))
-            .unwrap_or_else(|| panic!("no hostPort line: {out:?}"))
-            .to_owned()
-    };
-    let in_ns = |args: &[&str]| {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(args)
-            .status()
-            .expect("ip netns exec");
-        assert!(st.success(), "{args:?}");
-    };
+    let line = |extra: &[&str]| doctor_line(&ns, "hostPort DNAT", extra);
+    let in_ns = |args: &[&str]| in_ns(&ns, args);
     let l = line(&[]);
     assert!(
         l.starts_with("OK") && l.contains("no CNI portmap rules"),

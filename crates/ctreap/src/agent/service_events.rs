@@ -415,6 +415,22 @@ impl Writer {
         }
     }
 
+    /// The uid of object `ns/name` of type `K`, if it still exists.
+    async fn uid_of<K>(&self, ns: &str, name: &str) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::<K>::namespaced(self.client.clone(), ns)
+            .get_metadata_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|m| m.metadata.uid)
+    }
+
     /// Creates the Event for `key`; its name.
     async fn create(&self, key: &Key, note: String, warning: bool) -> Result<String, kube::Error> {
         let ns = &*key.service.namespace;
@@ -426,19 +442,9 @@ impl Writer {
         // The object's uid, which `kubectl describe` selects its Events by; an object already
         // deleted (a replaced Pod) still gets its Event, without.
         let uid = if kind == "Pod" {
-            Api::<Pod>::namespaced(self.client.clone(), ns)
-                .get_metadata_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|m| m.metadata.uid)
+            self.uid_of::<Pod>(ns, name).await
         } else {
-            Api::<Service>::namespaced(self.client.clone(), ns)
-                .get_metadata_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|m| m.metadata.uid)
+            self.uid_of::<Service>(ns, name).await
         };
         let now = k8s_openapi::jiff::Timestamp::now();
         let ev = Event {

@@ -16,6 +16,7 @@ use crate::args::{KubeArgs, NetnsArg, PolicyArgs, parse_duration, snapshot};
 use crate::cluster::ServiceMap;
 use crate::reconcile::{
     Decision, Policy, Verdict, VerdictCounts, classify, deletable_decision, flow_of,
+    unlisted_hostport_backend,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,10 +124,15 @@ fn in_scope(scope: &Scope, ns: &str, name: &str) -> bool {
 /// What the agent does with a flow, by the rule it deletes by (`reconcile::deletable`):
 /// `delete`, or `keep` with why a stale flow stays: `keep: ignored` (the Service is annotated
 /// `ctreap.io/ignore`, or held because one of its slices did not decode), `keep: policy` (the
-/// protocol or verdict is not deleted with these flags).
+/// protocol or verdict is not deleted with these flags), `keep: hostPort` (a hostPort's backend
+/// the API has not listed: maybe a new pod whose IP is not reported yet; the agent deletes
+/// only a hostPort backend it saw leave).
 pub fn action(d: &Decision, policy: &Policy) -> &'static str {
     if deletable_decision(d, policy).is_some() {
         return "delete";
+    }
+    if unlisted_hostport_backend(d) {
+        return "keep: hostPort";
     }
     match (d.verdict, d.port) {
         (Verdict::Stale(_), Some(p)) if p.ignored() => "keep: ignored",

@@ -36,6 +36,8 @@ pub use model::{
     IGNORE_ANNOTATION, MapStats, PortId, PortRef, Proto, ServiceMap, ServiceName,
 };
 pub use pods::POD_PREFIX;
+#[cfg(test)]
+pub(crate) use pods::PodLite;
 pub use state::{Change, ClusterState, Pair};
 pub use view::{
     IngressRef, ServicePortRef, ServiceView, SliceAddress, SliceEndpoint, SlicePort, SliceView,

@@ -12,7 +12,7 @@ use ctnetlink::Entry;
 
 use super::plan::{FlushKey, Policy};
 use super::verdict::{Decision, Flow, StaleReason, Verdict, classify, untranslated_is_stale};
-use crate::cluster::{Change, FrontendKey, Pair, Proto, ServiceMap, ServiceName};
+use crate::cluster::{Change, FrontendKey, POD_PREFIX, Pair, Proto, ServiceMap, ServiceName};
 
 /// Why an entry is deleted: the Service it concerns, its protocol, the reason, and the pair.
 /// One log line and one set of metric labels per distinct value.
@@ -62,7 +62,29 @@ pub fn deletable(map: &ServiceMap, flow: &Flow, policy: &Policy) -> Option<Stale
 
 /// [`deletable`] for an entry already classified (`d` is `classify(map, flow)`): for callers
 /// that also report the verdict (full passes, `ctreap stale`), so an entry is classified once.
+///
+/// A hostPort frontend's backend that the model does not list is never gone by this rule:
+/// the portmap plugin writes a new pod's DNAT with its sandbox, before the kubelet reports the
+/// pod's IP, so flows to a pod the API has not told of yet are normal there (for a Service,
+/// kube-proxy writes its rules after the API tells of the endpoint). Only a backend seen
+/// leaving goes ([`deletable_planned`]).
 pub fn deletable_decision(d: &Decision, policy: &Policy) -> Option<Stale> {
+    if unlisted_hostport_backend(d) {
+        return None;
+    }
+    decision_deletes(d, policy)
+}
+
+/// The verdict is `gone` on a hostPort frontend (`cluster/pods.rs`): the backend may be a pod
+/// whose IP the API has not reported yet.
+pub fn unlisted_hostport_backend(d: &Decision) -> bool {
+    d.verdict == Verdict::Stale(StaleReason::Gone)
+        && d.port
+            .is_some_and(|p| p.service().name.starts_with(POD_PREFIX))
+}
+
+/// [`deletable_decision`] without the hostPort rule: for backends seen leaving.
+fn decision_deletes(d: &Decision, policy: &Policy) -> Option<Stale> {
     let Verdict::Stale(reason) = d.verdict else {
         return None;
     };
@@ -175,9 +197,10 @@ pub fn deletable_planned(
             backend: SocketAddr::new(flow.reply_src, flow.reply_sport),
         });
     }
-    // Named after the Service the backend left (`keys`), not the frontend's owner now: they
-    // differ where two own one frontend, as a hostPort's old and new Pods do.
-    deletable(map, flow, policy).map(|s| Stale {
+    // Seen leaving: a hostPort backend goes too. Named after the Service the backend left
+    // (`keys`), not the frontend's owner now: they differ where two own one frontend, as a
+    // hostPort's old and new Pods do.
+    decision_deletes(&classify(map, flow), policy).map(|s| Stale {
         service: service.clone(),
         ..s
     })

@@ -41,7 +41,7 @@ mod verdict;
 
 pub use decide::{
     Planned, Settle, Stale, deletable, deletable_decision, deletable_planned, flow_of, key_of,
-    planned, settle,
+    planned, settle, unlisted_hostport_backend,
 };
 pub use plan::{FlushKey, Policy, ProtoSet, plan_diff};
 pub use verdict::{

@@ -369,3 +369,50 @@ fn no_policy_deletes_a_draining_backend() {
         assert!(strictest.deletes_backend(None, p), "{p:?}: gone is deleted");
     }
 }
+
+/// hostPort frontends (issue 21): a backend the model does not list is not gone by the rule
+/// full passes, conntrack events and `ctreap stale` apply (the portmap DNAT comes with the
+/// sandbox, before the API reports the pod's IP); a backend seen leaving, planned by the
+/// watch, goes. The same flow to a Service frontend is gone by both (the control).
+#[test]
+fn an_unlisted_hostport_backend_goes_only_when_seen_leaving() {
+    use crate::cluster::{ClusterState, PodLite};
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": "statsd-new"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "s", "ports": [
+            {"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]}]},
+        "status": {"phase": "Running", "podIP": "10.244.5.9", "podIPs": [{"ip": "10.244.5.9"}]}
+    }))
+    .expect("Pod JSON");
+    let mut st = ClusterState::new(vec![ip("198.51.100.10")]);
+    st.apply_pod(PodLite::from(pod));
+    let map = st.map();
+    let policy = Policy::default();
+    // 10.244.5.7: the old pod, or a new one not reported yet.
+    let f = flow(17, "198.51.100.10", 8125, "10.244.5.7", 8125);
+    let d = classify(map, &f);
+    assert_eq!(d.verdict, Verdict::Stale(StaleReason::Gone));
+    assert!(unlisted_hostport_backend(&d));
+    assert_eq!(
+        deletable(map, &f, &policy),
+        None,
+        "not by a pass or an event"
+    );
+    let planned: Planned = [(
+        key_of(&f),
+        crate::cluster::ServiceName {
+            namespace: "default".into(),
+            name: "pod/statsd-old".into(),
+        },
+    )]
+    .into();
+    let s = deletable_planned(map, &f, &planned, &policy).expect("seen leaving: deleted");
+    assert_eq!(
+        s.service.to_string(),
+        "default/pod/statsd-old",
+        "named after the pod it left"
+    );
+    // The new pod's flows are live.
+    let live = flow(17, "198.51.100.10", 8125, "10.244.5.9", 8125);
+    assert_eq!(classify(map, &live).verdict, Verdict::Live);
+}
