@@ -119,8 +119,13 @@ pub enum Settle {
 }
 
 /// The settle window of a recorded change: [`Settle::Vanished`] for a backend that was ready,
-/// serving and not terminating just before it stopped being a backend of the frontend at all.
+/// serving and not terminating just before it stopped being a backend of the frontend at all;
+/// never for a hostPort's pod (`pod/NAME`), which has no slices to move between.
 pub fn settle(c: &Change) -> Settle {
+    if c.service.name.starts_with(POD_PREFIX) {
+        // A hostPort's pod does not move between slices: vanished is force-deleted.
+        return Settle::Grace;
+    }
     match (c.left_from, c.new) {
         (Some(old), None) if old.ready && old.serving && !old.terminating => Settle::Vanished,
         _ => Settle::Grace,

@@ -416,3 +416,23 @@ fn an_unlisted_hostport_backend_goes_only_when_seen_leaving() {
     let live = flow(17, "198.51.100.10", 8125, "10.244.5.9", 8125);
     assert_eq!(classify(map, &live).verdict, Verdict::Live);
 }
+
+/// A hostPort pod that vanishes while running (force-deleted) settles with --grace: there are
+/// no slices for it to move between. A Service's backend that vanishes waits --move-grace
+/// (the control).
+#[test]
+fn a_vanished_hostport_pod_settles_with_grace() {
+    use crate::cluster::{Change, ServiceName};
+    let change = |name: &str| Change {
+        service: ServiceName {
+            namespace: "default".into(),
+            name: name.into(),
+        },
+        ignored: false,
+        old: Some(Conditions::READY),
+        left_from: Some(Conditions::READY),
+        new: None,
+    };
+    assert_eq!(settle(&change("pod/statsd-x")), Settle::Grace);
+    assert_eq!(settle(&change("statsd")), Settle::Vanished);
+}
