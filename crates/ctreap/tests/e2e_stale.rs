@@ -619,9 +619,9 @@ fn doctor_finds_the_portmap_plugins_hostport_dnat() {
     );
 }
 
-/// A kubeconfig that may not list Pods: the commands wait for the Pod watch like any other
-/// (nothing is judged on a half-listed cluster), then fail naming it and the way out; with
-/// `--hostports=false` they do without it.
+/// The Pod watch failing (503): the commands wait for it like any other (nothing is judged on
+/// a half-listed cluster), then fail naming it and the way out; with `--hostports=false` they
+/// do without it. Refused by RBAC (403): they go on without hostPorts, saying so.
 #[test]
 fn a_pod_watch_that_cannot_list_is_named_with_the_way_out() {
     use kube_testserver::{Fault, ResourceKind, ServerConfig};
@@ -660,5 +660,19 @@ fn a_pod_watch_that_cannot_list_is_named_with_the_way_out() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Refused by RBAC (403), not failing: nothing to wait for. Services are judged, hostPorts
+    // not, and the warning says so and what to grant.
+    server.set_fault(Fault::all(ResourceKind::Pod), false);
+    server.set_fault(Fault::forbidden(ResourceKind::Pod), true);
+    let out = stale(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot watch this node's Pods (403 Forbidden)")
+            && err.contains("pods is forbidden")
+            && err.contains("--hostports=false"),
+        "{err}"
     );
 }

@@ -311,9 +311,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         _ => Verb::Other,
     };
     let (kind, namespace) = route.kind_namespace();
-    let faulted = kind.is_some_and(|k| shared.faulted(k, verb, &raw_query));
-    let response = if shared.unavailable.load(Ordering::SeqCst) || faulted {
+    let faulted = kind.and_then(|k| shared.faulted(k, verb, &raw_query));
+    let response = if shared.unavailable.load(Ordering::SeqCst) || faulted == Some(false) {
         error_response(&ApiError::unavailable())
+    } else if let (Some(true), Some(k)) = (faulted, kind) {
+        error_response(&ApiError::forbidden(k, verb, namespace.as_deref()))
     } else {
         let result = match query {
             Ok(q) => dispatch(&shared, req, route, verb, q).await,

@@ -50,6 +50,22 @@ pub enum Verb {
     Other,
 }
 
+impl Verb {
+    /// The verb as RBAC names it (`list`, `watch`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Get => "get",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::Other => "get",
+        }
+    }
+}
+
 /// One HTTP request the server answered, for assertions in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -79,6 +95,8 @@ pub struct Fault {
     kind: ResourceKind,
     verb: Option<Verb>,
     continued_only: bool,
+    /// Answer `403 Forbidden` (RBAC refuses) instead of 503.
+    forbidden: bool,
 }
 
 impl Fault {
@@ -88,6 +106,16 @@ impl Fault {
             kind,
             verb: None,
             continued_only: false,
+            forbidden: false,
+        }
+    }
+
+    /// Every request on `kind` answered `403 Forbidden`, as when the caller's RBAC does not
+    /// grant the resource (the real server's message, for the test server's anonymous user).
+    pub fn forbidden(kind: ResourceKind) -> Fault {
+        Fault {
+            forbidden: true,
+            ..Fault::all(kind)
         }
     }
 
@@ -98,6 +126,7 @@ impl Fault {
             kind,
             verb: Some(verb),
             continued_only: false,
+            forbidden: false,
         }
     }
 
@@ -108,6 +137,7 @@ impl Fault {
             kind,
             verb: Some(Verb::List),
             continued_only: true,
+            forbidden: false,
         }
     }
 
@@ -203,10 +233,15 @@ impl Shared {
         log.push(r);
     }
 
-    /// Whether a [`Fault`] set by the test answers this request with 503.
-    pub(crate) fn faulted(&self, kind: ResourceKind, verb: Verb, raw_query: &str) -> bool {
+    /// The [`Fault`] set by the test that answers this request, if any: `Some(true)` for 403,
+    /// `Some(false)` for 503.
+    pub(crate) fn faulted(&self, kind: ResourceKind, verb: Verb, raw_query: &str) -> Option<bool> {
         let faults = lock(&self.faults);
-        !faults.is_empty() && faults.iter().any(|f| f.matches(kind, verb, raw_query))
+        faults
+            .iter()
+            .filter(|f| f.matches(kind, verb, raw_query))
+            .map(|f| f.forbidden)
+            .max()
     }
 }
 

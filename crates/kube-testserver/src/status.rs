@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::resource::ResourceKind;
+use crate::server::Verb;
 
 /// An error answered to an HTTP client as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +103,26 @@ impl ApiError {
             "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
             "retryAfterSeconds": 1
         }))
+    }
+
+    /// `403 Forbidden`, as RBAC refuses a request, in the real server's words.
+    pub(crate) fn forbidden(kind: ResourceKind, verb: Verb, namespace: Option<&str>) -> ApiError {
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"system:anonymous\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+                kind.qualified_resource(),
+                verb.as_str(),
+                kind.plural(),
+                kind.group()
+            ),
+        )
+        .with_details(json!({"kind": kind.plural(), "group": kind.group()}))
     }
 
     /// `503 ServiceUnavailable`, answered to everything while the server is set unavailable.

@@ -648,3 +648,36 @@ async fn a_replaced_hostport_pod_loses_its_flows_and_the_new_one_keeps_its() {
         run.stop().await;
     }
 }
+
+/// RBAC refuses the Pod watch (403, an agent upgraded before its ClusterRole): the agent does
+/// not wait for it. It becomes ready (its startup pass runs) and judges Services; only hostPort
+/// flows go unjudged. A 503 would be waited for, like any watch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_pod_watch_leaves_services_judged() {
+    let api = api();
+    api.set_fault(kube_testserver::Fault::forbidden(ResourceKind::Pod), true);
+    api.apply_json(service("a", "198.19.0.10")).expect("svc");
+    api.apply_json(slice(
+        "a-1",
+        "a",
+        &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
+    ))
+    .expect("slice");
+    let run = Running::start(
+        api,
+        MemTable::new(flows("198.19.0.10", "192.0.2.2", 2)),
+        &[],
+    )
+    .await;
+    run.apply(slice(
+        "a-1",
+        "a",
+        &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
+    ));
+    run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
+    run.until("192.0.2.2's 4 flows deleted", Duration::from_secs(5), |r| {
+        deleted_of(r, "192.0.2.2") == 4
+    })
+    .await;
+    run.stop().await;
+}

@@ -157,6 +157,17 @@ pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The HTTP status code somewhere in `e`'s chain of causes, if the server answered one.
+fn status_code(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(s) = api_status(cur) {
+            return Some(s.code);
+        }
+        cur = cur.source()?;
+    }
+}
+
 /// The HTTP error status in `e`, if it is one (kube's `Error::Api`, or the `Status` it holds).
 pub(crate) fn api_status<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Status> {
     if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
@@ -396,6 +407,28 @@ impl Shared {
         if changed {
             self.bump();
         }
+    }
+
+    /// The Pod watch is refused by RBAC (403): hostPorts are not judged, and the rest of the
+    /// view does not wait for it (every other watch is trusted as before). One WARN line.
+    fn pods_forbidden(&self, err: &watcher::Error) {
+        {
+            let mut status = self.status();
+            let st = status.watches.entry(Watched::Pods).or_default();
+            st.synced = true;
+            st.relisting = false;
+            st.objects = 0;
+            st.last_error = Some(format!(
+                "forbidden, hostPorts not judged: {}",
+                innermost(err)
+            ));
+        }
+        tracing::warn!(
+            watch = Watched::Pods.as_str(),
+            error = %innermost(err),
+            "cannot watch this node's Pods (403 Forbidden): hostPort flows are not judged; Services are. Grant get, list and watch on pods (the chart and the manifests do), or set --hostports=false"
+        );
+        self.bump();
     }
 
     fn on_error(&self, which: Watched, err: &watcher::Error) {
@@ -900,6 +933,10 @@ where
             Err(err) => {
                 if task.shared.epoch.load(Ordering::SeqCst) != task.epoch {
                     return;
+                }
+                if task.which == Watched::Pods && status_code(&err) == Some(403) {
+                    task.shared.pods_forbidden(&err);
+                    return; // nothing to retry: RBAC does not change by itself
                 }
                 task.shared.on_error(task.which, &err);
                 continue;
