@@ -22,6 +22,8 @@ use super::{RunCmd, serve};
 const UDP: u8 = 17;
 const TCP: u8 = 6;
 const NODE: &str = "node-1";
+/// Service a's two ready backends, as most tests start.
+const BOTH: [(&str, &str); 2] = [("192.0.2.1", "ready"), ("192.0.2.2", "ready")];
 
 #[derive(Parser)]
 struct Cli {
@@ -117,6 +119,23 @@ impl Running {
 
     fn apply(&self, obj: Value) {
         self.api.apply_json(obj).expect("apply");
+    }
+
+    /// Service a's second backend (of [`BOTH`]) removed the normal way, terminating then
+    /// gone; waits until its `n` flows are deleted.
+    async fn remove_second_backend(&self, n: usize) {
+        self.apply(slice(
+            "a-1",
+            "a",
+            &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
+        ));
+        self.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
+        self.until(
+            &format!("192.0.2.2's {n} flows deleted"),
+            Duration::from_secs(5),
+            |r| deleted_of(r, "192.0.2.2") == n,
+        )
+        .await;
     }
 
     /// The core/v1 Events in `default` that `fields` selects, once `done` holds for them
@@ -248,8 +267,7 @@ fn deleted_of(r: &super::table::Record, backend: &str) -> usize {
 async fn a_removed_backend_loses_its_flows_and_only_those() {
     let api = api();
     api.apply_json(service("a", "198.19.0.10")).expect("svc");
-    let both = [("192.0.2.1", "ready"), ("192.0.2.2", "ready")];
-    api.apply_json(slice("a-1", "a", &both)).expect("slice");
+    api.apply_json(slice("a-1", "a", &BOTH)).expect("slice");
     let mut entries = flows("198.19.0.10", "192.0.2.1", 5);
     entries.extend(flows("198.19.0.10", "192.0.2.2", 5));
     // Not a Service's: the same backend address behind another frontend.
@@ -260,18 +278,7 @@ async fn a_removed_backend_loses_its_flows_and_only_those() {
         "the startup pass found nothing stale"
     );
 
-    run.apply(slice(
-        "a-1",
-        "a",
-        &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
-    ));
-    run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
-    run.until(
-        "192.0.2.2's 10 flows deleted",
-        Duration::from_secs(5),
-        |r| deleted_of(r, "192.0.2.2") == 10,
-    )
-    .await;
+    run.remove_second_backend(10).await;
     // The next removal is served too: the loop went on, and still left the others alone.
     run.apply(slice("a-1", "a", &[("192.0.2.1", "terminating")]));
     run.apply(slice("a-1", "a", &[]));
@@ -502,28 +509,12 @@ async fn a_flush_is_recorded_as_an_event_on_its_service() {
     let api = api();
     let svc = api.apply_json(service("a", "198.19.0.10")).expect("svc");
     let uid = svc["metadata"]["uid"].as_str().expect("uid").to_owned();
-    api.apply_json(slice(
-        "a-1",
-        "a",
-        &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
-    ))
-    .expect("slice");
+    api.apply_json(slice("a-1", "a", &BOTH)).expect("slice");
     let mut entries = flows("198.19.0.10", "192.0.2.1", 3);
     entries.extend(flows("198.19.0.10", "192.0.2.2", 5));
     let run = Running::start(api, MemTable::new(entries), &[]).await;
 
-    run.apply(slice(
-        "a-1",
-        "a",
-        &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
-    ));
-    run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
-    run.until(
-        "192.0.2.2's 10 flows deleted",
-        Duration::from_secs(5),
-        |r| deleted_of(r, "192.0.2.2") == 10,
-    )
-    .await;
+    run.remove_second_backend(10).await;
     let sel = format!("involvedObject.kind=Service,involvedObject.name=a,involvedObject.uid={uid}");
     let got = run
         .events_until(&sel, |e| !e.is_empty(), "an Event on Service a")
@@ -585,12 +576,7 @@ async fn a_replaced_hostport_pod_loses_its_flows_and_the_new_one_keeps_its() {
         api.apply_json(statsd_pod("statsd-old", "10.244.1.7", false))
             .expect("pod");
         api.apply_json(service("a", "198.19.0.10")).expect("svc");
-        api.apply_json(slice(
-            "a-1",
-            "a",
-            &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
-        ))
-        .expect("slice");
+        api.apply_json(slice("a-1", "a", &BOTH)).expect("slice");
         let mut entries = hostport_flows("10.244.1.7", 4);
         entries.extend(flows("198.19.0.10", "192.0.2.2", 1));
         let flag = format!("--hostports={hostports}");
@@ -607,18 +593,7 @@ async fn a_replaced_hostport_pod_loses_its_flows_and_the_new_one_keeps_its() {
             .delete(ResourceKind::Pod, Some("default"), "statsd-old")
             .expect("delete the old pod");
         // A Service's removal after it: the loop has seen the pod's deletion by then.
-        run.apply(slice(
-            "a-1",
-            "a",
-            &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
-        ));
-        run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
-        run.until(
-            "the Service backend's 2 flows deleted",
-            Duration::from_secs(5),
-            |r| deleted_of(r, "192.0.2.2") == 2,
-        )
-        .await;
+        run.remove_second_backend(2).await;
         if hostports {
             run.until(
                 "the old pod's 4 flows deleted",
@@ -657,27 +632,13 @@ async fn a_forbidden_pod_watch_leaves_services_judged() {
     let api = api();
     api.set_fault(kube_testserver::Fault::forbidden(ResourceKind::Pod), true);
     api.apply_json(service("a", "198.19.0.10")).expect("svc");
-    api.apply_json(slice(
-        "a-1",
-        "a",
-        &[("192.0.2.1", "ready"), ("192.0.2.2", "ready")],
-    ))
-    .expect("slice");
+    api.apply_json(slice("a-1", "a", &BOTH)).expect("slice");
     let run = Running::start(
         api,
         MemTable::new(flows("198.19.0.10", "192.0.2.2", 2)),
         &[],
     )
     .await;
-    run.apply(slice(
-        "a-1",
-        "a",
-        &[("192.0.2.1", "ready"), ("192.0.2.2", "terminating")],
-    ));
-    run.apply(slice("a-1", "a", &[("192.0.2.1", "ready")]));
-    run.until("192.0.2.2's 4 flows deleted", Duration::from_secs(5), |r| {
-        deleted_of(r, "192.0.2.2") == 4
-    })
-    .await;
+    run.remove_second_backend(4).await;
     run.stop().await;
 }
