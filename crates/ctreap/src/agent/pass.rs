@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::executor::{Executed, Groups, SweepFailed, key_filters};
 use super::{Agent, Trigger, breaker, service_events};
-use crate::cluster::{POD_PREFIX, Proto, ServiceMap, ServiceName};
+use crate::cluster::{Proto, ServiceMap, ServiceName};
 use crate::reconcile::{FlushKey, Planned, StaleReason, deletable_planned};
 
 /// Above this many backend addresses, one dump of the whole table is cheaper than a
@@ -366,7 +366,7 @@ impl Agent {
                     self.health
                         .metrics
                         .deleted(false, protocol, reason, trigger, r.ok);
-                    if g.service.name.starts_with(POD_PREFIX) {
+                    if g.service.hostport_pod().is_some() {
                         self.health
                             .metrics
                             .hostport_deleted(protocol, reason, trigger, r.ok);

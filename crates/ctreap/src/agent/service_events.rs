@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::http::Health;
-use crate::cluster::{POD_PREFIX, ServiceName};
+use crate::cluster::ServiceName;
 
 /// `reportingController` of every Event the agent writes.
 pub const CONTROLLER: &str = "ctreap.io/agent";
@@ -303,7 +303,6 @@ pub(super) fn spawn(
             client,
             node,
             limiter: Limiter::new(per_minute, every),
-            notes: HashMap::new(),
             health: h,
             per_minute,
             unlogged: 0,
@@ -332,8 +331,6 @@ struct Writer {
     client: kube::Client,
     node: String,
     limiter: Limiter,
-    /// The note and type of each Event being created.
-    notes: HashMap<Key, (String, bool)>,
     health: Arc<Health>,
     per_minute: u32,
     /// Creates the cap refused since the last WARN line, and when that line was.
@@ -344,12 +341,20 @@ struct Writer {
 impl Writer {
     async fn on_report(&mut self, r: Report) {
         let key = r.key();
-        let Some(Write::Create(key)) = self.limiter.occur(&key, Instant::now()) else {
-            return;
-        };
-        self.notes
-            .insert(key.clone(), (r.note(&self.node), r.warning()));
-        self.write(Write::Create(key)).await;
+        if let Some(Write::Create(key)) = self.limiter.occur(&key, Instant::now()) {
+            let res = self.create(&key, r.note(&self.node), r.warning()).await;
+            match res {
+                Ok(name) => {
+                    self.health.metrics.kube_event("created");
+                    self.limiter.created(&key, Some(name));
+                }
+                Err(e) => {
+                    self.health.metrics.kube_event("failed");
+                    warn!(service = %key.service, reason = key.reason, error = %e, "recording a Kubernetes Event failed (RBAC: create on events.k8s.io events?)");
+                    self.limiter.created(&key, None);
+                }
+            }
+        }
     }
 
     async fn on_tick(&mut self) {
@@ -373,43 +378,24 @@ impl Writer {
             self.unlogged = 0;
             self.cap_logged = Some(now);
         }
+        // Only series writes come due; creates go out on their report.
         for w in self.limiter.due(now) {
-            self.write(w).await;
-        }
-    }
-
-    async fn write(&mut self, w: Write) {
-        match w {
-            Write::Create(key) => {
-                let (note, warning) = self.notes.remove(&key).unwrap_or_default();
-                let res = self.create(&key, note, warning).await;
-                match res {
-                    Ok(name) => {
-                        self.health.metrics.kube_event("created");
-                        self.limiter.created(&key, Some(name));
-                    }
-                    Err(e) => {
-                        self.health.metrics.kube_event("failed");
-                        warn!(service = %key.service, reason = key.reason, error = %e, "recording a Kubernetes Event failed (RBAC: create on events.k8s.io events?)");
-                        self.limiter.created(&key, None);
-                    }
-                }
-            }
-            Write::Series { key, name, count } => {
-                let api: Api<Event> = Api::namespaced(self.client.clone(), &key.service.namespace);
-                let patch = serde_json::json!({"series": {
-                    "count": count,
-                    "lastObservedTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
-                }});
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => self.health.metrics.kube_event("series_updated"),
-                    Err(e) => {
-                        self.health.metrics.kube_event("failed");
-                        warn!(service = %key.service, event = %name, error = %e, "updating a Kubernetes Event's series failed (RBAC: patch on events.k8s.io events?)");
-                    }
+            let Write::Series { key, name, count } = w else {
+                continue;
+            };
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &key.service.namespace);
+            let patch = serde_json::json!({"series": {
+                "count": count,
+                "lastObservedTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
+            }});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => self.health.metrics.kube_event("series_updated"),
+                Err(e) => {
+                    self.health.metrics.kube_event("failed");
+                    warn!(service = %key.service, event = %name, error = %e, "updating a Kubernetes Event's series failed (RBAC: patch on events.k8s.io events?)");
                 }
             }
         }
@@ -435,7 +421,7 @@ impl Writer {
     async fn create(&self, key: &Key, note: String, warning: bool) -> Result<String, kube::Error> {
         let ns = &*key.service.namespace;
         // A hostPort's flows are the Pod's record (`cluster/pods.rs`).
-        let (kind, name) = match key.service.name.strip_prefix(POD_PREFIX) {
+        let (kind, name) = match key.service.hostport_pod() {
             Some(pod) => ("Pod", pod),
             None => ("Service", &*key.service.name),
         };

@@ -118,7 +118,7 @@ fn family(ip: &IpAddr) -> u8 {
     }
 }
 
-fn port_u16(n: i32) -> Option<u16> {
+pub(crate) fn port_u16(n: i32) -> Option<u16> {
     u16::try_from(n).ok().filter(|p| *p != 0)
 }
 

@@ -220,6 +220,14 @@ pub struct ServiceName {
     pub name: Name,
 }
 
+impl ServiceName {
+    /// The Pod whose hostPorts this name stands for (`pod/NAME`, `cluster/pods.rs`), or
+    /// `None` for a Service.
+    pub fn hostport_pod(&self) -> Option<&str> {
+        self.name.strip_prefix(super::pods::POD_PREFIX)
+    }
+}
+
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

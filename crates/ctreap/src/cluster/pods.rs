@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::backends::Backends;
+use super::build::port_u16;
 use super::few::Few;
 use super::intern::{Name, intern};
 use super::model::{
@@ -57,10 +58,6 @@ pub(crate) struct PodLite {
     pub(crate) ignored: bool,
 }
 
-fn u16_of(n: i32) -> Option<u16> {
-    u16::try_from(n).ok().filter(|p| *p > 0)
-}
-
 impl From<Pod> for PodLite {
     fn from(p: Pod) -> PodLite {
         let meta = &p.metadata;
@@ -72,9 +69,10 @@ impl From<Pod> for PodLite {
                 .chain(spec.init_containers.iter().flatten())
             {
                 for port in c.ports.iter().flatten() {
-                    let (Some(host_port), Some(container_port)) =
-                        (port.host_port.and_then(u16_of), u16_of(port.container_port))
-                    else {
+                    let (Some(host_port), Some(container_port)) = (
+                        port.host_port.and_then(port_u16),
+                        port_u16(port.container_port),
+                    ) else {
                         continue;
                     };
                     let Some(proto) = Proto::from_k8s(port.protocol.as_deref()) else {

@@ -12,7 +12,7 @@ use ctnetlink::Entry;
 
 use super::plan::{FlushKey, Policy};
 use super::verdict::{Decision, Flow, StaleReason, Verdict, classify, untranslated_is_stale};
-use crate::cluster::{Change, FrontendKey, POD_PREFIX, Pair, Proto, ServiceMap, ServiceName};
+use crate::cluster::{Change, FrontendKey, Pair, Proto, ServiceMap, ServiceName};
 
 /// Why an entry is deleted: the Service it concerns, its protocol, the reason, and the pair.
 /// One log line and one set of metric labels per distinct value.
@@ -79,8 +79,7 @@ pub fn deletable_decision(d: &Decision, policy: &Policy) -> Option<Stale> {
 /// whose IP the API has not reported yet.
 pub fn unlisted_hostport_backend(d: &Decision) -> bool {
     d.verdict == Verdict::Stale(StaleReason::Gone)
-        && d.port
-            .is_some_and(|p| p.service().name.starts_with(POD_PREFIX))
+        && d.port.is_some_and(|p| p.service().hostport_pod().is_some())
 }
 
 /// [`deletable_decision`] without the hostPort rule: for backends seen leaving.
@@ -122,7 +121,7 @@ pub enum Settle {
 /// serving and not terminating just before it stopped being a backend of the frontend at all;
 /// never for a hostPort's pod (`pod/NAME`), which has no slices to move between.
 pub fn settle(c: &Change) -> Settle {
-    if c.service.name.starts_with(POD_PREFIX) {
+    if c.service.hostport_pod().is_some() {
         // A hostPort's pod does not move between slices: vanished is force-deleted.
         return Settle::Grace;
     }
