@@ -624,6 +624,57 @@ async fn a_replaced_hostport_pod_loses_its_flows_and_the_new_one_keeps_its() {
     }
 }
 
+/// A flow to the node's 198.51.100.10:`port` that met no DNAT rule (its reply comes from the
+/// node's own address), as a client's packets between the old hostPort pod's DEL and the new
+/// one's ADD make it.
+fn untranslated_hostport(proto: u8, port: u16, sport: u16) -> Entry {
+    let (client, node) = (ip("198.18.7.1"), ip("198.51.100.10"));
+    Entry::new(
+        Tuple::new(client, node, L4::ports(proto, sport, port)),
+        Tuple::new(node, client, L4::ports(proto, port, sport)),
+    )
+}
+
+/// The gap of a hostPort roll (issue 21): the old pod is gone and its DNAT with it, so the
+/// UDP client's packets to the node's address meet no rule and make an untranslated entry,
+/// which its client keeps alive. The new pod's ADD writes the rule, but only a flush sends the
+/// client there (the portmap plugin flushes on ADD; not every version or CNI does). The agent
+/// deletes it once the API reports the new pod's IP, not before (pending: no IP, the rule may
+/// not exist yet), and leaves TCP alone (an untranslated TCP flow was refused, not pinned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostport_that_gains_its_pod_loses_its_untranslated_udp_entry() {
+    let api = api();
+    api.apply_json(service("a", "198.19.0.10")).expect("svc");
+    api.apply_json(slice("a-1", "a", &BOTH)).expect("slice");
+    let udp = untranslated_hostport(UDP, 8125, 50_100);
+    let tcp = untranslated_hostport(TCP, 8125, 50_101);
+    let mut entries = vec![udp.clone(), tcp.clone()];
+    entries.extend(flows("198.19.0.10", "192.0.2.2", 1));
+    let run = Running::start(api, MemTable::new(entries), &[]).await;
+    let mut pending = statsd_pod("statsd-new", "10.244.1.9", false);
+    pending["status"] = json!({"phase": "Pending"});
+    run.apply(pending);
+    // The loop has taken the pending pod by the time it flushes a Service's removal after it.
+    run.remove_second_backend(2).await;
+    assert!(
+        run.table.lock().entries.contains(&udp),
+        "the untranslated entry went before the new pod had an IP: {:?}",
+        deleted_backends(&run.table)
+    );
+    run.apply(statsd_pod("statsd-new", "10.244.1.9", false));
+    run.until(
+        "the untranslated UDP entry deleted",
+        Duration::from_secs(5),
+        |r| r.deleted.iter().any(|(e, _)| *e == udp),
+    )
+    .await;
+    let r = run.table.lock();
+    assert!(r.entries.contains(&tcp), "the untranslated TCP entry went");
+    assert_eq!(r.deleted.len(), 3, "192.0.2.2's 2 and the UDP entry");
+    drop(r);
+    run.stop().await;
+}
+
 /// RBAC refuses the Pod watch (403, an agent upgraded before its ClusterRole): the agent does
 /// not wait for it. It becomes ready (its startup pass runs) and judges Services; only hostPort
 /// flows go unjudged. A 503 would be waited for, like any watch's.

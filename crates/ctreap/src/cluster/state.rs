@@ -249,6 +249,11 @@ impl ClusterState {
         let removed = self.map.remove_service(&name);
         if let Some(p) = self.pods.get(key) {
             let ports = p.ports(self.map.node_addresses());
+            // A hostPort that gains a pod is a frontend that gains a serving backend: UDP sent
+            // to it before (between the old pod's DEL and the new pod's ADD) met no DNAT and
+            // stays untranslated for as long as its client sends, unless the plugin flushes
+            // on ADD (not every version or CNI does).
+            self.record_gained(&name, &removed, &ports);
             self.map.insert_service(name.clone(), ports);
         }
         self.record(&name, removed);
