@@ -19,6 +19,8 @@
 //! and has not finished (portmap adds the rule with the sandbox, whatever the readiness; ready
 //! only reports the Ready condition); draining while it is terminating and still running; not
 //! serving once it has finished (Succeeded, Failed).
+//!
+//! A hostNetwork pod has no hostPorts here: no CNI plugin runs for it, so nothing DNATs to it.
 
 use std::net::IpAddr;
 
@@ -62,7 +64,10 @@ impl From<Pod> for PodLite {
     fn from(p: Pod) -> PodLite {
         let meta = &p.metadata;
         let mut host_ports = Vec::new();
-        if let Some(spec) = &p.spec {
+        // A hostNetwork pod's ports are the node's own sockets: no CNI plugin runs for it, so
+        // no DNAT exists (the API defaults its hostPorts to its containerPorts all the same).
+        // Judged as a hostPort, every UDP flow to another node address would look untranslated.
+        if let Some(spec) = p.spec.as_ref().filter(|s| s.host_network != Some(true)) {
             for c in spec
                 .containers
                 .iter()
@@ -258,6 +263,17 @@ mod tests {
                 .to_string(),
             "monitoring/pod/statsd-x7k2p"
         );
+    }
+
+    #[test]
+    fn a_host_network_pod_has_no_host_ports() {
+        let mut v = statsd(json!({}), false);
+        v["spec"]["hostNetwork"] = json!(true);
+        v["spec"]["containers"][0]["ports"][0]["hostPort"] = json!(8125);
+        let p = pod(v);
+        assert!(p.host_ports.is_empty(), "{:?}", p.host_ports);
+        // The control: the same pod without hostNetwork has its two hostPorts.
+        assert_eq!(pod(statsd(json!({}), false)).host_ports.len(), 2);
     }
 
     #[test]
