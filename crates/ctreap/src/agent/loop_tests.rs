@@ -668,10 +668,12 @@ async fn a_hostport_that_gains_its_pod_loses_its_untranslated_udp_entry() {
         |r| r.deleted.iter().any(|(e, _)| *e == udp),
     )
     .await;
-    let r = run.table.lock();
-    assert!(r.entries.contains(&tcp), "the untranslated TCP entry went");
-    assert_eq!(r.deleted.len(), 3, "192.0.2.2's 2 and the UDP entry");
-    drop(r);
+    let (tcp_kept, deleted) = {
+        let r = run.table.lock();
+        (r.entries.contains(&tcp), r.deleted.len())
+    };
+    assert!(tcp_kept, "the untranslated TCP entry went");
+    assert_eq!(deleted, 3, "192.0.2.2's 2 and the UDP entry");
     run.stop().await;
 }
 
