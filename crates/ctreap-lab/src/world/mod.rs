@@ -27,7 +27,9 @@
 //!   a deleted pod dies;
 //! - [`nat`]: the Service's NAT the way kube-proxy writes it (nftables or iptables-nft), replaced
 //!   atomically on every sync;
-//! - [`objects`]: the Service and EndpointSlice objects, applied to a kube-testserver;
+//! - [`objects`]: the Service, EndpointSlice, Node and Pod objects, applied to a kube-testserver;
+//! - [`portmap`]: the CNI portmap plugin's hostPort DNAT, added and deleted with a pod's
+//!   sandbox, with or without its UDP flush on ADD;
 //! - [`Programmer`]: our stand-in for kube-proxy, watching the API server and rewriting the
 //!   node's NAT after a sync delay; it never touches conntrack;
 //! - [`seed`]: the seed's fixes as written: the preStop `conntrack -D -d $POD_IP` inside the pod,
@@ -39,6 +41,7 @@ pub mod cleanup;
 pub mod nat;
 pub mod objects;
 pub mod pod;
+pub mod portmap;
 pub mod prereq;
 pub mod programmer;
 pub mod seed;
@@ -50,6 +53,7 @@ pub use cleanup::{SweepReport, cleanup_on_signal, on_signal, sweep_stale};
 pub use nat::{NatBackend, NatRules, NatTarget, ServicePortRules};
 pub use objects::EndpointSpec;
 pub use pod::{Kill, KillReport, PodStats};
+pub use portmap::{AddFlush, HostPortMapping, Portmap};
 pub use prereq::{Requirements, check_prerequisites};
 pub use programmer::{Programmer, ProgrammerConfig, SyncRecord, UdpFrontends, kube_proxy_stale};
 pub use seed::{ConntrackTimeouts, PreStopOutcome, SysctlChange};

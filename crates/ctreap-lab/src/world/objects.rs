@@ -196,6 +196,74 @@ pub fn apply_node(server: &TestServer, addresses: &[Ipv4Addr]) -> Result<(), Err
     server.apply_json(node(addresses)).map(|_| ()).map_err(kube)
 }
 
+/// The hostPort DaemonSet's UDP port on the node (DogStatsD's 8125), DNATed by the portmap
+/// plugin to the pod's UDP server ([`DNS_TARGET_PORT`]).
+pub const HOSTPORT_UDP: u16 = 8125;
+/// The hostPort DaemonSet's TCP port on the node (an ingress controller's 80), DNATed to the
+/// pod's HTTP server ([`HTTP_TARGET_PORT`]).
+pub const HOSTPORT_TCP: u16 = 80;
+
+/// Where a hostPort pod is in its life, as its Pod object says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Bound to the node, its sandbox not up: no IP yet.
+    Pending,
+    /// Running with its IP.
+    Running,
+    /// Running, its deletion requested (`deletionTimestamp`): terminating.
+    Terminating,
+}
+
+/// A pod of the hostPort DaemonSet `statsd` on [`NODE_NAME`]: 8125/UDP and 80/TCP on every
+/// node address (no `hostIP`), to the pod's UDP server and HTTP server.
+pub fn hostport_pod(name: &str, ip: Option<Ipv4Addr>, phase: PodPhase) -> Value {
+    let mut meta = json!({"name": name, "namespace": NAMESPACE, "labels": {"app": "statsd"}});
+    if phase == PodPhase::Terminating {
+        meta["deletionTimestamp"] = json!("2026-12-05T10:00:00Z");
+    }
+    let status = match (phase, ip) {
+        (PodPhase::Pending, _) | (_, None) => json!({"phase": "Pending"}),
+        (_, Some(ip)) => json!({
+            "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }),
+    };
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "nodeName": NODE_NAME,
+            "containers": [{"name": "statsd", "image": "statsd", "ports": [
+                {"name": "statsd", "containerPort": DNS_TARGET_PORT, "hostPort": HOSTPORT_UDP, "protocol": "UDP"},
+                {"name": "http", "containerPort": HTTP_TARGET_PORT, "hostPort": HOSTPORT_TCP, "protocol": "TCP"},
+            ]}],
+        },
+        "status": status,
+    })
+}
+
+/// Applies [`hostport_pod`].
+pub fn apply_hostport_pod(
+    server: &TestServer,
+    name: &str,
+    ip: Option<Ipv4Addr>,
+    phase: PodPhase,
+) -> Result<(), Error> {
+    server
+        .apply_json(hostport_pod(name, ip, phase))
+        .map(|_| ())
+        .map_err(kube)
+}
+
+/// Deletes pod `name` (its graceful deletion completing: the kubelet confirmed it gone).
+pub fn delete_pod(server: &TestServer, name: &str) -> Result<(), Error> {
+    server
+        .delete(ResourceKind::Pod, Some(NAMESPACE), name)
+        .map(|_| ())
+        .map_err(kube)
+}
+
 /// Deletes the Service and its EndpointSlice (`kubectl delete svc web`); absent is fine.
 pub fn delete_all(server: &TestServer) {
     let _ = server.delete(ResourceKind::EndpointSlice, Some(NAMESPACE), SLICE);
