@@ -1,4 +1,4 @@
-//! Variant 4: the real agent, `ctreap run`, as a child process of the lab. It is the same
+//! Variants 4, 9 and 11: the real agent, `ctreap run`, as a child process of the lab. It is the same
 //! binary (`std::env::current_exe()`), watching the lab's API server and acting on the node
 //! namespace, exactly as the DaemonSet would on a node.
 
@@ -90,6 +90,7 @@ pub fn deletion_metrics(metrics: &str) -> Vec<String> {
             !l.starts_with('#')
                 && !l.ends_with(" 0")
                 && (l.starts_with("ctreap_flows_deleted_total")
+                    || l.starts_with("ctreap_hostport_flows_deleted_total")
                     || l.starts_with("ctreap_flush_latency_seconds_count")
                     || l.starts_with("ctreap_flush_latency_seconds_sum")
                     || l.starts_with("ctreap_netlink_errors_total"))

@@ -3,13 +3,15 @@
 //! that the product binary links no test server; it runs the `ctreap` binary as the agent.
 //!
 //! `world` builds the mini-cluster (node namespace with kube-proxy-like NAT, pods, clients,
-//! the API server objects, the rule programmer); `clients` sends the traffic; `scenario`
-//! runs one variant's rolling update; `agent` starts `ctreap run` for variant 4; `report`
+//! the API server objects, the rule programmer, the portmap plugin's hostPort DNAT); `clients`
+//! sends the traffic; `scenario` runs one variant's rolling update, and `hostport` the
+//! hostPort DaemonSet's roll of variants 8 to 11; `agent` starts `ctreap run`; `report`
 //! and `plot` turn the samples into figures, report.json, the table, timeline.svg and
 //! lb-503.svg; `lb` is the load balancer client.
 
 pub mod agent;
 pub mod clients;
+mod hostport;
 mod lb;
 pub mod plot;
 pub mod report;
@@ -36,13 +38,16 @@ pub struct LabCmd {
     /// timeouts (the seed's reduced conntrack timeouts), ctreap (the agent), kube-proxy
     /// (kube-proxy >= 1.32's own UDP conntrack cleanup, without ctreap), drain (the seed's
     /// graceful connection draining in the application), headless (the seed's headless
-    /// Service: clients resolve pod IPs, no NAT).
+    /// Service: clients resolve pod IPs, no NAT); the hostPort DaemonSet's roll with the
+    /// portmap plugin as it ships (flush on ADD): hostport (no fix), hostport-ctreap; and
+    /// without its ADD flush: hostport-noflush, hostport-noflush-ctreap (the lb client does
+    /// not take part in them).
     #[arg(
         long = "variant",
         visible_alias = "variants",
         value_name = "LIST",
         value_delimiter = ',',
-        default_value = "nothing,prestop,timeouts,ctreap,kube-proxy,drain,headless"
+        default_value = "nothing,prestop,timeouts,ctreap,kube-proxy,drain,headless,hostport,hostport-ctreap,hostport-noflush,hostport-noflush-ctreap"
     )]
     pub variants: Vec<Variant>,
     /// Clients: udp (a resolver keeping its source port), keepalive (HTTP keep-alive),

@@ -35,7 +35,8 @@ use super::world::objects::{
     HTTP_TARGET_PORT,
 };
 use super::world::{
-    ConntrackTimeouts, Kill, NatBackend, NodeId, Programmer, ProgrammerConfig, World, WorldConfig,
+    AddFlush, ConntrackTimeouts, Kill, NatBackend, NodeId, Programmer, ProgrammerConfig, World,
+    WorldConfig,
 };
 use ctreap::cluster::Proto;
 
@@ -94,10 +95,23 @@ pub enum Variant {
     /// talk to them without NAT; `udp` and `keepalive` cache their answer, `pooled` and
     /// `fresh` resolve again for every new connection.
     Headless,
+    /// The second door ([`hostport`](super::hostport)): a hostPort DaemonSet pod replaced on
+    /// the clients' node, the portmap plugin as it ships (UDP flush on ADD), no ctreap.
+    Hostport,
+    /// The same roll with `ctreap run` on the node.
+    #[serde(rename = "hostport-ctreap")]
+    HostportCtreap,
+    /// The same roll, the portmap plugin without its UDP flush on ADD (before 2020, and
+    /// hostPort implementations without it), no ctreap.
+    #[serde(rename = "hostport-noflush")]
+    HostportNoflush,
+    /// The same roll without the flush, `ctreap run` on the node.
+    #[serde(rename = "hostport-noflush-ctreap")]
+    HostportNoflushCtreap,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Nothing,
         Variant::Prestop,
         Variant::Timeouts,
@@ -105,7 +119,22 @@ impl Variant {
         Variant::KubeProxy,
         Variant::Drain,
         Variant::Headless,
+        Variant::Hostport,
+        Variant::HostportCtreap,
+        Variant::HostportNoflush,
+        Variant::HostportNoflushCtreap,
     ];
+
+    /// For the hostPort roll: the portmap plugin's ADD flush, and whether ctreap runs.
+    pub fn hostport(self) -> Option<(AddFlush, bool)> {
+        match self {
+            Variant::Hostport => Some((AddFlush::Udp, false)),
+            Variant::HostportCtreap => Some((AddFlush::Udp, true)),
+            Variant::HostportNoflush => Some((AddFlush::None, false)),
+            Variant::HostportNoflushCtreap => Some((AddFlush::None, true)),
+            _ => None,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -116,6 +145,10 @@ impl Variant {
             Variant::KubeProxy => "kube-proxy",
             Variant::Drain => "drain",
             Variant::Headless => "headless",
+            Variant::Hostport => "hostport",
+            Variant::HostportCtreap => "hostport-ctreap",
+            Variant::HostportNoflush => "hostport-noflush",
+            Variant::HostportNoflushCtreap => "hostport-noflush-ctreap",
         }
     }
 
@@ -132,6 +165,18 @@ impl Variant {
             Variant::Headless => {
                 "7. the seed's option 3: a headless Service, clients resolve pod IPs (no NAT)"
             }
+            Variant::Hostport => {
+                "8. hostPort roll, the portmap plugin as it ships (UDP flush on ADD), no ctreap"
+            }
+            Variant::HostportCtreap => {
+                "9. hostPort roll, the portmap plugin as it ships, ctreap run on the node"
+            }
+            Variant::HostportNoflush => {
+                "10. hostPort roll, portmap without its ADD flush (before 2020, others), no ctreap"
+            }
+            Variant::HostportNoflushCtreap => {
+                "11. hostPort roll, portmap without its ADD flush, ctreap run on the node"
+            }
         }
     }
 }
@@ -147,8 +192,12 @@ impl FromStr for Variant {
             "kube-proxy" | "5" => Ok(Variant::KubeProxy),
             "drain" | "6" => Ok(Variant::Drain),
             "headless" | "7" => Ok(Variant::Headless),
+            "hostport" | "8" => Ok(Variant::Hostport),
+            "hostport-ctreap" | "9" => Ok(Variant::HostportCtreap),
+            "hostport-noflush" | "10" => Ok(Variant::HostportNoflush),
+            "hostport-noflush-ctreap" | "11" => Ok(Variant::HostportNoflushCtreap),
             other => Err(format!(
-                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain, headless)"
+                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain, headless, hostport, hostport-ctreap, hostport-noflush, hostport-noflush-ctreap)"
             )),
         }
     }
@@ -173,14 +222,14 @@ pub struct Plan {
 }
 
 /// Progress lines on stderr, prefixed with the variant and the scenario time.
-struct Progress<'a> {
-    variant: Variant,
-    epoch: Option<Instant>,
-    plan: &'a Plan,
+pub(crate) struct Progress<'a> {
+    pub(crate) variant: Variant,
+    pub(crate) epoch: Option<Instant>,
+    pub(crate) plan: &'a Plan,
 }
 
 impl Progress<'_> {
-    fn say(&self, msg: impl AsRef<str>) {
+    pub(crate) fn say(&self, msg: impl AsRef<str>) {
         match self.epoch {
             Some(e) => eprintln!(
                 "[lab {:<8} {:>5.1}s] {}",
@@ -192,7 +241,7 @@ impl Progress<'_> {
         }
     }
 
-    fn status(&self, clients: &Clients) {
+    pub(crate) fn status(&self, clients: &Clients) {
         let parts: Vec<String> = clients
             .counts()
             .into_iter()
@@ -209,7 +258,7 @@ impl Progress<'_> {
     }
 
     /// Sleeps until `at` (scenario time), printing a status line every 5 s.
-    fn wait_until(&self, at: Duration, clients: &Clients) {
+    pub(crate) fn wait_until(&self, at: Duration, clients: &Clients) {
         let epoch = self.epoch.expect("clients started");
         let _ = self.plan;
         loop {
@@ -258,7 +307,7 @@ fn ips_of(world: &World, pods: &[&str]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-fn secs_since(epoch: Instant, at: Instant) -> f64 {
+pub(crate) fn secs_since(epoch: Instant, at: Instant) -> f64 {
     at.saturating_duration_since(epoch).as_secs_f64()
 }
 
@@ -270,7 +319,7 @@ fn now_secs() -> u64 {
 
 /// The node's conntrack entries whose DNAT target (reply source) is `ip`, as `conntrack -L`
 /// lines.
-fn node_entries_to(world: &World, ip: Ipv4Addr) -> Result<Vec<String>> {
+pub(crate) fn node_entries_to(world: &World, ip: Ipv4Addr) -> Result<Vec<String>> {
     let filter = Filter {
         reply_src: Some(IpAddr::V4(ip)),
         ..Filter::default()
@@ -286,12 +335,12 @@ fn node_entries_to(world: &World, ip: Ipv4Addr) -> Result<Vec<String>> {
 
 /// A TCP entry of a closed connection (`TIME_WAIT`, `CLOSE`): harmless, it only waits out
 /// its timer.
-fn is_closed(line: &str) -> bool {
+pub(crate) fn is_closed(line: &str) -> bool {
     line.contains(" TIME_WAIT ") || line.contains(" CLOSE ")
 }
 
 /// "what: N (udp 1, tcp ESTABLISHED 1, tcp TIME_WAIT 42)".
-fn summarize_entries(what: &str, lines: &[String]) -> String {
+pub(crate) fn summarize_entries(what: &str, lines: &[String]) -> String {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
     for l in lines {
         let mut words = l.split_whitespace();
@@ -313,10 +362,10 @@ fn summarize_entries(what: &str, lines: &[String]) -> String {
 }
 
 /// Removes the kubeconfig file when the variant ends.
-struct TempFile(PathBuf);
+pub(crate) struct TempFile(pub(crate) PathBuf);
 
 impl TempFile {
-    fn new(path: PathBuf) -> TempFile {
+    pub(crate) fn new(path: PathBuf) -> TempFile {
         super::track_temp_file(&path, true);
         TempFile(path)
     }
@@ -347,7 +396,11 @@ pub fn run_variant(
         title: variant.title().into(),
         ..VariantReport::default()
     };
-    let result = run_inner(rt, plan, variant, &mut report);
+    let result = if variant.hostport().is_some() {
+        super::hostport::run_inner(rt, plan, variant, &mut report)
+    } else {
+        run_inner(rt, plan, variant, &mut report)
+    };
     // The agent (if any) is gone by now, on every path.
     super::set_agent_pid(None);
     match result {
@@ -362,6 +415,64 @@ pub fn run_variant(
             (report, BTreeMap::new())
         }
     }
+}
+
+/// The agent's log file for `variant`, in the report directory.
+pub(crate) fn agent_log_name(variant: Variant) -> String {
+    format!("agent-{}.log", variant.name())
+}
+
+/// Starts `ctreap run` on the world's node and waits for /readyz.
+pub(crate) fn start_agent(
+    world: &World,
+    kubeconfig: &std::path::Path,
+    progress: &Progress,
+    report: &mut VariantReport,
+) -> Result<agent::AgentProcess> {
+    let name = agent_log_name(progress.variant);
+    let log = progress.plan.report_dir.join(&name);
+    let mut a = agent::start(world.node_netns(), kubeconfig, &log)?;
+    super::set_agent_pid(Some(a.pid()));
+    progress.say(format!("started the agent: {}", a.command()));
+    agent::wait_ready(&mut a, Duration::from_secs(20))?;
+    progress.say("agent ready (/readyz 200)");
+    report.notes.push(format!("agent: {}", a.command()));
+    report.files.push(name);
+    Ok(a)
+}
+
+/// Reads the agent's deletion metrics, stops it, and notes its flush lines; an agent that
+/// does not exit cleanly fails the variant.
+pub(crate) fn stop_agent(
+    a: agent::AgentProcess,
+    progress: &Progress,
+    report: &mut VariantReport,
+) -> Result<()> {
+    match agent::metrics(&a) {
+        Ok(m) => report.notes.extend(
+            deletion_metrics(&m)
+                .into_iter()
+                .map(|l| format!("agent metric: {l}")),
+        ),
+        Err(e) => report
+            .notes
+            .push(format!("agent metrics unavailable: {e:#}")),
+    }
+    let log = progress
+        .plan
+        .report_dir
+        .join(agent_log_name(progress.variant));
+    let status = agent::stop(a);
+    super::set_agent_pid(None);
+    let status = status?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for l in flush_lines(&text) {
+        report.notes.push(format!("agent log: {l}"));
+    }
+    if !status.success() {
+        bail!("the agent exited with {status}; see {}", log.display());
+    }
+    Ok(())
 }
 
 fn run_inner(
@@ -485,15 +596,7 @@ fn run_inner(
 
     let mut agent = None;
     if variant == Variant::Ctreap {
-        let log = plan.report_dir.join("agent-ctreap.log");
-        let mut a = agent::start(world.node_netns(), &kubeconfig.0, &log)?;
-        super::set_agent_pid(Some(a.pid()));
-        progress.say(format!("started the agent: {}", a.command()));
-        agent::wait_ready(&mut a, Duration::from_secs(20))?;
-        progress.say("agent ready (/readyz 200)");
-        report.notes.push(format!("agent: {}", a.command()));
-        report.files.push("agent-ctreap.log".into());
-        agent = Some(a);
+        agent = Some(start_agent(&world, &kubeconfig.0, &progress, report)?);
     }
 
     // Traffic.
@@ -710,27 +813,7 @@ fn run_inner(
     }
 
     if let Some(a) = agent.take() {
-        match agent::metrics(&a) {
-            Ok(m) => report.notes.extend(
-                deletion_metrics(&m)
-                    .into_iter()
-                    .map(|l| format!("agent metric: {l}")),
-            ),
-            Err(e) => report
-                .notes
-                .push(format!("agent metrics unavailable: {e:#}")),
-        }
-        let log = plan.report_dir.join("agent-ctreap.log");
-        let status = agent::stop(a);
-        super::set_agent_pid(None);
-        let status = status?;
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        for l in flush_lines(&text) {
-            report.notes.push(format!("agent log: {l}"));
-        }
-        if !status.success() {
-            bail!("the agent exited with {status}; see {}", log.display());
-        }
+        stop_agent(a, &progress, report)?;
     }
 
     if variant == Variant::KubeProxy {

@@ -1,8 +1,9 @@
 //! End-to-end: `ctreap-lab` on the real kernel, a short run of variants 1 (nothing), 4
 //! (ctreap), 5 (kube-proxy's own UDP cleanup), 6 (the application drains) and 7 (a headless
 //! Service) with the UDP, keep-alive and pooled clients and the load balancer in front of the
-//! NodePort, asserting the issues' figures from report.json. Needs root (network namespaces, NAT, conntrack): without it this test fails,
-//! it never skips.
+//! NodePort, and of the hostPort roll's variants 8 to 11, asserting the issues' figures from
+//! report.json. Needs root (network namespaces, NAT, conntrack): without it these tests fail,
+//! they never skip.
 
 use std::process::Command;
 
@@ -87,25 +88,17 @@ fn no_failure_before_the_death(v: &VariantReport, c: &ClientFigures) {
     );
 }
 
-#[test]
-fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
-    assert!(
-        is_root(),
-        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_dir = dir.path().join("report");
+/// One lab at a time: their figures are timings, and two worlds on two cores would skew them.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `ctreap-lab` with `args`, `--duration DURATION` and `--report dir`; fails unless it
+/// succeeds and leaves no namespace behind. Returns report.json and the printed table.
+fn run_lab(args: &[&str], report_dir: &std::path::Path) -> (Report, String) {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let child = Command::new(env!("CARGO_BIN_EXE_ctreap-lab"))
-        .args([
-            "--variant",
-            "nothing,ctreap,kube-proxy,drain,headless",
-            "--clients",
-            "udp,keepalive,pooled,lb",
-            "--duration",
-            DURATION,
-            "--report",
-        ])
-        .arg(&report_dir)
+        .args(args)
+        .args(["--duration", DURATION, "--report"])
+        .arg(report_dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -113,7 +106,7 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
     let pid = child.id();
     let out = child.wait_with_output().expect("running ctreap-lab");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "ctreap-lab failed ({}):\n{stderr}\n{stdout}",
@@ -134,6 +127,26 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
 
     let text = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json");
     let report: Report = serde_json::from_str(&text).expect("report.json parses");
+    (report, stdout)
+}
+
+#[test]
+fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
+    assert!(
+        is_root(),
+        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_dir = dir.path().join("report");
+    let (report, stdout) = run_lab(
+        &[
+            "--variant",
+            "nothing,ctreap,kube-proxy,drain,headless",
+            "--clients",
+            "udp,keepalive,pooled,lb",
+        ],
+        &report_dir,
+    );
     for f in [
         "samples.json",
         "timeline.svg",
@@ -358,4 +371,181 @@ fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
         pooled.longest_error_window_after_removal_s
     );
     only_new_pods(hl, pooled);
+}
+
+/// The end of the client's last error window: when it last failed.
+fn last_error_end(v: &VariantReport, c: &ClientFigures) -> f64 {
+    c.error_windows
+        .last()
+        .unwrap_or_else(|| panic!("{} {}: no error window at all", v.variant, c.client))
+        .end
+}
+
+/// The agent's flush log lines of `variant` for `service` and `protocol`, with their
+/// `reason` and `latency_ms`.
+fn flushes(v: &VariantReport, service: &str, protocol: &str) -> Vec<(String, f64)> {
+    v.notes
+        .iter()
+        .filter(|n| {
+            n.starts_with("agent log:")
+                && n.contains(&format!("service={service} "))
+                && n.contains(&format!("protocol=\"{protocol}\""))
+        })
+        .map(|n| {
+            let field = |k: &str| {
+                n.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("no {k} in {n}"))
+                    .trim_matches('"')
+                    .to_string()
+            };
+            let latency = field("latency_ms=").parse().expect("latency_ms");
+            (field("reason="), latency)
+        })
+        .collect()
+}
+
+/// Issue 21's lab: a hostPort DaemonSet pod replaced on the clients' node, with the portmap
+/// plugin as it ships (UDP flush on ADD) and without that flush, each with and without ctreap.
+/// - Without the flush and without ctreap, the UDP client (source port kept) fails from the
+///   old pod's death to the end: its entry stays pinned to the dead pod.
+/// - Without the flush, with ctreap, it recovers within 0.5 s of the new pod's ADD (the
+///   earliest it can: nothing answers before): ctreap deletes the old pod's entry within
+///   0.5 s of its deletion, and the untranslated entry made between DEL and ADD once the
+///   new pod's IP is reported. No entry to the dead pod is left.
+/// - With the flush, the plugin's ADD already sends UDP to the new pod, with or without
+///   ctreap: that control shows the variants measure the flush, not a quirk of the lab.
+///
+/// Every client: no failure while the old pod terminates (its flows are kept) and none once
+/// it recovered on the new pod (the new pod's flows are kept).
+#[test]
+fn lab_hostport_roll_ctreap_recovers_udp_that_the_plugin_leaves_pinned() {
+    assert!(
+        is_root(),
+        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_dir = dir.path().join("report");
+    let (report, stdout) = run_lab(
+        &[
+            "--variant",
+            "hostport-noflush,hostport-noflush-ctreap,hostport,hostport-ctreap",
+            "--clients",
+            "udp,keepalive",
+        ],
+        &report_dir,
+    );
+    let story = format!(
+        "{stdout}\n{}",
+        serde_json::to_string_pretty(&report.variants).unwrap_or_default()
+    );
+    for name in [
+        "hostport-noflush",
+        "hostport-noflush-ctreap",
+        "hostport",
+        "hostport-ctreap",
+    ] {
+        let v = variant(&report, name);
+        assert_eq!(v.new_pods, ["statsd-new"], "{name}");
+        for kind in [ClientKind::Udp, ClientKind::Keepalive] {
+            let c = client(v, kind);
+            no_failure_before_the_death(v, c);
+            assert_eq!(
+                c.pod_at_removal.as_deref(),
+                Some("statsd-old"),
+                "{name}/{kind}"
+            );
+        }
+        let ka = client(v, ClientKind::Keepalive);
+        assert!(ka.recovered, "{name}/keepalive did not recover\n{story}");
+        only_new_pods(v, ka);
+    }
+
+    // Without the flush, nothing: fails from the death to the end, pinned to the dead pod.
+    let nf = variant(&report, "hostport-noflush");
+    let udp = client(nf, ClientKind::Udp);
+    let death = own_pod_death(nf, udp);
+    assert!(!udp.recovered, "hostport-noflush/udp recovered\n{story}");
+    let last = udp.error_windows.last().expect("an error window");
+    assert!(
+        last.start <= death + 0.3 && last.end - last.start >= nf.milestones.end - death - 0.3,
+        "hostport-noflush/udp: the last window should run from its pod's death ({death:.3}) to \
+         the end: {last:?}\n{story}"
+    );
+    assert!(
+        nf.notes.iter().any(
+            |n| n.starts_with("at the end, node conntrack entries to dead") && n.contains("udp 1")
+        ),
+        "hostport-noflush: the UDP entry to the dead pod should be left: {:?}",
+        nf.notes
+    );
+
+    // Without the flush, ctreap: recovers within 0.5 s of the ADD, on the same source port.
+    let nc = variant(&report, "hostport-noflush-ctreap");
+    let udp = client(nc, ClientKind::Udp);
+    assert!(
+        udp.recovered,
+        "hostport-noflush-ctreap/udp did not recover\n{story}"
+    );
+    let add = nc.milestones.new_pods_added;
+    let after_add = last_error_end(nc, udp) - add;
+    assert!(
+        after_add <= 0.5,
+        "hostport-noflush-ctreap/udp: last error {after_add:.3}s after the new pod's ADD \
+         (issue 21: within 0.5 s)\n{story}"
+    );
+    assert_eq!(udp.source_ports, 1, "ctreap fixed the flow, not the client");
+    only_new_pods(nc, udp);
+    let old = flushes(nc, "default/pod/statsd-old", "udp");
+    assert!(
+        old.len() == 1 && old[0].0 == "gone" && old[0].1 <= 500.0,
+        "hostport-noflush-ctreap: the old pod's UDP flow should go within 0.5 s of its \
+         deletion, once: {old:?}\n{story}"
+    );
+    let new = flushes(nc, "default/pod/statsd-new", "udp");
+    assert!(
+        new.len() == 1 && new[0].0 == "not_translated",
+        "hostport-noflush-ctreap: the untranslated entry should go once the new pod serves: \
+         {new:?}\n{story}"
+    );
+    assert!(
+        nc.notes.iter().any(
+            |n| n.starts_with("at the end, node conntrack entries to dead") && n.ends_with(": 0")
+        ),
+        "hostport-noflush-ctreap: entries to the dead pod were left: {:?}",
+        nc.notes
+    );
+
+    // With the plugin's flush (the control): UDP recovers at the ADD, ctreap or not.
+    for name in ["hostport", "hostport-ctreap"] {
+        let v = variant(&report, name);
+        let udp = client(v, ClientKind::Udp);
+        assert!(udp.recovered, "{name}/udp did not recover\n{story}");
+        let after_add = last_error_end(v, udp) - v.milestones.new_pods_added;
+        assert!(
+            after_add <= 0.5,
+            "{name}/udp: last error {after_add:.3}s after the ADD that flushed\n{story}"
+        );
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("UDP entries to 8125 flushed") && !n.contains(" 0 UDP")),
+            "{name}: the ADD should flush the client's entry: {:?}",
+            v.notes
+        );
+        only_new_pods(v, udp);
+    }
+    let hc = variant(&report, "hostport-ctreap");
+    let old = flushes(hc, "default/pod/statsd-old", "udp");
+    assert!(
+        old.len() == 1 && old[0].1 <= 500.0,
+        "hostport-ctreap: the old pod's UDP flow should go within 0.5 s: {old:?}\n{story}"
+    );
+    println!(
+        "hostPort roll: without the ADD flush, nothing: UDP failing {:.2}s to the end; ctreap: \
+         recovered {after_add:.3}s after the ADD, the old pod's entry deleted {:.0} ms after \
+         its deletion",
+        last.end - last.start,
+        flushes(nc, "default/pod/statsd-old", "udp")[0].1
+    );
 }
