@@ -535,6 +535,17 @@ fn lab_hostport_roll_ctreap_recovers_udp_that_the_plugin_leaves_pinned() {
         );
         only_new_pods(v, udp);
     }
+    // The new pod's flows are never touched: of its hostPorts, only entries that met no rule
+    // (their reply from the node itself, not the pod) are deleted.
+    for v in [nc, variant(&report, "hostport-ctreap")] {
+        let new_tcp = flushes(v, "default/pod/statsd-new", "tcp");
+        let new_udp = flushes(v, "default/pod/statsd-new", "udp");
+        assert!(
+            new_tcp.is_empty() && new_udp.iter().all(|(reason, _)| reason == "not_translated"),
+            "{}: flows of the new pod were deleted: tcp {new_tcp:?}, udp {new_udp:?}\n{story}",
+            v.variant
+        );
+    }
     let hc = variant(&report, "hostport-ctreap");
     let old = flushes(hc, "default/pod/statsd-old", "udp");
     assert!(
