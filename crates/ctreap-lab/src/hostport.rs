@@ -34,14 +34,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use ctnetlink::Filter;
-use kube_testserver::{ServerConfig, TestServer};
 use tokio::runtime::Runtime;
 
-use super::clients::{ClientKind, ClientLog, Clients, Dial, Target};
-use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
+use super::clients::{ClientKind, ClientLog, Dial, Target};
+use super::report::{Milestones, PodDeath, VariantReport, round3};
 use super::scenario::{
-    ENDPOINT_REMOVAL_DELAY, Plan, Progress, TempFile, Variant, WARMUP, is_closed, node_entries_to,
-    secs_since, start_agent, stop_agent, summarize_entries,
+    ENDPOINT_REMOVAL_DELAY, Plan, Progress, Variant, is_closed, node_entries_to, secs_since,
+    start_agent, start_api, start_traffic, stop_agent, summarize_entries,
 };
 use super::world::objects::{
     self, DNS_TARGET_PORT, HOSTPORT_TCP, HOSTPORT_UDP, HTTP_TARGET_PORT, PodPhase,
@@ -126,16 +125,7 @@ pub(crate) fn run_inner(
     if kinds.is_empty() {
         bail!("the hostPort roll needs a client other than lb (udp, keepalive, pooled, fresh)");
     }
-    let server = TestServer::try_start_background_with(ServerConfig::default())
-        .map_err(|e| anyhow::anyhow!("starting the lab's API server: {e}"))?;
-    let kubeconfig = TempFile::new(std::env::temp_dir().join(format!(
-        "ctreap-lab-{}-{}.kubeconfig",
-        std::process::id(),
-        variant.name()
-    )));
-    server
-        .write_kubeconfig(&kubeconfig.0)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", kubeconfig.0.display()))?;
+    let (server, kubeconfig) = start_api(variant)?;
     let mut world = World::create(WorldConfig {
         backend: plan.nat,
         second_node: false,
@@ -183,35 +173,7 @@ pub(crate) fn run_inner(
         agent = Some(start_agent(&world, &kubeconfig.0, &progress, report)?);
     }
 
-    let epoch = Instant::now();
-    let clients = Clients::start(&targets, epoch);
-    progress.epoch = Some(epoch);
-    progress.say(format!(
-        "clients started: {}",
-        kinds
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    progress.wait_until(WARMUP, &clients);
-    let errs = clients.setup_errors();
-    if !errs.is_empty() {
-        bail!("clients could not start: {}", errs.join("; "));
-    }
-    let silent: Vec<String> = clients
-        .counts()
-        .into_iter()
-        .filter(|(_, c)| c.ok == 0)
-        .map(|(k, _)| k.to_string())
-        .collect();
-    if !silent.is_empty() {
-        bail!(
-            "no answer at all during the warm-up for: {} (the world is broken, not the variant)",
-            silent.join(", ")
-        );
-    }
-    progress.status(&clients);
+    let (clients, epoch) = start_traffic(&mut progress, &targets)?;
 
     // 2. The DaemonSet controller deletes the old pod: terminating, still running.
     objects::apply_hostport_pod(&server, OLD_POD, Some(old.ip), PodPhase::Terminating)?;
@@ -305,17 +267,15 @@ pub(crate) fn run_inner(
         died: round3(m_dead),
         removed_from_slice: round3(m_removed),
     }];
-    report.milestones = Milestones {
-        new_pods_added: round3(m_add),
-        old_pods_terminating: round3(m_term),
-        old_pods_removed: round3(m_dead),
-        slice_updated: round3(m_removed),
-        end: round3(m_end),
-    };
-    let m = report.milestones.clone();
-    report.clients = logs
-        .iter()
-        .map(|(k, l)| client_figures(*k, l, &m, &report.pod_deaths))
-        .collect();
+    report.measure(
+        Milestones {
+            new_pods_added: m_add,
+            old_pods_terminating: m_term,
+            old_pods_removed: m_dead,
+            slice_updated: m_removed,
+            end: m_end,
+        },
+        &logs,
+    );
     Ok(logs)
 }

@@ -252,6 +252,24 @@ pub struct VariantReport {
     pub files: Vec<String>,
 }
 
+impl VariantReport {
+    /// Records the milestones (seconds since the clients' start, rounded to the millisecond)
+    /// and every client's figures from its samples against them and `pod_deaths`.
+    pub fn measure(&mut self, m: Milestones, logs: &BTreeMap<ClientKind, ClientLog>) {
+        self.milestones = Milestones {
+            new_pods_added: round3(m.new_pods_added),
+            old_pods_terminating: round3(m.old_pods_terminating),
+            old_pods_removed: round3(m.old_pods_removed),
+            slice_updated: round3(m.slice_updated),
+            end: round3(m.end),
+        };
+        self.clients = logs
+            .iter()
+            .map(|(k, l)| client_figures(*k, l, &self.milestones, &self.pod_deaths))
+            .collect();
+    }
+}
+
 /// The whole report.json.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {

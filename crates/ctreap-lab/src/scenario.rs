@@ -29,7 +29,7 @@ use tokio::runtime::Runtime;
 
 use super::agent::{self, deletion_metrics, flush_lines};
 use super::clients::{ClientKind, ClientLog, Clients, Dial, LbPool, Target};
-use super::report::{Milestones, PodDeath, VariantReport, client_figures, round3};
+use super::report::{Milestones, PodDeath, VariantReport, round3};
 use super::world::objects::{
     self, CLUSTER_IP, DNS_PORT, DNS_TARGET_PORT, EndpointSpec, HTTP_NODE_PORT, HTTP_PORT,
     HTTP_TARGET_PORT,
@@ -417,6 +417,61 @@ pub fn run_variant(
     }
 }
 
+/// The variant's control plane: a local API server, as kubectl and the agent talk to it,
+/// and a kubeconfig for it (removed when the variant ends).
+pub(crate) fn start_api(variant: Variant) -> Result<(TestServer, TempFile)> {
+    let server = TestServer::try_start_background_with(ServerConfig::default())
+        .map_err(|e| anyhow::anyhow!("starting the lab's API server: {e}"))?;
+    let kubeconfig = TempFile::new(std::env::temp_dir().join(format!(
+        "ctreap-lab-{}-{}.kubeconfig",
+        std::process::id(),
+        variant.name()
+    )));
+    server
+        .write_kubeconfig(&kubeconfig.0)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", kubeconfig.0.display()))?;
+    Ok((server, kubeconfig))
+}
+
+/// Starts the clients on `targets` and runs the warm-up ([`WARMUP`]): fails if a client could
+/// not start or got no answer at all (the world is broken, not the variant). Returns the
+/// clients and their epoch (scenario time 0), which `progress` now prints.
+pub(crate) fn start_traffic(
+    progress: &mut Progress,
+    targets: &[(ClientKind, Target)],
+) -> Result<(Clients, Instant)> {
+    let epoch = Instant::now();
+    let clients = Clients::start(targets, epoch);
+    progress.epoch = Some(epoch);
+    progress.say(format!(
+        "clients started: {}",
+        targets
+            .iter()
+            .map(|(k, _)| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    progress.wait_until(WARMUP, &clients);
+    let errs = clients.setup_errors();
+    if !errs.is_empty() {
+        bail!("clients could not start: {}", errs.join("; "));
+    }
+    let silent: Vec<String> = clients
+        .counts()
+        .into_iter()
+        .filter(|(_, c)| c.ok == 0)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    if !silent.is_empty() {
+        bail!(
+            "no answer at all during the warm-up for: {} (the world is broken, not the variant)",
+            silent.join(", ")
+        );
+    }
+    progress.status(&clients);
+    Ok((clients, epoch))
+}
+
 /// The agent's log file for `variant`, in the report directory.
 pub(crate) fn agent_log_name(variant: Variant) -> String {
     format!("agent-{}.log", variant.name())
@@ -489,16 +544,7 @@ fn run_inner(
     progress.say(format!("{}: building the world", variant.title()));
 
     // The control plane: a local API server, as kubectl and the agent talk to it.
-    let server = TestServer::try_start_background_with(ServerConfig::default())
-        .map_err(|e| anyhow::anyhow!("starting the lab's API server: {e}"))?;
-    let kubeconfig = TempFile::new(std::env::temp_dir().join(format!(
-        "ctreap-lab-{}-{}.kubeconfig",
-        std::process::id(),
-        variant.name()
-    )));
-    server
-        .write_kubeconfig(&kubeconfig.0)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", kubeconfig.0.display()))?;
+    let (server, kubeconfig) = start_api(variant)?;
 
     let mut world = World::create(WorldConfig {
         backend: plan.nat,
@@ -600,36 +646,7 @@ fn run_inner(
     }
 
     // Traffic.
-    let epoch = Instant::now();
-    let kinds: Vec<ClientKind> = plan.clients.clone();
-    let clients = Clients::start(&targets.into_iter().collect::<Vec<_>>(), epoch);
-    progress.epoch = Some(epoch);
-    progress.say(format!(
-        "clients started: {}",
-        kinds
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    progress.wait_until(WARMUP, &clients);
-    let errs = clients.setup_errors();
-    if !errs.is_empty() {
-        bail!("clients could not start: {}", errs.join("; "));
-    }
-    let silent: Vec<String> = clients
-        .counts()
-        .into_iter()
-        .filter(|(_, c)| c.ok == 0)
-        .map(|(k, _)| k.to_string())
-        .collect();
-    if !silent.is_empty() {
-        bail!(
-            "no answer at all during the warm-up for: {} (the world is broken, not the variant)",
-            silent.join(", ")
-        );
-    }
-    progress.status(&clients);
+    let (clients, epoch) = start_traffic(&mut progress, &targets.into_iter().collect::<Vec<_>>())?;
 
     // 2. New pods.
     for p in NEW_PODS {
@@ -836,17 +853,15 @@ fn run_inner(
     world.cleanup()?;
     drop(server);
 
-    report.milestones = Milestones {
-        new_pods_added: round3(m_new),
-        old_pods_terminating: round3(m_term),
-        old_pods_removed: round3(m_dead),
-        slice_updated: round3(m_removed),
-        end: round3(m_end),
-    };
-    let m = report.milestones.clone();
-    report.clients = logs
-        .iter()
-        .map(|(k, l)| client_figures(*k, l, &m, &report.pod_deaths))
-        .collect();
+    report.measure(
+        Milestones {
+            new_pods_added: m_new,
+            old_pods_terminating: m_term,
+            old_pods_removed: m_dead,
+            slice_updated: m_removed,
+            end: m_end,
+        },
+        &logs,
+    );
     Ok(logs)
 }

@@ -91,14 +91,21 @@ fn no_failure_before_the_death(v: &VariantReport, c: &ClientFigures) {
 /// One lab at a time: their figures are timings, and two worlds on two cores would skew them.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `ctreap-lab` with `args`, `--duration DURATION` and `--report dir`; fails unless it
-/// succeeds and leaves no namespace behind. Returns report.json and the printed table.
-fn run_lab(args: &[&str], report_dir: &std::path::Path) -> (Report, String) {
+/// Runs `ctreap-lab` as root with `args`, `--duration DURATION` and `--report` a temporary
+/// directory; fails unless it succeeds and leaves no namespace behind. Returns report.json,
+/// the printed table and the report directory (removed when dropped).
+fn run_lab(args: &[&str]) -> (Report, String, tempfile::TempDir) {
+    assert!(
+        is_root(),
+        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
+    );
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report_dir = dir.path().join("report");
     let child = Command::new(env!("CARGO_BIN_EXE_ctreap-lab"))
         .args(args)
         .args(["--duration", DURATION, "--report"])
-        .arg(report_dir)
+        .arg(&report_dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -127,26 +134,18 @@ fn run_lab(args: &[&str], report_dir: &std::path::Path) -> (Report, String) {
 
     let text = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json");
     let report: Report = serde_json::from_str(&text).expect("report.json parses");
-    (report, stdout)
+    (report, stdout, dir)
 }
 
 #[test]
 fn lab_ctreap_ends_the_outage_that_nothing_leaves() {
-    assert!(
-        is_root(),
-        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
+    let (report, stdout, dir) = run_lab(&[
+        "--variant",
+        "nothing,ctreap,kube-proxy,drain,headless",
+        "--clients",
+        "udp,keepalive,pooled,lb",
+    ]);
     let report_dir = dir.path().join("report");
-    let (report, stdout) = run_lab(
-        &[
-            "--variant",
-            "nothing,ctreap,kube-proxy,drain,headless",
-            "--clients",
-            "udp,keepalive,pooled,lb",
-        ],
-        &report_dir,
-    );
     for f in [
         "samples.json",
         "timeline.svg",
@@ -420,21 +419,12 @@ fn flushes(v: &VariantReport, service: &str, protocol: &str) -> Vec<(String, f64
 /// it recovered on the new pod (the new pod's flows are kept).
 #[test]
 fn lab_hostport_roll_ctreap_recovers_udp_that_the_plugin_leaves_pinned() {
-    assert!(
-        is_root(),
-        "the lab test needs root (network namespaces, nftables, conntrack): run `scripts/test`"
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let report_dir = dir.path().join("report");
-    let (report, stdout) = run_lab(
-        &[
-            "--variant",
-            "hostport-noflush,hostport-noflush-ctreap,hostport,hostport-ctreap",
-            "--clients",
-            "udp,keepalive",
-        ],
-        &report_dir,
-    );
+    let (report, stdout, _dir) = run_lab(&[
+        "--variant",
+        "hostport-noflush,hostport-noflush-ctreap,hostport,hostport-ctreap",
+        "--clients",
+        "udp,keepalive",
+    ]);
     let story = format!(
         "{stdout}\n{}",
         serde_json::to_string_pretty(&report.variants).unwrap_or_default()
