@@ -64,7 +64,7 @@ pub fn timeline(
     let height = TOP + rows as f64 * ROW_H + groups as f64 * GROUP_GAP + BOTTOM;
     let mut s = svg_open(
         height,
-        "ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die)",
+        "ctreap lab: requests over time (green answered, red failed; dashed lines: the old pods die; blue: a hostPort replacement's ADD)",
     );
     let _ = writeln!(
         s,
@@ -151,6 +151,15 @@ pub fn timeline(
             r#"<line x1="{rx:.1}" y1="{:.1}" x2="{rx:.1}" y2="{:.1}" stroke="black" stroke-width="1.5" stroke-dasharray="4 3"/>"#,
             group_top, y
         );
+        // The hostPort roll's replacement comes after the death (its ADD): nothing can answer
+        // before that line, whatever cleans conntrack.
+        if v.milestones.new_pods_added > v.milestones.old_pods_removed {
+            let ax = x(v.milestones.new_pods_added);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{ax:.1}" y1="{group_top:.1}" x2="{ax:.1}" y2="{y:.1}" stroke="#1f5fbf" stroke-width="1.5" stroke-dasharray="1 2"/>"##
+            );
+        }
         y += GROUP_GAP;
     }
     axis(&mut s, y, span, x);
@@ -276,4 +285,46 @@ pub fn rate_503(
     axis(&mut s, y, span, x);
     s.push_str("</svg>\n");
     Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::report::{Milestones, VariantReport};
+    use super::*;
+
+    /// A report of one variant whose replacement came at `added`, its old pod dying at 4 s.
+    fn one_variant(added: f64) -> (Report, BTreeMap<String, BTreeMap<ClientKind, ClientLog>>) {
+        let logs: BTreeMap<ClientKind, ClientLog> =
+            [(ClientKind::Udp, ClientLog::default())].into();
+        let mut v = VariantReport {
+            variant: "v".into(),
+            ran: true,
+            ..VariantReport::default()
+        };
+        v.measure(
+            Milestones {
+                new_pods_added: added,
+                old_pods_removed: 4.0,
+                slice_updated: 4.1,
+                end: 10.0,
+                ..Milestones::default()
+            },
+            &logs,
+        );
+        let report = Report {
+            duration_s: 10.0,
+            variants: vec![v],
+            ..Report::default()
+        };
+        (report, [("v".to_string(), logs)].into())
+    }
+
+    #[test]
+    fn a_replacement_after_the_death_is_marked() {
+        let (report, samples) = one_variant(5.1);
+        assert!(timeline(&report, &samples).contains(r##"stroke="#1f5fbf""##));
+        // The control: a Service rollout's new pods come before the death, no such line.
+        let (report, samples) = one_variant(3.0);
+        assert!(!timeline(&report, &samples).contains(r##"stroke="#1f5fbf""##));
+    }
 }
