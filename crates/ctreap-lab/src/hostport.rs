@@ -29,7 +29,7 @@
 //! API, the untranslated one once the new pod's IP is reported).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -40,12 +40,12 @@ use super::clients::{ClientKind, ClientLog, Dial, Target};
 use super::report::{Milestones, PodDeath, VariantReport, round3};
 use super::scenario::{
     ENDPOINT_REMOVAL_DELAY, Plan, Progress, Variant, is_closed, node_entries_to, secs_since,
-    start_agent, start_api, start_traffic, stop_agent, summarize_entries,
+    sleep_until, start_agent, start_api, start_traffic, stop_agent, summarize_entries,
 };
 use super::world::objects::{
     self, DNS_TARGET_PORT, HOSTPORT_TCP, HOSTPORT_UDP, HTTP_TARGET_PORT, PodPhase,
 };
-use super::world::{HostPortMapping, Kill, NodeId, Portmap, World, WorldConfig};
+use super::world::{AddFlush, HostPortMapping, Kill, NodeId, Portmap, World, WorldConfig};
 use ctreap::cluster::Proto;
 
 /// The old pod terminating and still running, before its containers stop.
@@ -76,16 +76,8 @@ pub const MAPPINGS: [HostPortMapping; 2] = [
     },
 ];
 
-/// Sleeps until `at` after `from`.
-fn sleep_until(from: Instant, at: Duration) {
-    let now = from.elapsed();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
-}
-
-/// The node's UDP entries to the hostPort that met no DNAT (their reply comes from the node
-/// itself), as `conntrack -L` lines.
+/// How many of the node's UDP entries to the hostPort met no DNAT (their reply comes from the
+/// node itself).
 fn untranslated(world: &World) -> Result<usize> {
     let filter = Filter {
         family: Some(libc::AF_INET as u8),
@@ -156,8 +148,8 @@ pub(crate) fn run_inner(
         "portmap stand-in ({} backend): {}",
         plan.nat,
         match flush {
-            super::world::AddFlush::Udp => "ADD writes the rules, then deletes the UDP entries to 8125 (as the plugin ships since 2020); DEL removes the rules",
-            super::world::AddFlush::None => "ADD writes the rules and flushes nothing (the plugin before 2020); DEL removes the rules",
+            AddFlush::Udp => format!("ADD writes the rules, then deletes the UDP entries to {HOSTPORT_UDP} (as the plugin ships since 2020); DEL removes the rules"),
+            AddFlush::None => "ADD writes the rules and flushes nothing (the plugin before 2020); DEL removes the rules".into(),
         }
     ));
     progress.say(format!(
@@ -263,7 +255,7 @@ pub(crate) fn run_inner(
 
     report.pod_deaths = vec![PodDeath {
         pod: OLD_POD.into(),
-        ip: IpAddr::V4(old.ip).to_string(),
+        ip: old.ip.to_string(),
         died: round3(m_dead),
         removed_from_slice: round3(m_removed),
     }];

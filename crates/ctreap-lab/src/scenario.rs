@@ -74,7 +74,7 @@ pub fn min_duration(sync_delay: Duration) -> Duration {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// No fix: the outage.
     Nothing,
@@ -86,7 +86,6 @@ pub enum Variant {
     Ctreap,
     /// kube-proxy >= 1.32's own UDP conntrack reconciler, run by the rule programmer after
     /// every sync ([`kube_proxy_stale`](super::world::kube_proxy_stale)).
-    #[serde(rename = "kube-proxy")]
     KubeProxy,
     /// The seed's option 5: the application drains its keep-alive connections once the
     /// rules no longer send it new flows, before it dies.
@@ -99,14 +98,11 @@ pub enum Variant {
     /// the clients' node, the portmap plugin as it ships (UDP flush on ADD), no ctreap.
     Hostport,
     /// The same roll with `ctreap run` on the node.
-    #[serde(rename = "hostport-ctreap")]
     HostportCtreap,
     /// The same roll, the portmap plugin without its UDP flush on ADD (before 2020, and
     /// hostPort implementations without it), no ctreap.
-    #[serde(rename = "hostport-noflush")]
     HostportNoflush,
     /// The same roll without the flush, `ctreap run` on the node.
-    #[serde(rename = "hostport-noflush-ctreap")]
     HostportNoflushCtreap,
 }
 
@@ -183,23 +179,18 @@ impl Variant {
 
 impl FromStr for Variant {
     type Err = String;
+    /// A variant by its name or its number (`1` to `11`, its place in [`Variant::ALL`]).
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "nothing" | "1" => Ok(Variant::Nothing),
-            "prestop" | "2" => Ok(Variant::Prestop),
-            "timeouts" | "3" => Ok(Variant::Timeouts),
-            "ctreap" | "4" => Ok(Variant::Ctreap),
-            "kube-proxy" | "5" => Ok(Variant::KubeProxy),
-            "drain" | "6" => Ok(Variant::Drain),
-            "headless" | "7" => Ok(Variant::Headless),
-            "hostport" | "8" => Ok(Variant::Hostport),
-            "hostport-ctreap" | "9" => Ok(Variant::HostportCtreap),
-            "hostport-noflush" | "10" => Ok(Variant::HostportNoflush),
-            "hostport-noflush-ctreap" | "11" => Ok(Variant::HostportNoflushCtreap),
-            other => Err(format!(
-                "{other:?} is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain, headless, hostport, hostport-ctreap, hostport-noflush, hostport-noflush-ctreap)"
-            )),
-        }
+        let s = s.trim().to_ascii_lowercase();
+        Variant::ALL
+            .iter()
+            .enumerate()
+            .find(|(i, v)| v.name() == s || (i + 1).to_string() == s)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+                format!("{s:?} is not a variant ({})", names.join(", "))
+            })
     }
 }
 
@@ -305,6 +296,14 @@ fn ips_of(world: &World, pods: &[&str]) -> Vec<Ipv4Addr> {
         .filter_map(|p| world.pod(p))
         .map(|p| p.ip)
         .collect()
+}
+
+/// Sleeps until `at` after `from` (not at all if that has passed).
+pub(crate) fn sleep_until(from: Instant, at: Duration) {
+    let now = from.elapsed();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
 }
 
 pub(crate) fn secs_since(epoch: Instant, at: Instant) -> f64 {
@@ -756,11 +755,7 @@ fn run_inner(
         let remover = scope.spawn(move || -> Result<Vec<f64>> {
             let mut times = Vec::new();
             for (i, died) in rx {
-                let at = died + ENDPOINT_REMOVAL_DELAY;
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
-                }
+                sleep_until(died, ENDPOINT_REMOVAL_DELAY);
                 let mut eps: Vec<EndpointSpec> = old_draining[i + 1..].to_vec();
                 eps.extend(new_ready.iter().cloned());
                 objects::apply_endpoints(server, &eps)?;
@@ -864,4 +859,26 @@ fn run_inner(
         &logs,
     );
     Ok(logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_by_name_and_number_and_serialize_as_named() {
+        for (i, v) in Variant::ALL.iter().enumerate() {
+            assert_eq!(v.name().parse::<Variant>(), Ok(*v));
+            assert_eq!((i + 1).to_string().parse::<Variant>(), Ok(*v));
+            assert_eq!(format!(" {} ", v.name().to_uppercase()).parse(), Ok(*v));
+            assert_eq!(
+                serde_json::to_value(v).expect("serializes"),
+                serde_json::json!(v.name())
+            );
+        }
+        assert_eq!(
+            "12".parse::<Variant>(),
+            Err("\"12\" is not a variant (nothing, prestop, timeouts, ctreap, kube-proxy, drain, headless, hostport, hostport-ctreap, hostport-noflush, hostport-noflush-ctreap)".to_string())
+        );
+    }
 }

@@ -357,7 +357,9 @@ fn proto_k8s<S: serde::Serializer>(p: &Proto, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(p.as_k8s())
 }
 
-fn nft_proto(p: Proto) -> &'static str {
+/// The protocol's name in nft and iptables rules (`tcp`, `udp`, `sctp`); the portmap
+/// stand-in writes it too.
+pub(super) fn nft_proto(p: Proto) -> &'static str {
     match p {
         Proto::Tcp => "tcp",
         Proto::Udp => "udp",

@@ -21,14 +21,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use ctnetlink::{Conntrack, Filter, Netns};
 use ctreap::cluster::Proto;
 
 use super::Error;
 use super::cmd;
-use super::nat::NatBackend;
+use super::nat::{NatBackend, nft_proto};
 
 /// The table of the plugin's nftables backend.
 pub const NFT_TABLE: &str = "cni_hostport";
@@ -65,14 +65,6 @@ pub struct Portmap {
 pub struct AddReport {
     /// UDP entries the flush deleted (0 with [`AddFlush::None`]).
     pub flushed: u64,
-}
-
-fn nft_proto(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-    }
 }
 
 /// `CNI-DN-<pod>`: pod names are at most 13 characters, well within iptables' 28.
@@ -231,14 +223,6 @@ impl Portmap {
     fn apply_nft(&self) -> Result<(), Error> {
         cmd::in_ns_with_input(&self.netns, "nft", &["-f", "-"], Some(&self.render_nft()))?;
         Ok(())
-    }
-
-    /// The pods mapped now, with their IP.
-    pub fn mapped(&self) -> Vec<(String, IpAddr)> {
-        self.pods
-            .iter()
-            .map(|(p, (ip, _))| (p.clone(), IpAddr::V4(*ip)))
-            .collect()
     }
 }
 
